@@ -1,0 +1,680 @@
+//! Validation and quarantine: raw text rows in, typed accepted rows and anonymized
+//! rejects out, with `rows_in = accepted + quarantined` always.
+//!
+//! Validation works column by column over the raw text (each cell gets its first
+//! failing rule), then rows are split. It is hand-written rather than a polars
+//! expression chain because each rejected row must carry the exact rule and the
+//! offending value as it arrived, across several accepted spellings per type;
+//! polars takes over once the data is typed.
+
+use std::collections::{HashMap, HashSet};
+
+use polars::prelude::*;
+
+use crate::anonymize::{self, AnonKey};
+use crate::contract::{
+    CUSTOMER_ID, Check, Column as Spec, FREE_TEXT_COLUMNS, PII_COLUMNS, REVERSAL_STATUSES, Table,
+    Type,
+};
+use crate::values;
+
+/// A table as read from a source: every cell text, column-major.
+#[derive(Debug, Clone, Default)]
+pub struct RawTable {
+    /// Where the rows came from (a file name, a key, `postgres:schema.table`), for messages.
+    pub source: String,
+    pub columns: Vec<String>,
+    pub cells: Vec<Vec<Option<String>>>,
+    /// The row's position in the source (1-based data row), for messages and quarantine.
+    pub source_rows: Vec<u64>,
+    /// Rows the reader could not split into cells (ragged CSV lines, bad JSON lines).
+    pub malformed: Vec<Malformed>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub source_row: u64,
+    pub rule: String,
+    pub detail: String,
+}
+
+impl RawTable {
+    pub fn new(source: impl Into<String>, columns: Vec<String>) -> RawTable {
+        let n = columns.len();
+        RawTable {
+            source: source.into(),
+            columns,
+            cells: vec![Vec::new(); n],
+            ..RawTable::default()
+        }
+    }
+
+    pub fn push_row(&mut self, source_row: u64, row: impl IntoIterator<Item = Option<String>>) {
+        let mut width = 0;
+        for (cells, v) in self.cells.iter_mut().zip(row) {
+            cells.push(v);
+            width += 1;
+        }
+        debug_assert_eq!(width, self.cells.len(), "row width must match the header");
+        self.source_rows.push(source_row);
+    }
+
+    pub fn height(&self) -> usize {
+        self.source_rows.len()
+    }
+
+    /// All rows read, including the malformed ones.
+    pub fn rows_in(&self) -> usize {
+        self.height() + self.malformed.len()
+    }
+
+    fn column(&self, name: &str) -> Option<&[Option<String>]> {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .map(|i| self.cells[i].as_slice())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ContractError {
+    #[error("{file}: missing required column `{column}` of table {table} (expected {expected}); found columns: {found}")]
+    MissingColumn {
+        file: String,
+        table: Table,
+        column: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// What validation needs besides the rows.
+pub struct Context<'a> {
+    pub key: &'a AnonKey,
+    /// Customer keys with a deletion request: their rows get an unlinked random key.
+    pub deleted: &'a HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub rows_in: usize,
+    pub accepted: usize,
+    pub quarantined: usize,
+}
+
+#[derive(Debug)]
+pub struct Validated {
+    pub accepted: DataFrame,
+    /// Rejected rows: `_source, _row, _rule, _column, _value`, then every contract
+    /// column as (anonymized) text.
+    pub rejects: DataFrame,
+    pub counts: Counts,
+    /// Contract columns the input lacked (null in every accepted row).
+    pub missing_columns: Vec<String>,
+    /// Input columns outside the contract, dropped (PII columns among them).
+    pub dropped_columns: Vec<String>,
+    /// Rejections per rule name.
+    pub rules: Vec<(String, usize)>,
+}
+
+/// A cell's first broken rule.
+#[derive(Debug, Clone)]
+struct Violation {
+    rule: String,
+    column: &'static str,
+    value: Option<String>,
+}
+
+enum Parsed {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Timestamp(Vec<Option<i64>>),
+    Date(Vec<Option<i32>>),
+}
+
+/// A validated column: typed values plus the raw text kept for quarantine.
+struct Checked {
+    spec: &'static Spec,
+    parsed: Parsed,
+    text: Vec<Option<String>>,
+}
+
+pub fn validate(table: Table, raw: &RawTable, ctx: &Context) -> Result<Validated, ContractError> {
+    let n = raw.height();
+    let mut missing_columns = Vec::new();
+    let mut violations: Vec<Option<Violation>> = vec![None; n];
+    let mut checked: Vec<Checked> = Vec::new();
+    let mut unlinked: HashMap<String, String> = HashMap::new();
+
+    for spec in table.columns() {
+        let text: Vec<Option<String>> = if spec.name == "customer_key" && table.has_customer() {
+            match raw.column(CUSTOMER_ID).or_else(|| raw.column("customer_key")) {
+                Some(ids) => ids
+                    .iter()
+                    .map(|id| {
+                        let id = id.as_deref().map(str::trim).filter(|s| !s.is_empty())?;
+                        let key = if raw.column(CUSTOMER_ID).is_some() {
+                            ctx.key.customer_key(id)
+                        } else {
+                            id.to_string()
+                        };
+                        Some(if table == Table::Orders && ctx.deleted.contains(&key) {
+                            unlinked.entry(key).or_insert_with(anonymize::random_key).clone()
+                        } else {
+                            key
+                        })
+                    })
+                    .collect(),
+                None => absent(table, spec, raw, &mut missing_columns, CUSTOMER_ID)?,
+            }
+        } else {
+            match raw.column(spec.name) {
+                Some(cells) if FREE_TEXT_COLUMNS.contains(&spec.name) => cells
+                    .iter()
+                    .map(|c| c.as_deref().map(anonymize::scrub_free_text))
+                    .collect(),
+                Some(cells) => cells.to_vec(),
+                None => absent(table, spec, raw, &mut missing_columns, spec.name)?,
+            }
+        };
+        let parsed = check_column(table, spec, &text, &mut violations);
+        checked.push(Checked { spec, parsed, text });
+    }
+
+    if table == Table::Orders {
+        check_quantity_sign(&checked, &mut violations);
+    }
+    check_duplicate_keys(table, &checked, &mut violations);
+
+    let keep: Vec<bool> = violations.iter().map(Option::is_none).collect();
+    let accepted = accepted_frame(&checked, &keep);
+    let rejects = rejects_frame(raw, &checked, &violations);
+    let mut rules: HashMap<String, usize> = HashMap::new();
+    for v in violations.iter().flatten() {
+        *rules.entry(v.rule.clone()).or_default() += 1;
+    }
+    for m in &raw.malformed {
+        *rules.entry(m.rule.clone()).or_default() += 1;
+    }
+    let mut rules: Vec<(String, usize)> = rules.into_iter().collect();
+    rules.sort();
+
+    let counts = Counts {
+        rows_in: raw.rows_in(),
+        accepted: accepted.height(),
+        quarantined: rejects.height(),
+    };
+    debug_assert_eq!(counts.rows_in, counts.accepted + counts.quarantined);
+    let known: HashSet<&str> = table.columns().iter().map(|c| c.name).chain([CUSTOMER_ID]).collect();
+    let dropped_columns = raw
+        .columns
+        .iter()
+        .filter(|c| !known.contains(c.as_str()))
+        .cloned()
+        .collect();
+    Ok(Validated {
+        accepted,
+        rejects,
+        counts,
+        missing_columns,
+        dropped_columns,
+        rules,
+    })
+}
+
+/// An empty frame with the table's stored schema (for a table an input lacks).
+pub fn empty(table: Table) -> DataFrame {
+    let columns = table.columns().iter().map(|c| c.name.to_string()).collect();
+    let key = AnonKey::demo();
+    validate(table, &RawTable::new("empty", columns), &Context { key: &key, deleted: &HashSet::new() })
+        .expect("an input with every column validates")
+        .accepted
+}
+
+/// A contract column the input lacks: an error when required, all-null otherwise.
+fn absent(
+    table: Table,
+    spec: &Spec,
+    raw: &RawTable,
+    missing: &mut Vec<String>,
+    input_name: &str,
+) -> Result<Vec<Option<String>>, ContractError> {
+    if spec.required {
+        return Err(ContractError::MissingColumn {
+            file: raw.source.clone(),
+            table,
+            column: input_name.to_string(),
+            expected: describe(spec),
+            found: raw.columns.join(", "),
+        });
+    }
+    missing.push(spec.name.to_string());
+    Ok(vec![None; raw.height()])
+}
+
+fn describe(spec: &Spec) -> String {
+    let ty = match spec.ty {
+        Type::Text { max_chars } => format!("text up to {max_chars} characters"),
+        Type::Int => "an integer".into(),
+        Type::Float => "a number".into(),
+        Type::Timestamp => "a UTC timestamp such as 2024-03-01 10:00:00".into(),
+        Type::Date => "a date YYYY-MM-DD".into(),
+    };
+    match spec.check {
+        Check::Currency => format!("{ty}, an ISO 4217 currency code"),
+        Check::Country => format!("{ty}, an ISO 3166-1 alpha-2 country code"),
+        Check::OneOf(values) => format!("{ty}, one of {}", values.join("|")),
+        _ => ty,
+    }
+}
+
+fn check_column(
+    table: Table,
+    spec: &'static Spec,
+    text: &[Option<String>],
+    violations: &mut [Option<Violation>],
+) -> Parsed {
+    let rule = |r: &str| format!("{}.{}.{r}", table.name(), spec.name);
+    let mut flag = |i: usize, r: &str, v: &str| {
+        if violations[i].is_none() {
+            violations[i] = Some(Violation {
+                rule: rule(r),
+                column: spec.name,
+                value: Some(v.to_string()),
+            });
+        }
+    };
+    let cells: Vec<Option<&str>> = text
+        .iter()
+        .map(|c| c.as_deref().map(str::trim).filter(|s| !s.is_empty()))
+        .collect();
+    let mut parsed = match spec.ty {
+        Type::Text { .. } => Parsed::Text(Vec::with_capacity(cells.len())),
+        Type::Int => Parsed::Int(Vec::with_capacity(cells.len())),
+        Type::Float => Parsed::Float(Vec::with_capacity(cells.len())),
+        Type::Timestamp => Parsed::Timestamp(Vec::with_capacity(cells.len())),
+        Type::Date => Parsed::Date(Vec::with_capacity(cells.len())),
+    };
+    for (i, cell) in cells.iter().enumerate() {
+        let Some(s) = *cell else {
+            if spec.required {
+                flag(i, "required", "");
+            }
+            push_null(&mut parsed);
+            continue;
+        };
+        let number = match (&mut parsed, spec.ty) {
+            (Parsed::Text(out), Type::Text { max_chars }) => {
+                if s.contains('\u{FFFD}') {
+                    flag(i, "utf8", s);
+                } else if s.chars().count() > max_chars {
+                    let head: String = s.chars().take(40).collect();
+                    flag(i, "length", &format!("{head}… ({} characters)", s.chars().count()));
+                } else if !text_check(spec.check, s) {
+                    let r = match spec.check {
+                        Check::Currency => "currency",
+                        Check::Country => "country",
+                        _ => "enum",
+                    };
+                    flag(i, r, s);
+                }
+                out.push(Some(s.to_string()));
+                None
+            }
+            (Parsed::Int(out), _) => {
+                let v = values::parse_int(s);
+                out.push(v);
+                v.map(|v| v as f64)
+            }
+            (Parsed::Float(out), _) => {
+                let v = values::parse_float(s);
+                out.push(v);
+                v
+            }
+            (Parsed::Timestamp(out), _) => {
+                let v = values::parse_timestamp(s);
+                out.push(v);
+                v.map(|_| 0.0)
+            }
+            (Parsed::Date(out), _) => {
+                let v = values::parse_date(s);
+                out.push(v);
+                v.map(|_| 0.0)
+            }
+            _ => unreachable!("parsed vector matches the column type"),
+        };
+        if !matches!(spec.ty, Type::Text { .. }) {
+            match number {
+                None => flag(i, "type", s),
+                Some(x) if !in_range(spec.check, x) => flag(i, "range", s),
+                Some(_) => {}
+            }
+        }
+    }
+    parsed
+}
+
+fn push_null(p: &mut Parsed) {
+    match p {
+        Parsed::Text(v) => v.push(None),
+        Parsed::Int(v) => v.push(None),
+        Parsed::Float(v) => v.push(None),
+        Parsed::Timestamp(v) => v.push(None),
+        Parsed::Date(v) => v.push(None),
+    }
+}
+
+fn text_check(check: Check, s: &str) -> bool {
+    match check {
+        Check::Currency => values::is_currency(s),
+        Check::Country => values::is_country(s),
+        Check::OneOf(allowed) => allowed.contains(&s),
+        _ => true,
+    }
+}
+
+fn in_range(check: Check, x: f64) -> bool {
+    match check {
+        Check::Range { min, max } => (min..=max).contains(&x),
+        Check::Positive { max } => x > 0.0 && x <= max,
+        _ => true,
+    }
+}
+
+fn find<'a>(checked: &'a [Checked], name: &str) -> &'a Checked {
+    checked
+        .iter()
+        .find(|c| c.spec.name == name)
+        .expect("contract column present")
+}
+
+/// A line's quantity is positive, except reversals (cancelled, returned), which may
+/// be negative; zero is never a sale.
+fn check_quantity_sign(checked: &[Checked], violations: &mut [Option<Violation>]) {
+    let (Parsed::Int(qty), Parsed::Text(status)) =
+        (&find(checked, "quantity").parsed, &find(checked, "status").parsed)
+    else {
+        unreachable!("orders contract types");
+    };
+    for (i, (q, s)) in qty.iter().zip(status).enumerate() {
+        let Some(q) = *q else { continue };
+        let reversal = s.as_deref().is_some_and(|s| REVERSAL_STATUSES.contains(&s));
+        if violations[i].is_none() && (q == 0 || (q < 0 && !reversal)) {
+            violations[i] = Some(Violation {
+                rule: "orders.quantity.sign".into(),
+                column: "quantity",
+                value: Some(format!("{q} with status {}", s.as_deref().unwrap_or("null"))),
+            });
+        }
+    }
+}
+
+/// The first row with a key is kept; later rows with the same key are quarantined.
+/// Only rows that are otherwise valid take part, so a bad first copy does not push
+/// a good second copy into quarantine.
+fn check_duplicate_keys(table: Table, checked: &[Checked], violations: &mut [Option<Violation>]) {
+    let key_cols: Vec<&Checked> = table.key().iter().map(|k| find(checked, k)).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    for i in 0..violations.len() {
+        if violations[i].is_some() {
+            continue;
+        }
+        let key: Vec<&str> = key_cols
+            .iter()
+            .map(|c| c.text[i].as_deref().map(str::trim).unwrap_or(""))
+            .collect();
+        let key = key.join("\u{1f}");
+        if !seen.insert(key.clone()) {
+            violations[i] = Some(Violation {
+                rule: format!("{}.key.duplicate", table.name()),
+                column: table.key()[0],
+                value: Some(key.replace('\u{1f}', "/")),
+            });
+        }
+    }
+}
+
+fn pick<T: Clone>(v: &[Option<T>], keep: &[bool]) -> Vec<Option<T>> {
+    v.iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x.clone()).collect()
+}
+
+fn accepted_frame(checked: &[Checked], keep: &[bool]) -> DataFrame {
+    let height = keep.iter().filter(|k| **k).count();
+    let columns = checked
+        .iter()
+        .map(|c| {
+            let name = PlSmallStr::from_static(c.spec.name);
+            match &c.parsed {
+                Parsed::Text(v) => Column::new(name, pick(v, keep)),
+                Parsed::Int(v) => Column::new(name, pick(v, keep)),
+                Parsed::Float(v) => Column::new(name, pick(v, keep)),
+                Parsed::Timestamp(v) => Column::new(name, pick(v, keep))
+                    .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+                    .expect("i64 casts to datetime"),
+                Parsed::Date(v) => Column::new(name, pick(v, keep))
+                    .cast(&DataType::Date)
+                    .expect("i32 casts to date"),
+            }
+        })
+        .collect();
+    DataFrame::new(height, columns).expect("columns of equal height")
+}
+
+fn rejects_frame(raw: &RawTable, checked: &[Checked], violations: &[Option<Violation>]) -> DataFrame {
+    let rejected: Vec<usize> = (0..violations.len()).filter(|i| violations[*i].is_some()).collect();
+    let mut source_row: Vec<u64> = Vec::new();
+    let mut rule: Vec<String> = Vec::new();
+    let mut column: Vec<Option<String>> = Vec::new();
+    let mut value: Vec<Option<String>> = Vec::new();
+    for &i in &rejected {
+        let v = violations[i].as_ref().expect("rejected rows have a violation");
+        source_row.push(raw.source_rows[i]);
+        rule.push(v.rule.clone());
+        column.push(Some(v.column.to_string()));
+        value.push(v.value.as_deref().map(|s| {
+            if PII_COLUMNS.contains(&v.column) {
+                anonymize::mask(s)
+            } else {
+                s.to_string()
+            }
+        }));
+    }
+    for m in &raw.malformed {
+        source_row.push(m.source_row);
+        rule.push(m.rule.clone());
+        column.push(None);
+        value.push(Some(m.detail.clone()));
+    }
+    let height = source_row.len();
+    let mut columns = vec![
+        Column::new("_source".into(), vec![raw.source.clone(); height]),
+        Column::new("_row".into(), source_row),
+        Column::new("_rule".into(), rule),
+        Column::new("_column".into(), column),
+        Column::new("_value".into(), value),
+    ];
+    for c in checked {
+        let mut cells: Vec<Option<String>> = rejected.iter().map(|&i| c.text[i].clone()).collect();
+        cells.resize(height, None);
+        columns.push(Column::new(PlSmallStr::from_static(c.spec.name), cells));
+    }
+    DataFrame::new(height, columns).expect("columns of equal height")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::rule_names;
+    use proptest::prelude::*;
+
+    fn orders_header() -> Vec<String> {
+        [
+            "order_id", "line_no", "order_ts", "customer_id", "customer_name", "customer_email",
+            "product_id", "seller_id", "quantity", "unit_price", "currency", "buyer_country",
+            "ship_country", "channel", "status",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn good_order(id: &str) -> Vec<&str> {
+        vec![
+            id, "1", "2024-03-01 10:00:00", "C-17", "Jane Roe", "jane.roe@example.com", "P1",
+            "S1", "2", "19.99", "EUR", "DE", "FR", "web", "completed",
+        ]
+    }
+
+    fn table(rows: &[Vec<&str>]) -> RawTable {
+        let mut t = RawTable::new("orders.csv", orders_header());
+        for (i, r) in rows.iter().enumerate() {
+            t.push_row(i as u64 + 1, r.iter().map(|s| Some(s.to_string())));
+        }
+        t
+    }
+
+    fn run(rows: &[Vec<&str>]) -> Validated {
+        let key = AnonKey::new("unit-test-secret-123").unwrap();
+        validate(Table::Orders, &table(rows), &Context { key: &key, deleted: &HashSet::new() })
+            .unwrap()
+    }
+
+    fn rule_of(v: &Validated) -> String {
+        let r = v.rejects.column("_rule").unwrap().str().unwrap();
+        r.get(0).unwrap().to_string()
+    }
+
+    /// One bad row per orders rule: each lands in quarantine under that rule's name.
+    #[test]
+    fn each_orders_rule_quarantines_its_row() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("orders.order_id.required", 0, ""),
+            ("orders.order_id.length", 0, &"x".repeat(65)),
+            ("orders.order_id.utf8", 0, "O\u{FFFD}1"),
+            ("orders.line_no.type", 1, "first"),
+            ("orders.line_no.range", 1, "0"),
+            ("orders.line_no.required", 1, ""),
+            ("orders.order_ts.type", 2, "2024-13-45 25:61:00"),
+            ("orders.order_ts.required", 2, ""),
+            ("orders.product_id.required", 6, ""),
+            ("orders.seller_id.required", 7, " "),
+            ("orders.quantity.type", 8, "two"),
+            ("orders.quantity.range", 8, "5000000"),
+            ("orders.quantity.required", 8, ""),
+            ("orders.unit_price.type", 9, "NaN"),
+            ("orders.unit_price.range", 9, "-4.5"),
+            ("orders.unit_price.range", 9, "999999999"),
+            ("orders.unit_price.required", 9, ""),
+            ("orders.currency.currency", 10, "EUX"),
+            ("orders.currency.required", 10, ""),
+            ("orders.buyer_country.country", 11, "Germany"),
+            ("orders.buyer_country.required", 11, ""),
+            ("orders.ship_country.country", 12, "XX"),
+            ("orders.ship_country.required", 12, ""),
+            ("orders.channel.enum", 13, "fax"),
+            ("orders.status.enum", 14, "lost"),
+            ("orders.status.required", 14, ""),
+        ];
+        let mut covered: HashSet<String> = HashSet::new();
+        for (rule, col, value) in cases {
+            let mut bad = good_order("O2");
+            bad[*col] = value;
+            let v = run(&[good_order("O1"), bad]);
+            assert_eq!(v.counts, Counts { rows_in: 2, accepted: 1, quarantined: 1 }, "{rule}");
+            assert_eq!(rule_of(&v), *rule);
+            covered.insert(rule.to_string());
+        }
+        // Row-level rules.
+        let mut neg = good_order("O2");
+        neg[8] = "-1";
+        assert_eq!(rule_of(&run(&[neg])), "orders.quantity.sign");
+        let mut cancelled = good_order("O3");
+        cancelled[8] = "-1";
+        cancelled[14] = "cancelled";
+        assert_eq!(run(&[cancelled]).counts.accepted, 1);
+        assert_eq!(rule_of(&run(&[good_order("O1"), good_order("O1")])), "orders.key.duplicate");
+        covered.extend(["orders.quantity.sign".into(), "orders.key.duplicate".into()]);
+        // customer_key is derived and never fails: everything else must be covered.
+        let mut all = rule_names(Table::Orders);
+        all.retain(|r| !r.starts_with("orders.customer_key"));
+        let missing: Vec<_> = all.iter().filter(|r| !covered.contains(*r)).collect();
+        assert!(missing.is_empty(), "rules without a test: {missing:?}");
+    }
+
+    #[test]
+    fn pii_is_dropped_and_customer_is_keyed() {
+        let v = run(&[good_order("O1")]);
+        let names: Vec<&str> = v.accepted.get_column_names().iter().map(|s| s.as_str()).collect();
+        assert!(!names.contains(&"customer_name") && !names.contains(&"customer_id"));
+        let key = v.accepted.column("customer_key").unwrap().str().unwrap().get(0).unwrap().to_string();
+        assert_eq!(key, AnonKey::new("unit-test-secret-123").unwrap().customer_key("C-17"));
+        assert!(v.dropped_columns.contains(&"customer_email".to_string()));
+    }
+
+    #[test]
+    fn deleted_customers_get_an_unlinked_key() {
+        let key = AnonKey::new("unit-test-secret-123").unwrap();
+        let deleted: HashSet<String> = [key.customer_key("C-17")].into();
+        let v = validate(
+            Table::Orders,
+            &table(&[good_order("O1"), good_order("O2")]),
+            &Context { key: &key, deleted: &deleted },
+        )
+        .unwrap();
+        let keys = v.accepted.column("customer_key").unwrap().str().unwrap();
+        assert_ne!(keys.get(0).unwrap(), key.customer_key("C-17"));
+        assert_eq!(keys.get(0), keys.get(1), "one random key per customer");
+    }
+
+    #[test]
+    fn missing_required_column_names_file_and_column() {
+        let mut t = table(&[good_order("O1")]);
+        let i = t.columns.iter().position(|c| c == "unit_price").unwrap();
+        t.columns.remove(i);
+        t.cells.remove(i);
+        let key = AnonKey::demo();
+        let err = validate(Table::Orders, &t, &Context { key: &key, deleted: &HashSet::new() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("orders.csv") && err.contains("unit_price") && err.contains("a number"), "{err}");
+    }
+
+    #[test]
+    fn malformed_rows_are_counted_and_quarantined() {
+        let mut t = table(&[good_order("O1")]);
+        t.malformed.push(Malformed { source_row: 2, rule: "csv.field_count".into(), detail: "3 fields, expected 15".into() });
+        let key = AnonKey::demo();
+        let v = validate(Table::Orders, &t, &Context { key: &key, deleted: &HashSet::new() }).unwrap();
+        assert_eq!(v.counts, Counts { rows_in: 2, accepted: 1, quarantined: 1 });
+    }
+
+    proptest! {
+        /// Whatever the cells hold, every row is accepted or quarantined, never both,
+        /// and accepted rows satisfy the typed rules.
+        #[test]
+        fn rows_are_conserved(rows in prop::collection::vec(
+            (prop::sample::select(vec!["O1", "O2", "", "O\u{FFFD}"]),
+             prop::sample::select(vec!["1", "2", "0", "x", "-1"]),
+             prop::sample::select(vec!["2024-01-01", "2024-02-30", "", "2024-01-01T00:00:00Z"]),
+             prop::sample::select(vec!["1", "-2", "0", "7.5"]),
+             prop::sample::select(vec!["1.5", "-1", "inf", "", "0"]),
+             prop::sample::select(vec!["EUR", "XXY", ""]),
+             prop::sample::select(vec!["completed", "cancelled", "bogus"])), 0..40)) {
+            let rows: Vec<Vec<&str>> = rows.iter().map(|(id, line, ts, q, p, cur, st)| {
+                let mut r = good_order(id);
+                r[1] = line; r[2] = ts; r[8] = q; r[9] = p; r[10] = cur; r[14] = st;
+                r
+            }).collect();
+            let v = run(&rows);
+            prop_assert_eq!(v.counts.rows_in, rows.len());
+            prop_assert_eq!(v.counts.accepted + v.counts.quarantined, rows.len());
+            let price = v.accepted.column("unit_price").unwrap().f64().unwrap();
+            prop_assert!(price.iter().all(|p| p.is_some_and(|p| p >= 0.0 && p.is_finite())));
+            let qty = v.accepted.column("quantity").unwrap().i64().unwrap();
+            let st = v.accepted.column("status").unwrap().str().unwrap();
+            for (q, s) in qty.iter().zip(st.iter()) {
+                prop_assert!(q.unwrap() > 0 || s == Some("cancelled"));
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! `sgml`: the command line of sellglobal-ml. Each subcommand is one pipeline step
+//! (one Airflow task), parameterised by run date; `sgml run all` chains them.
+//!
+//! Exit codes: 0 success, 1 failure (reason on stderr), 2 usage error.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sgml_features::anonymize::AnonKey;
+use sgml_pipelines::generate::{self, Params};
+use sgml_pipelines::run::{self, RunManifest, Step};
+use sgml_pipelines::sources::SourceOptions;
+use sgml_pipelines::steps::{self, features::Features, ingest::Ingest, retention::Retention};
+use sgml_pipelines::store::{self, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "sgml",
+    version,
+    about = "sellglobal-ml: the marketplace's ML back office (ingest, features, models, publishing)",
+    long_about = "sellglobal-ml: batch pipelines over anonymized marketplace data.\n\n\
+        Every step reads and writes one store (a directory, later s3://bucket/prefix) laid out as\n\
+        raw/, quarantine/, archive/, features/, models/, predictions/ and runs/ (one manifest per run).\n\
+        Each step is idempotent for its run date, so an Airflow task is one `sgml` command.\n\n\
+        Start with `sgml run all`: it ingests the bundled synthetic sample and builds features."
+)]
+struct Cli {
+    /// The store: a directory (created if missing).
+    #[arg(long, global = true, env = "SGML_STORE", default_value = "./sgml-store")]
+    store: String,
+
+    /// Log format on stderr: `text` for people, `json` for Airflow and log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// More logs (-v info, -vv debug). On a terminal the default shows warnings only.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a synthetic marketplace export (orders, products, crawled_offers, fx_rates,
+    /// deletion_requests as CSV, with PII columns like a real export) to a directory.
+    Generate(GenerateArgs),
+    /// Validate, anonymize and store input tables: accepted rows to raw/<table>/dt=D/,
+    /// rejected rows (with rule and value) to quarantine/<table>/<run_id>/.
+    Ingest(IngestArgs),
+    /// Move crawled data older than 60 days to archive/crawled/ and unlink customers
+    /// with a deletion request in raw and feature tables.
+    Retention(DateArgs),
+    /// Build feature tables (order_lines, products, sellers, customers, markets) under
+    /// features/<name>/dt=D/ from the raw tables as of the run date.
+    Features(FeaturesArgs),
+    /// Run a chain of steps.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Print the step graph: what each step reads and writes.
+    Steps {
+        /// As JSON, for generating the Airflow DAG.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunCommand {
+    /// ingest → retention → features. Without --input it uses the bundled synthetic
+    /// sample (demo mode) and ends with a summary of what it wrote.
+    All(RunAllArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of orders (each has 1 to 3 lines).
+    #[arg(long, default_value_t = 10_000)]
+    orders: usize,
+    /// Random seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of rows made bad the way real exports are (missing keys, negative or
+    /// absurd prices, unknown currencies, malformed timestamps, duplicated lines,
+    /// broken UTF-8), for exercising quarantine.
+    #[arg(long, default_value_t = 0.0)]
+    bad_fraction: f64,
+    /// Write gzipped CSV (.csv.gz).
+    #[arg(long)]
+    gzip: bool,
+}
+
+#[derive(Args)]
+struct DateArgs {
+    /// The run date (YYYY-MM-DD): the partition this run owns.
+    #[arg(long)]
+    run_date: NaiveDate,
+}
+
+#[derive(Args)]
+struct FeaturesArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    /// Currency that prices convert to when the input has several (via fx_rates).
+    #[arg(long, default_value = sgml_features::fx::DEFAULT_BASE)]
+    base_currency: String,
+}
+
+#[derive(Args, Clone)]
+struct SourceArgs {
+    /// A directory with one file per table (orders.csv, orders.csv.gz, orders.parquet,
+    /// orders.jsonl, ...), files named after their table, any export files with
+    /// --mapping, or a PostgreSQL URL (postgres://user@host:5432/db).
+    #[arg(long = "input", value_name = "SOURCE")]
+    inputs: Vec<String>,
+    /// Map an export with other column names onto the contract: a built-in name
+    /// (online-retail) or a mapping file (TOML).
+    #[arg(long)]
+    mapping: Option<String>,
+    /// PostgreSQL schema holding the contract tables.
+    #[arg(long, default_value = "public")]
+    pg_schema: String,
+    /// Read a table with this query instead of the whole table: TABLE=SQL (repeatable).
+    #[arg(long, value_name = "TABLE=SQL", value_parser = parse_query)]
+    pg_query: Vec<(String, String)>,
+    /// File holding the anonymization secret (else SGML_ANON_KEY). Required for real
+    /// data; synthetic data uses a public demo key.
+    #[arg(long, env = "SGML_ANON_KEY_FILE")]
+    anon_key_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The partition to write (default: the latest order date in the input).
+    #[arg(long)]
+    run_date: Option<NaiveDate>,
+}
+
+#[derive(Args)]
+struct RunAllArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[arg(long)]
+    run_date: Option<NaiveDate>,
+    #[arg(long, default_value = sgml_features::fx::DEFAULT_BASE)]
+    base_currency: String,
+}
+
+fn parse_query(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(t, q)| (t.trim().to_string(), q.trim().to_string()))
+        .filter(|(t, q)| !t.is_empty() && !q.is_empty())
+        .ok_or_else(|| format!("expected TABLE=SQL, got `{s}`"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.verbose);
+    match dispatch(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let quiet_terminal = std::io::stderr().is_terminal() && matches!(format, LogFormat::Text);
+    let level = match (verbose, quiet_terminal) {
+        (0, true) => "warn",
+        (0, false) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("SGML_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},polars=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Generate(a) => {
+            let params = Params { orders: a.orders, seed: a.seed, bad_fraction: a.bad_fraction, gzip: a.gzip };
+            let summary = generate::generate(&a.out, &params)?;
+            println!("wrote synthetic data to {}:", a.out.display());
+            for (file, rows) in summary.files {
+                println!("  {file:<28} {rows:>9} rows");
+            }
+            Ok(())
+        }
+        Command::Steps { json } => {
+            if *json {
+                println!("{}", serde_json::to_string_pretty(steps::GRAPH)?);
+            } else {
+                for s in steps::GRAPH {
+                    println!("{:<10} {}\n           reads  {}\n           writes {}", s.name, s.about, s.reads.join(", "), s.writes.join(", "));
+                }
+            }
+            Ok(())
+        }
+        Command::Ingest(a) => {
+            let store = open_store(&cli.store)?;
+            let step = ingest_step(&a.source, false)?;
+            let m = run::execute(store.as_ref(), &step, a.run_date)?;
+            print_manifest(&m);
+            Ok(())
+        }
+        Command::Retention(a) => {
+            let store = open_store(&cli.store)?;
+            let m = run::execute(store.as_ref(), &Retention, Some(a.run_date))?;
+            print_manifest(&m);
+            Ok(())
+        }
+        Command::Features(a) => {
+            let store = open_store(&cli.store)?;
+            let step = Features { base_currency: a.base_currency.clone() };
+            let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
+            print_manifest(&m);
+            Ok(())
+        }
+        Command::Run(RunCommand::All(a)) => run_all(cli, a),
+    }
+}
+
+fn open_store(uri: &str) -> anyhow::Result<Box<dyn Store>> {
+    store::open(uri).with_context(|| format!("opening store {uri}"))
+}
+
+fn read_key(args: &SourceArgs) -> anyhow::Result<Option<AnonKey>> {
+    let secret = match (&args.anon_key_file, std::env::var("SGML_ANON_KEY")) {
+        (Some(path), _) => std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?,
+        (None, Ok(key)) if !key.is_empty() => key.into_bytes(),
+        _ => return Ok(None),
+    };
+    Ok(Some(AnonKey::new(secret).context("anonymization key")?))
+}
+
+fn ingest_step(args: &SourceArgs, demo: bool) -> anyhow::Result<Ingest> {
+    if args.inputs.is_empty() {
+        bail!("no --input given: pass a directory, files or a postgres:// URL");
+    }
+    Ok(Ingest {
+        inputs: args.inputs.clone(),
+        mapping: args.mapping.clone(),
+        source: SourceOptions { pg_schema: args.pg_schema.clone(), pg_queries: args.pg_query.clone() },
+        key: read_key(args)?,
+        demo,
+    })
+}
+
+/// The bundled sample: `data/sample/` of the source tree this binary was built from.
+fn bundled_sample() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
+    dir.join(sgml_pipelines::sources::SYNTHETIC_MARKER).exists().then_some(dir)
+}
+
+fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
+    let store = open_store(&cli.store)?;
+    let mut source = a.source.clone();
+    let demo = source.inputs.is_empty();
+    let _generated; // keeps a generated sample alive for the run
+    if demo {
+        let dir = match bundled_sample() {
+            Some(dir) => dir,
+            None => {
+                let tmp = std::env::temp_dir().join(format!("sgml-sample-{}", std::process::id()));
+                eprintln!("bundled sample not found; generating one in {}", tmp.display());
+                generate::generate(&tmp, &Params { orders: 5_000, seed: 42, bad_fraction: 0.02, gzip: true })?;
+                _generated = TempDirGuard(tmp.clone());
+                tmp
+            }
+        };
+        source.inputs = vec![dir.display().to_string()];
+    }
+    let ingest = ingest_step(&source, demo)?;
+    let mut manifests = vec![run::execute(store.as_ref(), &ingest, a.run_date)?];
+    let run_date = manifests[0].run_date.context("ingest chose no run date")?;
+    let features = Features { base_currency: a.base_currency.clone() };
+    let chain: [&dyn Step; 2] = [&Retention, &features];
+    for step in chain {
+        manifests.push(run::execute(store.as_ref(), step, Some(run_date))?);
+    }
+    print_summary(&cli.store, run_date, &manifests);
+    Ok(())
+}
+
+struct TempDirGuard(PathBuf);
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn print_manifest(m: &RunManifest) {
+    println!("{} {} (run date {})", m.step, m.run_id, m.run_date.map(|d| d.to_string()).unwrap_or_default());
+    for (table, c) in &m.counts {
+        println!("  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}", c.rows_in, c.accepted, c.quarantined);
+    }
+    for o in &m.outputs {
+        println!("  wrote {} ({} rows)", o.uri, o.rows);
+    }
+    for n in &m.notes {
+        println!("  note: {n}");
+    }
+}
+
+fn print_summary(store: &str, run_date: NaiveDate, manifests: &[RunManifest]) {
+    println!("sgml run all: done for run date {run_date}, store {store}");
+    for m in manifests {
+        println!("\n{} — run {} ({})", m.step, m.run_id, m.status);
+        for (table, c) in &m.counts {
+            println!("  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}", c.rows_in, c.accepted, c.quarantined);
+        }
+        for o in &m.outputs {
+            if !o.uri.contains("/raw/") || m.step != "ingest" {
+                println!("  {:<70} {:>9} rows", o.uri, o.rows);
+            }
+        }
+        for n in m.notes.iter().filter(|n| !n.contains("quarantined by")) {
+            println!("  note: {n}");
+        }
+    }
+    println!("\nrun manifests: {store}/runs/  ·  open the features from Python: see notebooks/README.md");
+}

@@ -1,0 +1,242 @@
+//! The runner around every step: run id, lineage manifest, staged outputs that are
+//! committed only when the step succeeds, progress and logs.
+//!
+//! A step writes each output with [`RunContext::stage`]; nothing is visible at its
+//! final key until the whole step has succeeded, and then each partition is
+//! replaced by its new files. A failed step leaves every earlier output as it was,
+//! and still records a manifest saying what failed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sgml_features::validate::Counts;
+
+use crate::sources::InputRecord;
+use crate::store::{Condition, Store};
+
+pub const CODE_VERSION: &str = match option_env!("SGML_GIT_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub uri: String,
+    pub rows: usize,
+    pub sha256: String,
+}
+
+/// `runs/<run_id>/manifest.json`: the lineage of one step run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub step: String,
+    pub run_id: String,
+    pub run_date: Option<NaiveDate>,
+    pub status: String,
+    pub error: Option<String>,
+    pub code_version: String,
+    pub parameters: serde_json::Value,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub inputs: Vec<InputRecord>,
+    pub outputs: Vec<OutputRecord>,
+    pub counts: BTreeMap<String, Counts>,
+    pub notes: Vec<String>,
+}
+
+/// What a step declares it reads and writes (store key patterns), so the step graph
+/// is data: `sgml run all` walks it and `sgml steps --json` prints it for Airflow.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSpec {
+    pub name: &'static str,
+    pub reads: &'static [&'static str],
+    pub writes: &'static [&'static str],
+    pub about: &'static str,
+}
+
+pub trait Step {
+    fn spec(&self) -> StepSpec;
+    fn parameters(&self) -> serde_json::Value;
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()>;
+}
+
+pub struct RunContext<'a> {
+    pub store: &'a dyn Store,
+    pub run_id: String,
+    pub run_date: Option<NaiveDate>,
+    manifest: RunManifest,
+    /// final key → staging key, in staging order.
+    staged: Vec<(String, String)>,
+    /// Partitions (key prefixes) the step replaces wholesale.
+    partitions: Vec<String>,
+    /// Keys to move on commit (retention's archive moves).
+    moves: Vec<(String, String)>,
+    /// Keys to delete on commit.
+    deletes: Vec<String>,
+    bar: ProgressBar,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn input(&mut self, record: InputRecord) {
+        self.manifest.inputs.push(record);
+    }
+
+    pub fn count(&mut self, table: &str, counts: Counts) {
+        self.manifest.counts.insert(table.to_string(), counts);
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        tracing::info!(step = %self.manifest.step, "{note}");
+        self.manifest.notes.push(note);
+    }
+
+    pub fn progress(&self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!("{message}");
+        self.bar.set_message(message);
+    }
+
+    /// Writes an output to a staging key; it becomes visible at `key` on commit.
+    pub fn stage(&mut self, key: &str, bytes: &[u8], rows: usize) -> anyhow::Result<()> {
+        let staging = format!("_staging/{}/{key}", self.run_id);
+        self.store.put(&staging, bytes, Condition::Always)?;
+        self.manifest.outputs.push(OutputRecord {
+            uri: self.store.uri(key),
+            rows,
+            sha256: crate::store::sha256_hex(bytes),
+        });
+        self.staged.push((key.to_string(), staging));
+        Ok(())
+    }
+
+    /// Declares that every key under `prefix` belongs to this run's output: keys
+    /// there that this run did not stage are removed on commit.
+    pub fn replace_partition(&mut self, prefix: &str) {
+        self.partitions.push(prefix.trim_end_matches('/').to_string() + "/");
+    }
+
+    pub fn move_on_commit(&mut self, from: &str, to: &str) {
+        self.moves.push((from.to_string(), to.to_string()));
+    }
+
+    pub fn delete_on_commit(&mut self, key: &str) {
+        self.deletes.push(key.to_string());
+    }
+
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let staged_keys: std::collections::HashSet<&str> =
+            self.staged.iter().map(|(k, _)| k.as_str()).collect();
+        let mut stale = Vec::new();
+        for prefix in &self.partitions {
+            for key in self.store.list(prefix)? {
+                if !staged_keys.contains(key.as_str()) {
+                    stale.push(key);
+                }
+            }
+        }
+        // New files first, then removals: a crash in between leaves extra files of
+        // the new run (re-running repairs it), never a partition with data missing.
+        for (key, staging) in &self.staged {
+            self.store.rename(staging, key)?;
+        }
+        for (from, to) in &self.moves {
+            self.store.rename(from, to)?;
+        }
+        for key in stale.iter().chain(&self.deletes) {
+            self.store.delete(key)?;
+        }
+        Ok(())
+    }
+
+    fn discard(&self) {
+        for (_, staging) in &self.staged {
+            let _ = self.store.delete(staging);
+        }
+    }
+}
+
+pub fn new_run_id(step: &str) -> String {
+    format!(
+        "{}-{step}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+fn progress_bar(step: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_prefix(step.to_string());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Runs one step: stages, commits on success, writes the run manifest either way.
+pub fn execute(store: &dyn Store, step: &dyn Step, run_date: Option<NaiveDate>) -> anyhow::Result<RunManifest> {
+    let spec = step.spec();
+    let run_id = new_run_id(spec.name);
+    let started = Utc::now();
+    tracing::info!(step = spec.name, run_id = %run_id, "started");
+    let mut ctx = RunContext {
+        store,
+        run_id: run_id.clone(),
+        run_date,
+        manifest: RunManifest {
+            step: spec.name.to_string(),
+            run_id: run_id.clone(),
+            run_date,
+            status: "running".into(),
+            error: None,
+            code_version: CODE_VERSION.to_string(),
+            parameters: step.parameters(),
+            started_at: started.to_rfc3339(),
+            finished_at: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            counts: BTreeMap::new(),
+            notes: Vec::new(),
+        },
+        staged: Vec::new(),
+        partitions: Vec::new(),
+        moves: Vec::new(),
+        deletes: Vec::new(),
+        bar: progress_bar(spec.name),
+    };
+    let result = step.run(&mut ctx).and_then(|_| ctx.commit());
+    ctx.bar.finish_and_clear();
+    let mut manifest = ctx.manifest.clone();
+    manifest.run_date = ctx.run_date;
+    manifest.finished_at = Some(Utc::now().to_rfc3339());
+    match &result {
+        Ok(()) => manifest.status = "succeeded".into(),
+        Err(e) => {
+            ctx.discard();
+            manifest.status = "failed".into();
+            manifest.error = Some(format!("{e:#}"));
+            manifest.outputs.clear();
+        }
+    }
+    let key = format!("runs/{run_id}/manifest.json");
+    store.put(&key, &serde_json::to_vec_pretty(&manifest)?, Condition::IfAbsent)?;
+    let secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
+    match result {
+        Ok(()) => {
+            tracing::info!(step = spec.name, run_id = %run_id, seconds = secs, "succeeded");
+            Ok(manifest)
+        }
+        Err(e) => {
+            tracing::error!(step = spec.name, run_id = %run_id, "failed: {e:#}");
+            Err(e.context(format!("step {} failed (run {run_id}; earlier outputs untouched)", spec.name)))
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! File inputs: a directory with one file per contract table, explicit files named
+//! after their table, or any files read through a mapping.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use polars::prelude::*;
+use sgml_features::Table;
+use sgml_features::validate::RawTable;
+
+use super::{HashingReader, InputRecord, Loaded, SourceError};
+use crate::mapping::Mapping;
+
+/// File written by `sgml generate` beside its tables; its presence allows the demo key.
+pub const SYNTHETIC_MARKER: &str = "SYNTHETIC.json";
+
+const EXTENSIONS: &[&str] = &[".csv.gz", ".csv", ".parquet", ".jsonl.gz", ".jsonl", ".ndjson"];
+
+pub fn load(inputs: &[String], mapping: Option<&Mapping>) -> Result<Loaded, SourceError> {
+    let mut loaded = Loaded::default();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for input in inputs {
+        let path = PathBuf::from(input);
+        if path.is_dir() {
+            loaded.synthetic |= path.join(SYNTHETIC_MARKER).exists();
+            files.extend(data_files(&path)?);
+        } else if path.is_file() {
+            files.push(path);
+        } else {
+            return Err(SourceError::Input(format!("{input}: no such file or directory")));
+        }
+    }
+    if files.is_empty() {
+        return Err(SourceError::Input(format!(
+            "{}: no data files (expected files named after tables, such as orders.csv, orders.csv.gz, orders.parquet or orders.jsonl)",
+            inputs.join(", ")
+        )));
+    }
+    match mapping {
+        Some(mapping) => {
+            // A mapped export may be split over several files (one per day, say):
+            // they are read in name order as one table.
+            let mut export: Option<RawTable> = None;
+            for file in &files {
+                let (table, record) = read_file(file)?;
+                loaded.inputs.push(record);
+                export = Some(match export {
+                    None => table,
+                    Some(acc) => append(acc, table)?,
+                });
+            }
+            let export = export.expect("at least one file");
+            loaded.tables = mapping.apply(&export).map_err(|e| SourceError::Input(e.to_string()))?;
+        }
+        None => {
+            for file in &files {
+                let table = table_of(file).ok_or_else(|| {
+                    SourceError::Input(format!(
+                        "{}: the name is not a contract table ({}); name files after their table or pass --mapping",
+                        file.display(),
+                        Table::ALL.map(|t| t.name()).join(", ")
+                    ))
+                })?;
+                if loaded.tables.iter().any(|(t, _)| *t == table) {
+                    return Err(SourceError::Input(format!(
+                        "two inputs for table {table} (the second is {}); give one file per table",
+                        file.display()
+                    )));
+                }
+                let (raw, record) = read_file(file)?;
+                loaded.inputs.push(record);
+                loaded.tables.push((table, raw));
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn data_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SourceError::Input(format!("{}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && extension(p).is_some())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn extension(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?;
+    EXTENSIONS.iter().copied().find(|ext| name.ends_with(ext))
+}
+
+fn table_of(path: &Path) -> Option<Table> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(extension(path)?)?;
+    Table::from_name(stem)
+}
+
+/// Reads one file into text cells and records its checksum.
+pub fn read_file(path: &Path) -> Result<(RawTable, InputRecord), SourceError> {
+    let source = path.display().to_string();
+    let open = || {
+        File::open(path).map_err(|e| SourceError::Unreadable { file: source.clone(), message: e.to_string() })
+    };
+    let ext = extension(path).ok_or_else(|| SourceError::Unreadable { file: source.clone(),
+        message: format!("unknown file type: expected one of {}", EXTENSIONS.join(", ")),
+    })?;
+    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, open()?));
+    let table = match ext {
+        ".csv" => super::read_csv(&source, &mut hashing)?,
+        ".csv.gz" => super::read_csv(&source, MultiGzDecoder::new(&mut hashing))?,
+        ".jsonl" | ".ndjson" => super::read_jsonl(&source, &mut hashing)?,
+        ".jsonl.gz" => super::read_jsonl(&source, MultiGzDecoder::new(&mut hashing))?,
+        ".parquet" => {
+            let mut bytes = Vec::new();
+            hashing
+                .read_to_end(&mut bytes)
+                .map_err(|e| SourceError::Unreadable { file: source.clone(), message: e.to_string() })?;
+            read_parquet(&source, bytes)?
+        }
+        _ => unreachable!("extension listed"),
+    };
+    // Drain what a reader left unread (a gzip trailer) so the checksum covers the file.
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| SourceError::Unreadable { file: source.clone(), message: e.to_string() })?;
+    let record = InputRecord { uri: source, sha256: hashing.hex(), rows: table.rows_in() };
+    Ok((table, record))
+}
+
+fn read_parquet(source: &str, bytes: Vec<u8>) -> Result<RawTable, SourceError> {
+    let unreadable = |e: PolarsError| SourceError::Unreadable { file: source.to_string(),
+        message: format!("not readable as Parquet: {e}"),
+    };
+    let df = ParquetReader::new(std::io::Cursor::new(bytes)).finish().map_err(unreadable)?;
+    let columns: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let mut table = RawTable::new(source, columns);
+    let text: Vec<StringChunked> = df
+        .columns()
+        .iter()
+        .map(|c| c.cast(&DataType::String).and_then(|c| c.str().cloned()))
+        .collect::<PolarsResult<_>>()
+        .map_err(unreadable)?;
+    for (col, cells) in text.iter().zip(table.cells.iter_mut()) {
+        cells.extend(col.iter().map(|v| v.map(str::to_string)));
+    }
+    table.source_rows = (1..=df.height() as u64).collect();
+    Ok(table)
+}
+
+fn append(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceError> {
+    if acc.columns != next.columns {
+        return Err(SourceError::Unreadable { file: next.source.clone(),
+            message: format!(
+                "columns differ from {}: expected {}, found {}",
+                acc.source,
+                acc.columns.join(","),
+                next.columns.join(",")
+            ),
+        });
+    }
+    let offset = acc.source_rows.last().copied().unwrap_or(0);
+    for (a, b) in acc.cells.iter_mut().zip(next.cells) {
+        a.extend(b);
+    }
+    acc.source_rows.extend(next.source_rows.iter().map(|r| r + offset));
+    acc.malformed.extend(next.malformed.into_iter().map(|mut m| {
+        m.source_row += offset;
+        m
+    }));
+    Ok(acc)
+}

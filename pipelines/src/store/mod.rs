@@ -1,0 +1,99 @@
+//! The object store every step reads and writes: a local directory now, S3 next.
+//!
+//! The trait is the small set of operations both can do atomically: whole-object
+//! get and put, conditional puts (create-only, compare-and-swap on the ETag), list
+//! by prefix, delete, move. Keys are `/`-separated paths relative to the store root.
+
+mod local;
+
+pub use local::LocalStore;
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of bytes: the checksum recorded in manifests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{uri}: precondition failed ({reason})")]
+    PreconditionFailed { uri: String, reason: String },
+    #[error("{uri}: not found")]
+    NotFound { uri: String },
+    #[error("{uri}: {source}")]
+    Io {
+        uri: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid key `{0}`: keys are relative `/`-separated paths without `..`")]
+    InvalidKey(String),
+}
+
+/// A stored object's bytes and its entity tag (changes whenever the bytes change).
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    pub etag: String,
+}
+
+/// When a put may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    /// Create-only (S3 `If-None-Match: *`): fails if the key exists.
+    IfAbsent,
+    /// Compare-and-swap (S3 `If-Match`): fails unless the current ETag is this one.
+    IfMatch(String),
+}
+
+pub trait Store: Send + Sync {
+    /// How the key is shown to people and recorded in manifests.
+    fn uri(&self, key: &str) -> String;
+
+    fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
+
+    /// Writes the whole object atomically: readers see the old bytes or the new ones.
+    /// Returns the new ETag.
+    fn put(&self, key: &str, bytes: &[u8], condition: Condition) -> Result<String, StoreError>;
+
+    /// Every key under `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Removes a key; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Moves an object to a new key, replacing what is there.
+    fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
+
+    /// A filesystem path for the key when the store is local, so polars can scan
+    /// files lazily instead of loading them whole.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Opens a store from its URI: a directory path (or `file://` URL).
+pub fn open(uri: &str) -> Result<Box<dyn Store>, StoreError> {
+    if uri.starts_with("s3://") {
+        return Err(StoreError::Io {
+            uri: uri.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "S3 stores are not built yet (issue 5); use a local directory",
+            ),
+        });
+    }
+    let path = uri.strip_prefix("file://").unwrap_or(uri);
+    Ok(Box::new(LocalStore::new(path)?))
+}
+
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    if bad { Err(StoreError::InvalidKey(key.to_string())) } else { Ok(()) }
+}

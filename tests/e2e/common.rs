@@ -1,0 +1,96 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use polars::prelude::*;
+
+pub const TEST_KEY: &str = "e2e-test-anonymization-secret";
+
+/// The binary under test, with a clean environment (no store or key from the caller).
+pub fn sgml(store: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgml"));
+    for var in ["SGML_STORE", "SGML_ANON_KEY", "SGML_ANON_KEY_FILE", "SGML_LOG", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.arg("--store").arg(store).arg("--log-format").arg("json");
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("sgml runs");
+    out
+}
+
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "sgml failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and expects failure with `code`; returns stderr.
+pub fn fails(cmd: &mut Command, code: i32) -> String {
+    let out = run(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
+/// Generates a synthetic export and returns its directory.
+pub fn generate(dir: &Path, orders: usize, seed: u64, bad: f64) -> PathBuf {
+    let out = dir.join(format!("gen-{orders}-{seed}-{bad}"));
+    ok(sgml(&dir.join("unused-store"))
+        .args(["generate", "--orders", &orders.to_string(), "--seed", &seed.to_string(), "--bad-fraction", &bad.to_string(), "--out"])
+        .arg(&out));
+    out
+}
+
+/// Every file in a store: key → bytes.
+pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let key = p.strip_prefix(store).unwrap().to_string_lossy().into_owned();
+                out.insert(key, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+pub fn read_parquet(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
+}
+
+/// All run manifests of a store, oldest first.
+pub fn manifests(store: &Path) -> Vec<serde_json::Value> {
+    snapshot(store)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("runs/") && k.ends_with("manifest.json"))
+        .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+        .collect()
+}
+
+pub fn last_manifest(store: &Path, step: &str) -> serde_json::Value {
+    manifests(store).into_iter().filter(|m| m["step"] == step).last().expect("a manifest for the step")
+}
+
+pub fn shared_data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name)
+}
+
+/// Column of strings from a frame, nulls skipped.
+pub fn strings(df: &DataFrame, column: &str) -> Vec<String> {
+    df.column(column).unwrap().str().unwrap().iter().flatten().map(String::from).collect()
+}

@@ -1,0 +1,92 @@
+use std::collections::HashSet;
+
+use crate::common::*;
+
+fn csv_rows(path: &std::path::Path) -> usize {
+    csv::ReaderBuilder::new().flexible(true).from_path(path).unwrap().byte_records().count()
+}
+
+#[test]
+fn run_all_on_generated_data_accounts_for_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 11, 0.04);
+    let store = dir.path().join("store");
+    let out = ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    assert!(out.contains("sgml run all: done"), "{out}");
+
+    let ingest = last_manifest(&store, "ingest");
+    for field in ["step", "run_id", "run_date", "code_version", "parameters", "started_at", "finished_at", "inputs", "outputs", "counts"] {
+        assert!(!ingest[field].is_null(), "manifest lacks {field}: {ingest:#}");
+    }
+    assert_eq!(ingest["status"], "succeeded");
+    let run_date = ingest["run_date"].as_str().unwrap().to_string();
+    for table in ["orders", "products", "crawled_offers", "fx_rates", "deletion_requests"] {
+        let c = &ingest["counts"][table];
+        let (rows_in, accepted, quarantined) = (c["rows_in"].as_u64().unwrap(), c["accepted"].as_u64().unwrap(), c["quarantined"].as_u64().unwrap());
+        assert_eq!(rows_in, accepted + quarantined, "{table}: {c}");
+        assert_eq!(rows_in as usize, csv_rows(&input.join(format!("{table}.csv"))), "{table}: every input row counted");
+        let raw = read_parquet(&store.join(format!("raw/{table}/dt={run_date}/part-0.parquet")));
+        assert_eq!(raw.height() as u64, accepted, "{table}");
+    }
+    assert!(ingest["counts"]["orders"]["quarantined"].as_u64().unwrap() > 0, "bad rows were generated");
+    for input in ingest["inputs"].as_array().unwrap() {
+        assert_eq!(input["sha256"].as_str().unwrap().len(), 64);
+    }
+
+    // Quarantine holds the rejected rows with a known rule each.
+    let run_id = ingest["run_id"].as_str().unwrap();
+    let rejects = read_parquet(&store.join(format!("quarantine/orders/{run_id}/rejects.parquet")));
+    assert_eq!(rejects.height() as u64, ingest["counts"]["orders"]["quarantined"].as_u64().unwrap());
+    let known: HashSet<String> = sgml_features::contract::rule_names(sgml_features::Table::Orders).into_iter().chain(["csv.field_count".to_string()]).collect();
+    let rules: HashSet<String> = strings(&rejects, "_rule").into_iter().collect();
+    assert!(rules.is_subset(&known), "{rules:?}");
+    for want in ["orders.key.duplicate", "orders.unit_price.range", "orders.currency.currency", "orders.order_ts.type", "orders.product_id.utf8", "orders.order_id.required"] {
+        assert!(rules.contains(want), "no {want} among {rules:?}");
+    }
+
+    // Features: one table per builder, every accepted line priced in the base currency.
+    let accepted_lines = ingest["counts"]["orders"]["accepted"].as_u64().unwrap() as usize;
+    let lines = read_parquet(&store.join(format!("features/order_lines/dt={run_date}/part-0.parquet")));
+    assert_eq!(lines.height(), accepted_lines);
+    assert_eq!(lines.column("unit_price_base").unwrap().null_count(), 0, "every currency converted");
+    for t in sgml_features::builders::TABLES {
+        let df = read_parquet(&store.join(format!("features/{t}/dt={run_date}/part-0.parquet")));
+        assert!(df.height() > 0, "{t} empty");
+    }
+    let features = last_manifest(&store, "features");
+    assert_eq!(features["outputs"].as_array().unwrap().len(), sgml_features::builders::TABLES.len());
+    assert!(!snapshot(&store).keys().any(|k| k.starts_with("_staging/")), "staging cleaned up");
+}
+
+#[test]
+fn rerunning_a_date_replaces_its_own_outputs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 400, 3, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let first = snapshot(&store);
+    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let second = snapshot(&store);
+    // Same data partitions, byte for byte; only new run manifests added.
+    let data = |s: &std::collections::BTreeMap<String, Vec<u8>>| -> Vec<String> {
+        s.keys().filter(|k| k.starts_with("raw/") || k.starts_with("features/")).cloned().collect()
+    };
+    assert_eq!(data(&first), data(&second));
+    for k in data(&first) {
+        if k.starts_with("raw/") {
+            assert_eq!(first[&k], second[&k], "{k} changed on re-run");
+        }
+    }
+    assert_eq!(manifests(&store).len(), 6);
+}
+
+#[test]
+fn run_all_without_input_uses_the_bundled_sample_in_demo_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = ok(sgml(&store).args(["run", "all"]));
+    assert!(out.contains("features"), "{out}");
+    let ingest = last_manifest(&store, "ingest");
+    let notes = ingest["notes"].to_string();
+    assert!(notes.contains("DEMO KEY"), "{notes}");
+}

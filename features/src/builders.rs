@@ -287,12 +287,14 @@ pub fn markets(lines: LazyFrame) -> LazyFrame {
 pub fn build(inputs: &Inputs) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
     // Cached so that the aggregates reuse one computation of the line table.
     let lines = order_lines(inputs)?.cache();
+    // Sorted by key so the same inputs always give the same bytes.
+    let by = |lf: LazyFrame, key: &str| lf.sort([key], SortMultipleOptions::default());
     Ok(vec![
-        ("order_lines", lines.clone()),
-        ("products", products(lines.clone(), inputs.products.clone())),
-        ("sellers", sellers(lines.clone())),
-        ("customers", customers(lines.clone(), inputs.run_date)),
-        ("markets", markets(lines)),
+        ("order_lines", lines.clone().sort(["order_id", "line_no"], SortMultipleOptions::default())),
+        ("products", by(products(lines.clone(), inputs.products.clone()), "product_id")),
+        ("sellers", by(sellers(lines.clone()), "seller_id")),
+        ("customers", by(customers(lines.clone(), inputs.run_date), "customer_key")),
+        ("markets", by(markets(lines), "buyer_country")),
     ])
 }
 

@@ -544,61 +544,108 @@ mod tests {
         r.get(0).unwrap().to_string()
     }
 
-    /// One bad row per orders rule: each lands in quarantine under that rule's name.
-    #[test]
-    fn each_orders_rule_quarantines_its_row() {
-        let cases: &[(&str, usize, &str)] = &[
-            ("orders.order_id.required", 0, ""),
-            ("orders.order_id.length", 0, &"x".repeat(65)),
-            ("orders.order_id.utf8", 0, "O\u{FFFD}1"),
-            ("orders.line_no.type", 1, "first"),
-            ("orders.line_no.range", 1, "0"),
-            ("orders.line_no.required", 1, ""),
-            ("orders.order_ts.type", 2, "2024-13-45 25:61:00"),
-            ("orders.order_ts.required", 2, ""),
-            ("orders.product_id.required", 6, ""),
-            ("orders.seller_id.required", 7, " "),
-            ("orders.quantity.type", 8, "two"),
-            ("orders.quantity.range", 8, "5000000"),
-            ("orders.quantity.required", 8, ""),
-            ("orders.unit_price.type", 9, "NaN"),
-            ("orders.unit_price.range", 9, "-4.5"),
-            ("orders.unit_price.range", 9, "999999999"),
-            ("orders.unit_price.required", 9, ""),
-            ("orders.currency.currency", 10, "EUX"),
-            ("orders.currency.required", 10, ""),
-            ("orders.buyer_country.country", 11, "Germany"),
-            ("orders.buyer_country.required", 11, ""),
-            ("orders.ship_country.country", 12, "XX"),
-            ("orders.ship_country.required", 12, ""),
-            ("orders.channel.enum", 13, "fax"),
-            ("orders.status.enum", 14, "lost"),
-            ("orders.status.required", 14, ""),
-        ];
-        let mut covered: HashSet<String> = HashSet::new();
-        for (rule, col, value) in cases {
-            let mut bad = good_order("O2");
-            bad[*col] = value;
-            let v = run(&[good_order("O1"), bad]);
-            assert_eq!(v.counts, Counts { rows_in: 2, accepted: 1, quarantined: 1 }, "{rule}");
-            assert_eq!(rule_of(&v), *rule);
-            covered.insert(rule.to_string());
+    /// A valid raw value for a column; `row` keeps text keys unique.
+    fn good_value(spec: &Spec, row: usize) -> String {
+        match (spec.ty, spec.check) {
+            (_, Check::Currency) => "EUR".into(),
+            (_, Check::Country) => "DE".into(),
+            (_, Check::OneOf(values)) => values[0].into(),
+            (Type::Text { .. }, _) => format!("{}{row}", &spec.name[..3]),
+            (Type::Int, _) => "2".into(),
+            (Type::Float, _) => "10.5".into(),
+            (Type::Timestamp, _) => "2024-03-01 10:00:00".into(),
+            (Type::Date, _) => format!("2024-03-{:02}", row + 1),
         }
-        // Row-level rules.
-        let mut neg = good_order("O2");
-        neg[8] = "-1";
-        assert_eq!(rule_of(&run(&[neg])), "orders.quantity.sign");
-        let mut cancelled = good_order("O3");
-        cancelled[8] = "-1";
-        cancelled[14] = "cancelled";
-        assert_eq!(run(&[cancelled]).counts.accepted, 1);
-        assert_eq!(rule_of(&run(&[good_order("O1"), good_order("O1")])), "orders.key.duplicate");
-        covered.extend(["orders.quantity.sign".into(), "orders.key.duplicate".into()]);
-        // customer_key is derived and never fails: everything else must be covered.
-        let mut all = rule_names(Table::Orders);
-        all.retain(|r| !r.starts_with("orders.customer_key"));
-        let missing: Vec<_> = all.iter().filter(|r| !covered.contains(*r)).collect();
-        assert!(missing.is_empty(), "rules without a test: {missing:?}");
+    }
+
+    /// A bad value for each rule a column has, keyed by the rule's last part.
+    fn bad_values(spec: &Spec) -> Vec<(&'static str, String)> {
+        let mut bad = Vec::new();
+        if spec.required {
+            bad.push(("required", String::new()));
+        }
+        match spec.ty {
+            Type::Text { max_chars } => {
+                bad.push(("utf8", "a\u{FFFD}b".into()));
+                bad.push(("length", "x".repeat(max_chars + 1)));
+            }
+            _ => bad.push(("type", "not-a-value".into())),
+        }
+        match spec.check {
+            Check::Range { min, .. } => bad.push(("range", (min - 1.0).to_string())),
+            Check::Positive { .. } => bad.push(("range", "0".into())),
+            Check::OneOf(_) => bad.push(("enum", "bogus".into())),
+            Check::Currency => bad.push(("currency", "EUX".into())),
+            Check::Country => bad.push(("country", "XX".into())),
+            Check::None => {}
+        }
+        bad
+    }
+
+    /// The raw column a contract column is read from.
+    fn input_name(table: Table, spec: &Spec) -> &'static str {
+        if spec.name == "customer_key" && table.has_customer() { CUSTOMER_ID } else { spec.name }
+    }
+
+    fn raw_rows(table: Table, rows: &[Vec<String>]) -> RawTable {
+        let columns = table.columns().iter().map(|c| input_name(table, c).to_string()).collect();
+        let mut t = RawTable::new(format!("{table}.csv"), columns);
+        for (i, r) in rows.iter().enumerate() {
+            t.push_row(i as u64 + 1, r.iter().map(|s| Some(s.clone())));
+        }
+        t
+    }
+
+    fn good_row(table: Table, row: usize) -> Vec<String> {
+        table.columns().iter().map(|c| good_value(c, row)).collect()
+    }
+
+    fn validate_rows(table: Table, rows: &[Vec<String>]) -> Validated {
+        let key = AnonKey::new("unit-test-secret-123").unwrap();
+        validate(table, &raw_rows(table, rows), &Context { key: &key, deleted: &HashSet::new() }).unwrap()
+    }
+
+    /// Every rule of every table: a row that breaks it (and nothing else) lands in
+    /// quarantine under that rule's name, while a good row beside it is accepted.
+    #[test]
+    fn every_rule_quarantines_its_row() {
+        for table in Table::ALL {
+            let mut covered: HashSet<String> = HashSet::new();
+            let check = |rows: Vec<Vec<String>>, want: &str, covered: &mut HashSet<String>| {
+                let v = validate_rows(table, &rows);
+                assert_eq!(v.counts.quarantined, 1, "{want}: {:?}", v.rejects);
+                assert_eq!(v.counts.accepted, rows.len() - 1, "{want}");
+                assert_eq!(rule_of(&v), want);
+                covered.insert(want.to_string());
+            };
+            for (i, spec) in table.columns().iter().enumerate() {
+                for (rule, value) in bad_values(spec) {
+                    if table.has_customer() && spec.name == "customer_key" && rule != "required" {
+                        continue;
+                    }
+                    let mut bad = good_row(table, 1);
+                    bad[i] = value;
+                    check(vec![good_row(table, 0), bad], &format!("{table}.{}.{rule}", spec.name), &mut covered);
+                }
+            }
+            check(vec![good_row(table, 0), good_row(table, 0)], &format!("{table}.key.duplicate"), &mut covered);
+            if table == Table::Orders {
+                let q = table.columns().iter().position(|c| c.name == "quantity").unwrap();
+                let mut negative = good_row(table, 1);
+                negative[q] = "-1".into();
+                check(vec![good_row(table, 0), negative.clone()], "orders.quantity.sign", &mut covered);
+                let status = table.columns().iter().position(|c| c.name == "status").unwrap();
+                negative[status] = "cancelled".into();
+                assert_eq!(validate_rows(table, &[negative]).counts.accepted, 1, "reversals may be negative");
+            }
+            // A derived key (an HMAC) can be neither broken UTF-8 nor too long.
+            let derived = |r: &String| r.contains(".customer_key.") && !r.ends_with(".required");
+            let missing: Vec<String> = rule_names(table)
+                .into_iter()
+                .filter(|r| !covered.contains(r) && !(table.has_customer() && derived(r)))
+                .collect();
+            assert!(missing.is_empty(), "rules without a test: {missing:?}");
+        }
     }
 
     #[test]

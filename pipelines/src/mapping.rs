@@ -271,12 +271,14 @@ mod tests {
     fn export() -> RawTable {
         let mut t = RawTable::new(
             "retail.csv",
-            ["InvoiceNo", "StockCode", "Description", "Country", "InvoiceDate"].map(String::from).to_vec(),
+            ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+                .map(String::from)
+                .to_vec(),
         );
         let rows = [
-            ["536365", "A", "", "United Kingdom", "12/1/2010 8:26"],
-            ["536365", "B", "Mug", "EIRE", "12/1/2010 8:26"],
-            ["C536366", "A", "Lamp", "Atlantis", "2010-12-01 09:00:00"],
+            ["536365", "A", "", "6", "12/1/2010 8:26", "2.55", "17850.0", "United Kingdom"],
+            ["536365", "B", "Mug", "1", "12/1/2010 8:26", "3.39", "17850.0", "EIRE"],
+            ["C536366", "A", "Lamp", "-1", "2010-12-01 09:00:00", "2.55", "", "Atlantis"],
         ];
         for (i, r) in rows.iter().enumerate() {
             t.push_row(i as u64 + 1, r.iter().map(|s| (!s.is_empty()).then(|| s.to_string())));

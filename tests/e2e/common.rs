@@ -69,6 +69,10 @@ pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+pub fn parquet_bytes(bytes: &[u8]) -> DataFrame {
+    ParquetReader::new(std::io::Cursor::new(bytes.to_vec())).finish().unwrap()
+}
+
 pub fn read_parquet(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
 }
@@ -82,8 +86,11 @@ pub fn manifests(store: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The latest run of a step (by start time: run ids of one second sort at random).
 pub fn last_manifest(store: &Path, step: &str) -> serde_json::Value {
-    manifests(store).into_iter().filter(|m| m["step"] == step).last().expect("a manifest for the step")
+    let mut runs: Vec<serde_json::Value> = manifests(store).into_iter().filter(|m| m["step"] == step).collect();
+    runs.sort_by_key(|m| m["started_at"].as_str().unwrap().to_string());
+    runs.pop().expect("a manifest for the step")
 }
 
 pub fn shared_data(name: &str) -> PathBuf {

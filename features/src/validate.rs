@@ -7,7 +7,8 @@
 //! offending value as it arrived, across several accepted spellings per type;
 //! polars takes over once the data is typed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use polars::prelude::*;
 
@@ -68,6 +69,24 @@ impl RawTable {
         self.height() + self.malformed.len()
     }
 
+    /// Appends the rows of another chunk of the same table.
+    pub fn append(&mut self, other: RawTable) -> Result<(), String> {
+        if self.columns != other.columns {
+            return Err(format!(
+                "{}: columns differ between chunks: {} vs {}",
+                other.source,
+                self.columns.join(","),
+                other.columns.join(",")
+            ));
+        }
+        for (a, b) in self.cells.iter_mut().zip(other.cells) {
+            a.extend(b);
+        }
+        self.source_rows.extend(other.source_rows);
+        self.malformed.extend(other.malformed);
+        Ok(())
+    }
+
     fn column(&self, name: &str) -> Option<&[Option<String>]> {
         self.columns
             .iter()
@@ -89,10 +108,17 @@ pub enum ContractError {
 }
 
 /// What validation needs besides the rows.
-pub struct Context<'a> {
-    pub key: &'a AnonKey,
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub key: AnonKey,
     /// Customer keys with a deletion request: their rows get an unlinked random key.
-    pub deleted: &'a HashSet<String>,
+    pub deleted: Arc<HashSet<String>>,
+}
+
+impl Context {
+    pub fn new(key: AnonKey, deleted: HashSet<String>) -> Context {
+        Context { key, deleted: Arc::new(deleted) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -140,86 +166,142 @@ struct Checked {
     text: Vec<Option<String>>,
 }
 
+/// One chunk's outcome.
+#[derive(Debug)]
+pub struct Chunk {
+    pub accepted: DataFrame,
+    pub rejects: DataFrame,
+}
+
+/// Validates a table chunk by chunk, so an input of any size streams through in
+/// bounded memory. The state that spans chunks is the set of keys seen (duplicates
+/// are found across chunks), the random keys given to deleted customers, and the
+/// counts.
+pub struct Validator {
+    table: Table,
+    ctx: Context,
+    seen_keys: HashSet<String>,
+    unlinked: HashMap<String, String>,
+    counts: Counts,
+    rules: BTreeMap<String, usize>,
+    missing_columns: Vec<String>,
+    dropped_columns: Vec<String>,
+}
+
+/// The totals of a validated table.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub counts: Counts,
+    /// Contract columns the input lacked (null in every accepted row).
+    pub missing_columns: Vec<String>,
+    /// Input columns outside the contract, dropped (PII columns among them).
+    pub dropped_columns: Vec<String>,
+    /// Rejections per rule name.
+    pub rules: Vec<(String, usize)>,
+}
+
+impl Validator {
+    pub fn new(table: Table, ctx: Context) -> Validator {
+        Validator {
+            table,
+            ctx,
+            seen_keys: HashSet::new(),
+            unlinked: HashMap::new(),
+            counts: Counts::default(),
+            rules: BTreeMap::new(),
+            missing_columns: Vec::new(),
+            dropped_columns: Vec::new(),
+        }
+    }
+
+    pub fn chunk(&mut self, raw: &RawTable) -> Result<Chunk, ContractError> {
+        let table = self.table;
+        let n = raw.height();
+        let mut missing_columns = Vec::new();
+        let mut violations: Vec<Option<Violation>> = vec![None; n];
+        let mut checked: Vec<Checked> = Vec::new();
+        for spec in table.columns() {
+            let text: Vec<Option<String>> = if spec.name == "customer_key" && table.has_customer() {
+                match raw.column(CUSTOMER_ID).or_else(|| raw.column("customer_key")) {
+                    Some(ids) => self.customer_keys(ids, raw.column(CUSTOMER_ID).is_some()),
+                    None => absent(table, spec, raw, &mut missing_columns, CUSTOMER_ID)?,
+                }
+            } else {
+                match raw.column(spec.name) {
+                    Some(cells) if FREE_TEXT_COLUMNS.contains(&spec.name) => cells
+                        .iter()
+                        .map(|c| c.as_deref().map(anonymize::scrub_free_text))
+                        .collect(),
+                    Some(cells) => cells.to_vec(),
+                    None => absent(table, spec, raw, &mut missing_columns, spec.name)?,
+                }
+            };
+            let parsed = check_column(table, spec, &text, &mut violations);
+            checked.push(Checked { spec, parsed, text });
+        }
+        if table == Table::Orders {
+            check_quantity_sign(&checked, &mut violations);
+        }
+        check_duplicate_keys(table, &checked, &mut violations, &mut self.seen_keys);
+
+        let keep: Vec<bool> = violations.iter().map(Option::is_none).collect();
+        let accepted = accepted_frame(&checked, &keep);
+        let rejects = rejects_frame(raw, &checked, &violations);
+        for rule in violations.iter().flatten().map(|v| &v.rule).chain(raw.malformed.iter().map(|m| &m.rule)) {
+            *self.rules.entry(rule.clone()).or_default() += 1;
+        }
+        self.counts.rows_in += raw.rows_in();
+        self.counts.accepted += accepted.height();
+        self.counts.quarantined += rejects.height();
+        debug_assert_eq!(self.counts.rows_in, self.counts.accepted + self.counts.quarantined);
+        if self.missing_columns.is_empty() {
+            self.missing_columns = missing_columns;
+        }
+        if self.dropped_columns.is_empty() {
+            let known: HashSet<&str> = table.columns().iter().map(|c| c.name).chain([CUSTOMER_ID]).collect();
+            self.dropped_columns = raw.columns.iter().filter(|c| !known.contains(c.as_str())).cloned().collect();
+        }
+        Ok(Chunk { accepted, rejects })
+    }
+
+    /// HMAC keys from raw customer ids (or keys passed through when the input already
+    /// has them); a customer with a deletion request gets an unlinked random key.
+    fn customer_keys(&mut self, ids: &[Option<String>], hash: bool) -> Vec<Option<String>> {
+        ids.iter()
+            .map(|id| {
+                let id = id.as_deref().map(str::trim).filter(|s| !s.is_empty())?;
+                let key = if hash { self.ctx.key.customer_key(id) } else { id.to_string() };
+                Some(if self.table == Table::Orders && self.ctx.deleted.contains(&key) {
+                    self.unlinked.entry(key).or_insert_with(anonymize::random_key).clone()
+                } else {
+                    key
+                })
+            })
+            .collect()
+    }
+
+    pub fn finish(self) -> Summary {
+        Summary {
+            counts: self.counts,
+            missing_columns: self.missing_columns,
+            dropped_columns: self.dropped_columns,
+            rules: self.rules.into_iter().collect(),
+        }
+    }
+}
+
+/// Validates a whole table in one chunk.
 pub fn validate(table: Table, raw: &RawTable, ctx: &Context) -> Result<Validated, ContractError> {
-    let n = raw.height();
-    let mut missing_columns = Vec::new();
-    let mut violations: Vec<Option<Violation>> = vec![None; n];
-    let mut checked: Vec<Checked> = Vec::new();
-    let mut unlinked: HashMap<String, String> = HashMap::new();
-
-    for spec in table.columns() {
-        let text: Vec<Option<String>> = if spec.name == "customer_key" && table.has_customer() {
-            match raw.column(CUSTOMER_ID).or_else(|| raw.column("customer_key")) {
-                Some(ids) => ids
-                    .iter()
-                    .map(|id| {
-                        let id = id.as_deref().map(str::trim).filter(|s| !s.is_empty())?;
-                        let key = if raw.column(CUSTOMER_ID).is_some() {
-                            ctx.key.customer_key(id)
-                        } else {
-                            id.to_string()
-                        };
-                        Some(if table == Table::Orders && ctx.deleted.contains(&key) {
-                            unlinked.entry(key).or_insert_with(anonymize::random_key).clone()
-                        } else {
-                            key
-                        })
-                    })
-                    .collect(),
-                None => absent(table, spec, raw, &mut missing_columns, CUSTOMER_ID)?,
-            }
-        } else {
-            match raw.column(spec.name) {
-                Some(cells) if FREE_TEXT_COLUMNS.contains(&spec.name) => cells
-                    .iter()
-                    .map(|c| c.as_deref().map(anonymize::scrub_free_text))
-                    .collect(),
-                Some(cells) => cells.to_vec(),
-                None => absent(table, spec, raw, &mut missing_columns, spec.name)?,
-            }
-        };
-        let parsed = check_column(table, spec, &text, &mut violations);
-        checked.push(Checked { spec, parsed, text });
-    }
-
-    if table == Table::Orders {
-        check_quantity_sign(&checked, &mut violations);
-    }
-    check_duplicate_keys(table, &checked, &mut violations);
-
-    let keep: Vec<bool> = violations.iter().map(Option::is_none).collect();
-    let accepted = accepted_frame(&checked, &keep);
-    let rejects = rejects_frame(raw, &checked, &violations);
-    let mut rules: HashMap<String, usize> = HashMap::new();
-    for v in violations.iter().flatten() {
-        *rules.entry(v.rule.clone()).or_default() += 1;
-    }
-    for m in &raw.malformed {
-        *rules.entry(m.rule.clone()).or_default() += 1;
-    }
-    let mut rules: Vec<(String, usize)> = rules.into_iter().collect();
-    rules.sort();
-
-    let counts = Counts {
-        rows_in: raw.rows_in(),
-        accepted: accepted.height(),
-        quarantined: rejects.height(),
-    };
-    debug_assert_eq!(counts.rows_in, counts.accepted + counts.quarantined);
-    let known: HashSet<&str> = table.columns().iter().map(|c| c.name).chain([CUSTOMER_ID]).collect();
-    let dropped_columns = raw
-        .columns
-        .iter()
-        .filter(|c| !known.contains(c.as_str()))
-        .cloned()
-        .collect();
+    let mut v = Validator::new(table, ctx.clone());
+    let chunk = v.chunk(raw)?;
+    let s = v.finish();
     Ok(Validated {
-        accepted,
-        rejects,
-        counts,
-        missing_columns,
-        dropped_columns,
-        rules,
+        accepted: chunk.accepted,
+        rejects: chunk.rejects,
+        counts: s.counts,
+        missing_columns: s.missing_columns,
+        dropped_columns: s.dropped_columns,
+        rules: s.rules,
     })
 }
 
@@ -227,7 +309,7 @@ pub fn validate(table: Table, raw: &RawTable, ctx: &Context) -> Result<Validated
 pub fn empty(table: Table) -> DataFrame {
     let columns = table.columns().iter().map(|c| c.name.to_string()).collect();
     let key = AnonKey::demo();
-    validate(table, &RawTable::new("empty", columns), &Context { key: &key, deleted: &HashSet::new() })
+    validate(table, &RawTable::new("empty", columns), &Context::new(key, HashSet::new()))
         .expect("an input with every column validates")
         .accepted
 }
@@ -413,9 +495,13 @@ fn check_quantity_sign(checked: &[Checked], violations: &mut [Option<Violation>]
 /// The first row with a key is kept; later rows with the same key are quarantined.
 /// Only rows that are otherwise valid take part, so a bad first copy does not push
 /// a good second copy into quarantine.
-fn check_duplicate_keys(table: Table, checked: &[Checked], violations: &mut [Option<Violation>]) {
+fn check_duplicate_keys(
+    table: Table,
+    checked: &[Checked],
+    violations: &mut [Option<Violation>],
+    seen: &mut HashSet<String>,
+) {
     let key_cols: Vec<&Checked> = table.key().iter().map(|k| find(checked, k)).collect();
-    let mut seen: HashSet<String> = HashSet::new();
     for i in 0..violations.len() {
         if violations[i].is_some() {
             continue;
@@ -425,12 +511,14 @@ fn check_duplicate_keys(table: Table, checked: &[Checked], violations: &mut [Opt
             .map(|c| c.text[i].as_deref().map(str::trim).unwrap_or(""))
             .collect();
         let key = key.join("\u{1f}");
-        if !seen.insert(key.clone()) {
+        if seen.contains(&key) {
             violations[i] = Some(Violation {
                 rule: format!("{}.key.duplicate", table.name()),
                 column: table.key()[0],
                 value: Some(key.replace('\u{1f}', "/")),
             });
+        } else {
+            seen.insert(key);
         }
     }
 }
@@ -535,7 +623,7 @@ mod tests {
 
     fn run(rows: &[Vec<&str>]) -> Validated {
         let key = AnonKey::new("unit-test-secret-123").unwrap();
-        validate(Table::Orders, &table(rows), &Context { key: &key, deleted: &HashSet::new() })
+        validate(Table::Orders, &table(rows), &Context::new(key.clone(), HashSet::new()))
             .unwrap()
     }
 
@@ -602,7 +690,7 @@ mod tests {
 
     fn validate_rows(table: Table, rows: &[Vec<String>]) -> Validated {
         let key = AnonKey::new("unit-test-secret-123").unwrap();
-        validate(table, &raw_rows(table, rows), &Context { key: &key, deleted: &HashSet::new() }).unwrap()
+        validate(table, &raw_rows(table, rows), &Context::new(key.clone(), HashSet::new())).unwrap()
     }
 
     /// Every rule of every table: a row that breaks it (and nothing else) lands in
@@ -649,6 +737,18 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_are_found_across_chunks() {
+        let key = AnonKey::new("unit-test-secret-123").unwrap();
+        let mut v = Validator::new(Table::Orders, Context::new(key, HashSet::new()));
+        let first = v.chunk(&table(&[good_order("O1"), good_order("O2")])).unwrap();
+        let second = v.chunk(&table(&[good_order("O2"), good_order("O3")])).unwrap();
+        assert_eq!((first.accepted.height(), second.accepted.height()), (2, 1));
+        assert_eq!(rule_of(&Validated { accepted: second.accepted, rejects: second.rejects, counts: Counts::default(), missing_columns: vec![], dropped_columns: vec![], rules: vec![] }), "orders.key.duplicate");
+        let s = v.finish();
+        assert_eq!(s.counts, Counts { rows_in: 4, accepted: 3, quarantined: 1 });
+    }
+
+    #[test]
     fn pii_is_dropped_and_customer_is_keyed() {
         let v = run(&[good_order("O1")]);
         let names: Vec<&str> = v.accepted.get_column_names().iter().map(|s| s.as_str()).collect();
@@ -665,7 +765,7 @@ mod tests {
         let v = validate(
             Table::Orders,
             &table(&[good_order("O1"), good_order("O2")]),
-            &Context { key: &key, deleted: &deleted },
+            &Context::new(key.clone(), deleted),
         )
         .unwrap();
         let keys = v.accepted.column("customer_key").unwrap().str().unwrap();
@@ -680,7 +780,7 @@ mod tests {
         t.columns.remove(i);
         t.cells.remove(i);
         let key = AnonKey::demo();
-        let err = validate(Table::Orders, &t, &Context { key: &key, deleted: &HashSet::new() })
+        let err = validate(Table::Orders, &t, &Context::new(key.clone(), HashSet::new()))
             .unwrap_err()
             .to_string();
         assert!(err.contains("orders.csv") && err.contains("unit_price") && err.contains("a number"), "{err}");
@@ -691,7 +791,7 @@ mod tests {
         let mut t = table(&[good_order("O1")]);
         t.malformed.push(Malformed { source_row: 2, rule: "csv.field_count".into(), detail: "3 fields, expected 15".into() });
         let key = AnonKey::demo();
-        let v = validate(Table::Orders, &t, &Context { key: &key, deleted: &HashSet::new() }).unwrap();
+        let v = validate(Table::Orders, &t, &Context::new(key.clone(), HashSet::new())).unwrap();
         assert_eq!(v.counts, Counts { rows_in: 2, accepted: 1, quarantined: 1 });
     }
 

@@ -71,8 +71,9 @@ pub fn scan(store: &dyn Store, key: &str) -> anyhow::Result<(LazyFrame, InputRec
     Ok((df.lazy(), InputRecord { uri, sha256, rows }))
 }
 
-/// Every partition of a raw table up to a date as one frame; where partitions repeat
-/// a key (a full export re-ingested), the latest partition's row wins.
+/// Every partition of a table up to a date as one frame. A partition may hold several
+/// part files; where partitions repeat a key (a full export re-ingested), the latest
+/// partition's row wins.
 pub fn read_table(
     store: &dyn Store,
     area: &str,
@@ -85,19 +86,21 @@ pub fn read_table(
         .into_iter()
         .filter(|(d, _)| up_to.is_none_or(|u| *d <= u))
         .collect();
+    let dates: std::collections::BTreeSet<NaiveDate> = parts.iter().map(|(d, _)| *d).collect();
     let mut frames = Vec::new();
     for (_, k) in &parts {
         let (lf, record) = scan(store, k)?;
         lineage.push(record);
         frames.push(lf);
     }
-    match frames.len() {
-        0 => Ok(None),
-        1 => Ok(frames.pop()),
-        _ => {
-            let all = concat(frames, UnionArgs::default())?;
-            let key: Vec<Expr> = key.iter().map(|k| col(*k)).collect();
-            Ok(Some(all.unique_stable_generic(Some(key), UniqueKeepStrategy::Last)))
-        }
+    let all = match frames.len() {
+        0 => return Ok(None),
+        1 => frames.pop().expect("one frame"),
+        _ => concat(frames, UnionArgs::default())?,
+    };
+    if dates.len() < 2 {
+        return Ok(Some(all));
     }
+    let key: Vec<Expr> = key.iter().map(|k| col(*k)).collect();
+    Ok(Some(all.unique_stable_generic(Some(key), UniqueKeepStrategy::Last)))
 }

@@ -119,6 +119,17 @@ impl<'a> RunContext<'a> {
         self.partitions.push(prefix.trim_end_matches('/').to_string() + "/");
     }
 
+    /// Replaces `placeholder` in the final keys staged so far (a step that learns its
+    /// partition only after writing, like ingest's default run date).
+    pub fn rekey(&mut self, placeholder: &str, value: &str) {
+        for (key, _) in &mut self.staged {
+            *key = key.replace(placeholder, value);
+        }
+        for output in &mut self.manifest.outputs {
+            output.uri = output.uri.replace(placeholder, value);
+        }
+    }
+
     pub fn move_on_commit(&mut self, from: &str, to: &str) {
         self.moves.push((from.to_string(), to.to_string()));
     }

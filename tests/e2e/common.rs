@@ -73,6 +73,22 @@ pub fn parquet_bytes(bytes: &[u8]) -> DataFrame {
     ParquetReader::new(std::io::Cursor::new(bytes.to_vec())).finish().unwrap()
 }
 
+/// Every part file of a partition directory, concatenated.
+pub fn read_partition(dir: &Path) -> DataFrame {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parts.sort();
+    let mut frames = parts.iter().map(|p| read_parquet(p));
+    let mut acc = frames.next().expect("at least one part");
+    for df in frames {
+        acc.vstack_mut(&df).unwrap();
+    }
+    acc
+}
+
 pub fn read_parquet(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
 }

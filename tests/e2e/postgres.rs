@@ -75,7 +75,7 @@ fn ingest_from_postgres_streams_contract_tables() {
     assert_eq!(rules, ["orders.currency.currency", "orders.key.duplicate", "orders.order_id.required", "orders.unit_price.range"]);
 
     // The -05:00 order is stored in UTC; the customer with a deletion request got an unlinked key.
-    let orders = read_parquet(&store.join("raw/orders/dt=2024-05-03/part-0.parquet"));
+    let orders = read_parquet(&store.join("raw/orders/dt=2024-05-03/part-00000.parquet"));
     let keys = strings(&orders, "customer_key");
     let key_of = |id: &str| sgml_features::anonymize::AnonKey::new(TEST_KEY).unwrap().customer_key(id);
     assert!(keys.contains(&key_of("1001")));

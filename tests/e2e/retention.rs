@@ -17,7 +17,7 @@ fn retention_moves_exactly_the_old_crawled_rows() {
     let store = dir.path().join("store");
     ok(sgml(&store).args(["ingest", "--input"]).arg(&input));
     let run_date = last_manifest(&store, "ingest")["run_date"].as_str().unwrap().to_string();
-    let raw_key = store.join(format!("raw/crawled_offers/dt={run_date}/part-0.parquet"));
+    let raw_key = store.join(format!("raw/crawled_offers/dt={run_date}/part-00000.parquet"));
     let before = read_parquet(&raw_key);
     ok(sgml(&store).args(["retention", "--run-date", &run_date]));
     let kept = read_parquet(&raw_key);
@@ -78,10 +78,10 @@ fn boundary_day_stays_and_deleted_customers_are_unlinked() {
     std::fs::create_dir_all(&later).unwrap();
     std::fs::write(later.join("deletion_requests.csv"), "customer_id,requested_ts\nC1,2024-06-29 12:00:00\n").unwrap();
     ok(sgml_key(&store).args(["ingest", "--run-date", "2024-06-30", "--input"]).arg(&later));
-    assert!(store.join("raw/orders/dt=2024-06-30/part-0.parquet").exists(), "ingesting one table leaves the others");
+    assert!(store.join("raw/orders/dt=2024-06-30/part-00000.parquet").exists(), "ingesting one table leaves the others");
     ok(sgml(&store).args(["retention", "--run-date", "2024-06-30"]));
 
-    let kept = offer_ids(&read_parquet(&store.join("raw/crawled_offers/dt=2024-06-30/part-0.parquet")));
+    let kept = offer_ids(&read_parquet(&store.join("raw/crawled_offers/dt=2024-06-30/part-00000.parquet")));
     let archived = offer_ids(&read_parquet(&store.join("archive/crawled/dt=2024-06-30/part-0.parquet")));
     assert_eq!(kept, HashSet::from(["X59".to_string(), "X60".to_string()]), "exactly 60 days stays");
     assert_eq!(archived, HashSet::from(["X61".to_string(), "X200".to_string()]));
@@ -89,12 +89,12 @@ fn boundary_day_stays_and_deleted_customers_are_unlinked() {
     let old_key = sgml_features::anonymize::AnonKey::new(TEST_KEY).unwrap().customer_key("C1");
     let c2 = sgml_features::anonymize::AnonKey::new(TEST_KEY).unwrap().customer_key("C2");
     for table in ["raw/orders", "features/order_lines", "features/customers"] {
-        let df = read_parquet(&store.join(format!("{table}/dt=2024-06-30/part-0.parquet")));
+        let df = read_partition(&store.join(format!("{table}/dt=2024-06-30")));
         let keys = strings(&df, "customer_key");
         assert!(!keys.contains(&old_key), "{table} still links the deleted customer");
         assert!(keys.contains(&c2), "{table} lost other customers");
     }
-    let orders = read_parquet(&store.join("raw/orders/dt=2024-06-30/part-0.parquet"));
+    let orders = read_parquet(&store.join("raw/orders/dt=2024-06-30/part-00000.parquet"));
     let keys = strings(&orders, "customer_key");
     assert_eq!(keys.len(), 3, "orders kept as anonymous data");
     assert_eq!(keys[0], keys[1], "one random key per deleted customer");

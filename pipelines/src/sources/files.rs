@@ -10,7 +10,7 @@ use polars::prelude::*;
 use sgml_features::Table;
 use sgml_features::validate::RawTable;
 
-use super::{HashingReader, InputRecord, Loaded, SourceError};
+use super::{BoxError, ChunkSink, HashingReader, InputRecord, SourceError};
 use crate::mapping::Mapping;
 
 /// File written by `sgml generate` beside its tables; its presence allows the demo key.
@@ -18,13 +18,11 @@ pub const SYNTHETIC_MARKER: &str = "SYNTHETIC.json";
 
 const EXTENSIONS: &[&str] = &[".csv.gz", ".csv", ".parquet", ".jsonl.gz", ".jsonl", ".ndjson"];
 
-pub fn load(inputs: &[String], mapping: Option<&Mapping>) -> Result<Loaded, SourceError> {
-    let mut loaded = Loaded::default();
+pub fn load(inputs: &[String], mapping: Option<&Mapping>, sink: &mut ChunkSink) -> Result<Vec<InputRecord>, SourceError> {
     let mut files: Vec<PathBuf> = Vec::new();
     for input in inputs {
         let path = PathBuf::from(input);
         if path.is_dir() {
-            loaded.synthetic |= path.join(SYNTHETIC_MARKER).exists();
             files.extend(data_files(&path)?);
         } else if path.is_file() {
             files.push(path);
@@ -38,44 +36,63 @@ pub fn load(inputs: &[String], mapping: Option<&Mapping>) -> Result<Loaded, Sour
             inputs.join(", ")
         )));
     }
+    let mut records = Vec::new();
     match mapping {
         Some(mapping) => {
             // A mapped export may be split over several files (one per day, say):
-            // they are read in name order as one table.
+            // they are read in name order as one table, whole, because a mapping can
+            // derive tables (distinct products) and positions across all rows.
             let mut export: Option<RawTable> = None;
             for file in &files {
-                let (table, record) = read_file(file)?;
-                loaded.inputs.push(record);
+                let mut whole: Option<RawTable> = None;
+                let record = read_file(file, &mut |_, chunk| {
+                    match whole.as_mut() {
+                        Some(acc) => acc.append(chunk).map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
+                        None => whole = Some(chunk),
+                    }
+                    Ok(())
+                }, Table::Orders)?;
+                records.push(record);
+                let table = whole.expect("a file yields at least one chunk");
                 export = Some(match export {
                     None => table,
-                    Some(acc) => append(acc, table)?,
+                    Some(acc) => concat_files(acc, table)?,
                 });
             }
-            let export = export.expect("at least one file");
-            loaded.tables = mapping.apply(&export).map_err(|e| SourceError::Input(e.to_string()))?;
+            let mut tables = mapping
+                .apply(&export.expect("at least one file"))
+                .map_err(|e| SourceError::Input(e.to_string()))?;
+            tables.sort_by_key(|(t, _)| super::ingest_order(t));
+            for (table, raw) in tables {
+                sink(table, raw).map_err(SourceError::Sink)?;
+            }
         }
         None => {
-            for file in &files {
-                let table = table_of(file).ok_or_else(|| {
+            let mut by_table: Vec<(Table, PathBuf)> = Vec::new();
+            for file in files {
+                let table = table_of(&file).ok_or_else(|| {
                     SourceError::Input(format!(
                         "{}: the name is not a contract table ({}); name files after their table or pass --mapping",
                         file.display(),
                         Table::ALL.map(|t| t.name()).join(", ")
                     ))
                 })?;
-                if loaded.tables.iter().any(|(t, _)| *t == table) {
+                if let Some((_, first)) = by_table.iter().find(|(t, _)| *t == table) {
                     return Err(SourceError::Input(format!(
-                        "two inputs for table {table} (the second is {}); give one file per table",
+                        "two inputs for table {table} ({} and {}); give one file per table",
+                        first.display(),
                         file.display()
                     )));
                 }
-                let (raw, record) = read_file(file)?;
-                loaded.inputs.push(record);
-                loaded.tables.push((table, raw));
+                by_table.push((table, file));
+            }
+            by_table.sort_by_key(|(t, _)| super::ingest_order(t));
+            for (table, file) in by_table {
+                records.push(read_file(&file, sink, table)?);
             }
         }
     }
-    Ok(loaded)
+    Ok(records)
 }
 
 fn data_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
@@ -99,35 +116,44 @@ fn table_of(path: &Path) -> Option<Table> {
     Table::from_name(stem)
 }
 
-/// Reads one file into text cells and records its checksum.
-pub fn read_file(path: &Path) -> Result<(RawTable, InputRecord), SourceError> {
+/// Streams one file into `sink` as `table` chunks and records its checksum.
+pub fn read_file(path: &Path, sink: &mut ChunkSink, table: Table) -> Result<InputRecord, SourceError> {
     let source = path.display().to_string();
-    let open = || {
-        File::open(path).map_err(|e| SourceError::Unreadable { file: source.clone(), message: e.to_string() })
-    };
-    let ext = extension(path).ok_or_else(|| SourceError::Unreadable { file: source.clone(),
+    let io_err = |e: std::io::Error| SourceError::Unreadable { file: source.clone(), message: e.to_string() };
+    let ext = extension(path).ok_or_else(|| SourceError::Unreadable {
+        file: source.clone(),
         message: format!("unknown file type: expected one of {}", EXTENSIONS.join(", ")),
     })?;
-    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, open()?));
-    let table = match ext {
-        ".csv" => super::read_csv(&source, &mut hashing)?,
-        ".csv.gz" => super::read_csv(&source, MultiGzDecoder::new(&mut hashing))?,
-        ".jsonl" | ".ndjson" => super::read_jsonl(&source, &mut hashing)?,
-        ".jsonl.gz" => super::read_jsonl(&source, MultiGzDecoder::new(&mut hashing))?,
+    let file = File::open(path).map_err(io_err)?;
+    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    let mut rows = 0usize;
+    let mut emit = |chunk: RawTable| {
+        rows += chunk.rows_in();
+        sink(table, chunk).map_err(SourceError::Sink)
+    };
+    match ext {
+        ".csv" | ".csv.gz" => {
+            let reader: Box<dyn Read + '_> = match ext {
+                ".csv" => Box::new(&mut hashing),
+                _ => Box::new(MultiGzDecoder::new(&mut hashing)),
+            };
+            let mut chunks = super::CsvChunks::new(&source, reader)?;
+            while let Some(chunk) = chunks.next_chunk(super::chunk_rows())? {
+                emit(chunk)?;
+            }
+        }
+        ".jsonl" | ".ndjson" => emit(super::read_jsonl(&source, &mut hashing)?)?,
+        ".jsonl.gz" => emit(super::read_jsonl(&source, MultiGzDecoder::new(&mut hashing))?)?,
         ".parquet" => {
             let mut bytes = Vec::new();
-            hashing
-                .read_to_end(&mut bytes)
-                .map_err(|e| SourceError::Unreadable { file: source.clone(), message: e.to_string() })?;
-            read_parquet(&source, bytes)?
+            hashing.read_to_end(&mut bytes).map_err(io_err)?;
+            emit(read_parquet(&source, bytes)?)?;
         }
         _ => unreachable!("extension listed"),
-    };
+    }
     // Drain what a reader left unread (a gzip trailer) so the checksum covers the file.
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(|e| SourceError::Unreadable { file: source.clone(), message: e.to_string() })?;
-    let record = InputRecord { uri: source, sha256: hashing.hex(), rows: table.rows_in() };
-    Ok((table, record))
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err)?;
+    Ok(InputRecord { uri: source, sha256: hashing.hex(), rows })
 }
 
 fn read_parquet(source: &str, bytes: Vec<u8>) -> Result<RawTable, SourceError> {
@@ -150,7 +176,8 @@ fn read_parquet(source: &str, bytes: Vec<u8>) -> Result<RawTable, SourceError> {
     Ok(table)
 }
 
-fn append(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceError> {
+/// Files of one mapped export, one after another; row numbers continue across files.
+fn concat_files(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceError> {
     if acc.columns != next.columns {
         return Err(SourceError::Unreadable { file: next.source.clone(),
             message: format!(

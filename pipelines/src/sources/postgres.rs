@@ -5,9 +5,9 @@
 use postgres::{Client, NoTls};
 use sgml_features::Table;
 
-use super::{HashingReader, InputRecord, Loaded, SourceError, SourceOptions};
+use super::{ChunkSink, HashingReader, InputRecord, SourceError, SourceOptions};
 
-pub fn load(url: &str, opts: &SourceOptions) -> Result<Loaded, SourceError> {
+pub fn load(url: &str, opts: &SourceOptions, sink: &mut ChunkSink) -> Result<Vec<InputRecord>, SourceError> {
     let shown = redact(url);
     let err = |message: String| SourceError::Postgres { uri: shown.clone(), message };
     let mut client = Client::connect(url, NoTls).map_err(|e| err(format!("cannot connect: {e}")))?;
@@ -17,8 +17,10 @@ pub fn load(url: &str, opts: &SourceOptions) -> Result<Loaded, SourceError> {
             return Err(err(format!("--pg-query names `{table}`, which is not a contract table")));
         }
     }
-    let mut loaded = Loaded::default();
-    for table in Table::ALL {
+    let mut records = Vec::new();
+    let mut tables = Table::ALL;
+    tables.sort_by_key(super::ingest_order);
+    for table in tables {
         let query = match opts.pg_queries.iter().find(|(t, _)| t == table.name()) {
             Some((_, sql)) => sql.clone(),
             None => {
@@ -39,17 +41,22 @@ pub fn load(url: &str, opts: &SourceOptions) -> Result<Loaded, SourceError> {
             .copy_out(copy.as_str())
             .map_err(|e| err(format!("{}: {e}", table.name())))?;
         let mut hashing = HashingReader::new(reader);
-        let raw = super::read_csv(&source, &mut hashing)?;
-        loaded.inputs.push(InputRecord { uri: source, sha256: hashing.hex(), rows: raw.rows_in() });
-        loaded.tables.push((table, raw));
+        let mut rows = 0;
+        let mut chunks = super::CsvChunks::new(&source, &mut hashing)?;
+        while let Some(chunk) = chunks.next_chunk(super::chunk_rows())? {
+            rows += chunk.rows_in();
+            sink(table, chunk).map_err(SourceError::Sink)?;
+        }
+        drop(chunks);
+        records.push(InputRecord { uri: source, sha256: hashing.hex(), rows });
     }
-    if loaded.tables.is_empty() {
+    if records.is_empty() {
         return Err(err(format!(
             "schema `{schema}` has none of the contract tables ({})",
             Table::ALL.map(|t| t.name()).join(", ")
         )));
     }
-    Ok(loaded)
+    Ok(records)
 }
 
 fn quote_ident(s: &str) -> String {

@@ -10,40 +10,64 @@ use sgml_features::validate::{Malformed, RawTable};
 
 use super::SourceError;
 
-/// Reads a comma-separated table with a header row from any byte stream.
+/// Reads a comma-separated table with a header row from any byte stream, whole.
 pub fn read_csv(source: &str, reader: impl Read) -> Result<RawTable, SourceError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .flexible(true)
-        .has_headers(true)
-        .from_reader(reader);
-    let header = csv
-        .byte_headers()
-        .map_err(|e| csv_error(source, 1, e))?
-        .clone();
-    let columns = header_columns(source, &header)?;
-    let mut table = RawTable::new(source, columns);
-    let width = table.columns.len();
-    let mut record = csv::ByteRecord::new();
-    let mut row: u64 = 0;
-    loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                row += 1;
-                if record.len() != width {
-                    table.malformed.push(Malformed {
-                        source_row: row,
-                        rule: "csv.field_count".into(),
-                        detail: format!("{} fields, the header has {width}", record.len()),
-                    });
-                    continue;
-                }
-                table.push_row(row, record.iter().map(cell));
-            }
-            Err(e) => return Err(csv_error(source, row + 2, e)),
-        }
+    let mut chunks = CsvChunks::new(source, reader)?;
+    Ok(chunks.next_chunk(usize::MAX)?.expect("the first chunk always exists"))
+}
+
+/// A CSV stream read a bounded number of rows at a time.
+pub struct CsvChunks<R: Read> {
+    csv: csv::Reader<R>,
+    source: String,
+    columns: Vec<String>,
+    row: u64,
+    started: bool,
+    done: bool,
+}
+
+impl<R: Read> CsvChunks<R> {
+    /// Reads and checks the header.
+    pub fn new(source: &str, reader: R) -> Result<CsvChunks<R>, SourceError> {
+        let mut csv = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(reader);
+        let header = csv.byte_headers().map_err(|e| csv_error(source, 1, e))?.clone();
+        let columns = header_columns(source, &header)?;
+        Ok(CsvChunks { csv, source: source.to_string(), columns, row: 0, started: false, done: false })
     }
-    Ok(table)
+
+    /// Up to `max_rows` rows. The first call always returns a table (maybe empty,
+    /// so a header-only file still counts as the table); then `None` at the end.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<RawTable>, SourceError> {
+        if self.done && self.started {
+            return Ok(None);
+        }
+        self.started = true;
+        let mut table = RawTable::new(self.source.clone(), self.columns.clone());
+        let width = table.columns.len();
+        let mut record = csv::ByteRecord::new();
+        while table.rows_in() < max_rows {
+            match self.csv.read_byte_record(&mut record) {
+                Ok(false) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(true) => {
+                    self.row += 1;
+                    if record.len() != width {
+                        table.malformed.push(Malformed {
+                            source_row: self.row,
+                            rule: "csv.field_count".into(),
+                            detail: format!("{} fields, the header has {width}", record.len()),
+                        });
+                        continue;
+                    }
+                    table.push_row(self.row, record.iter().map(cell));
+                }
+                Err(e) => return Err(csv_error(&self.source, self.row + 2, e)),
+            }
+        }
+        Ok(Some(table))
+    }
 }
 
 /// Text of a cell: empty is null; bytes that are not UTF-8 become U+FFFD, which the

@@ -4,11 +4,11 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use polars::prelude::*;
 use sgml_features::Table;
 use sgml_features::anonymize::AnonKey;
-use sgml_features::validate::{self, Validated};
+use sgml_features::validate::{self, RawTable, Validator};
 
 use crate::io;
 use crate::mapping::Mapping;
@@ -48,12 +48,7 @@ impl Step for Ingest {
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let mapping = self.mapping.as_deref().map(Mapping::load).transpose()?;
-        ctx.progress(format!("reading {}", self.inputs.iter().map(|i| redact(i)).collect::<Vec<_>>().join(", ")));
-        let loaded = sources::load(&self.inputs, mapping.as_ref(), &self.source)?;
-        for record in &loaded.inputs {
-            ctx.input(record.clone());
-        }
-        let key = match (&self.key, self.demo || loaded.synthetic) {
+        let key = match (&self.key, self.demo || sources::is_synthetic(&self.inputs)) {
             (Some(key), _) => key.clone(),
             (None, true) => {
                 ctx.note("anonymization: DEMO KEY (public; synthetic sample data only)");
@@ -64,51 +59,102 @@ impl Step for Ingest {
                  only synthetic data (sgml generate output, the bundled sample) may use the demo key"
             ),
         };
-
-        // Deletion requests first: every one ever seen applies to the orders below.
+        // Every deletion request ever seen applies to the orders read now; the input's
+        // own requests arrive first (sources order them so) and join the set.
         let mut deleted: HashSet<String> = HashSet::new();
         let mut lineage = Vec::new();
         if let Some(lf) = io::read_table(ctx.store, "raw", "deletion_requests", &["customer_key"], None, &mut lineage)? {
             deleted.extend(string_values(&lf.select([col("customer_key")]).collect()?, "customer_key")?);
         }
-        let mut tables = loaded.tables;
-        tables.sort_by_key(|(t, _)| *t != Table::DeletionRequests);
 
-        let mut results: Vec<(Table, Validated)> = Vec::new();
-        for (table, raw) in &tables {
-            ctx.progress(format!("validating {table} ({} rows)", raw.rows_in()));
-            let v = validate::validate(*table, raw, &validate::Context { key: &key, deleted: &deleted })?;
-            if *table == Table::DeletionRequests {
-                deleted.extend(string_values(&v.accepted, "customer_key")?);
-            }
-            results.push((*table, v));
-        }
-        if ctx.run_date.is_none() {
-            ctx.run_date = Some(infer_run_date(&results)?);
-        }
-        let run_date = ctx.run_date.expect("set above");
+        ctx.progress(format!("reading {}", self.inputs.iter().map(|i| redact(i)).collect::<Vec<_>>().join(", ")));
+        let mut state = IngestState { key, deleted, tables: Vec::new(), last_order: None, last_other: None };
+        let records = sources::load(&self.inputs, mapping.as_ref(), &self.source, &mut |table, raw| {
+            state.chunk(ctx, table, raw).map_err(|e| e.into_boxed_dyn_error())
+        })?;
+        records.into_iter().for_each(|r| ctx.input(r));
 
-        for (table, mut v) in results {
-            let name = table.name();
-            if !v.missing_columns.is_empty() {
-                ctx.note(format!("{name}: the input lacks {}; they are null", v.missing_columns.join(", ")));
+        let run_date = match ctx.run_date {
+            Some(d) => d,
+            None => state
+                .last_order
+                .or(state.last_other)
+                .ok_or_else(|| anyhow::anyhow!("cannot infer the run date: no accepted row has a date; pass --run-date"))?,
+        };
+        ctx.run_date = Some(run_date);
+        ctx.rekey(PENDING_DATE, &run_date.to_string());
+        for t in state.tables {
+            let name = t.table.name();
+            ctx.replace_partition(&io::partition("raw", name, run_date));
+            let summary = t.validator.finish();
+            if !summary.missing_columns.is_empty() {
+                ctx.note(format!("{name}: the input lacks {}; they are null", summary.missing_columns.join(", ")));
             }
-            if !v.dropped_columns.is_empty() {
-                ctx.note(format!("{name}: dropped columns outside the contract: {}", v.dropped_columns.join(", ")));
+            if !summary.dropped_columns.is_empty() {
+                ctx.note(format!("{name}: dropped columns outside the contract: {}", summary.dropped_columns.join(", ")));
             }
-            for (rule, n) in &v.rules {
+            for (rule, n) in &summary.rules {
                 ctx.note(format!("{name}: {n} row(s) quarantined by {rule}"));
             }
-            let part = io::partition("raw", name, run_date);
-            let bytes = io::to_parquet(&mut v.accepted)?;
-            ctx.stage(&format!("{part}{}", io::PART), &bytes, v.accepted.height())?;
-            ctx.replace_partition(&part);
-            if v.rejects.height() > 0 {
+            if !t.rejects.is_empty() {
+                let mut rejects = concat_frames(t.rejects)?;
                 let key = format!("quarantine/{name}/{}/rejects.parquet", ctx.run_id);
-                let bytes = io::to_parquet(&mut v.rejects)?;
-                ctx.stage(&key, &bytes, v.rejects.height())?;
+                let bytes = io::to_parquet(&mut rejects)?;
+                ctx.stage(&key, &bytes, rejects.height())?;
             }
-            ctx.count(name, v.counts);
+            ctx.count(name, summary.counts);
+        }
+        Ok(())
+    }
+}
+
+/// Partition placeholder while the run date is not known yet (it is the latest order
+/// date, known only once every chunk has been read).
+const PENDING_DATE: &str = "@pending-run-date@";
+
+struct TableState {
+    table: Table,
+    validator: Validator,
+    parts: usize,
+    rejects: Vec<DataFrame>,
+}
+
+struct IngestState {
+    key: AnonKey,
+    deleted: HashSet<String>,
+    tables: Vec<TableState>,
+    /// Latest order date: the default run date.
+    last_order: Option<chrono::NaiveDate>,
+    /// Latest date of any other table: the run date of an input without orders.
+    last_other: Option<chrono::NaiveDate>,
+}
+
+impl IngestState {
+    /// Validates one chunk and stages its accepted rows as the next part file.
+    fn chunk(&mut self, ctx: &mut RunContext, table: Table, raw: RawTable) -> anyhow::Result<()> {
+        if !self.tables.iter().any(|t| t.table == table) {
+            let ctx = validate::Context::new(self.key.clone(), self.deleted.clone());
+            self.tables.push(TableState { table, validator: Validator::new(table, ctx), parts: 0, rejects: Vec::new() });
+        }
+        let state = self.tables.iter_mut().find(|t| t.table == table).expect("inserted above");
+        ctx.progress(format!("validating {table}: {} rows", raw.rows_in()));
+        let mut chunk = state.validator.chunk(&raw)?;
+        drop(raw);
+        if table == Table::DeletionRequests {
+            self.deleted.extend(string_values(&chunk.accepted, "customer_key")?);
+        }
+        if let Some(d) = latest_date(table, &chunk.accepted)? {
+            let slot = if table == Table::Orders { &mut self.last_order } else { &mut self.last_other };
+            *slot = Some(slot.map_or(d, |prev| prev.max(d)));
+        }
+        if state.parts == 0 || chunk.accepted.height() > 0 {
+            let key = format!("raw/{}/dt={PENDING_DATE}/part-{:05}.parquet", table.name(), state.parts);
+            let bytes = io::to_parquet(&mut chunk.accepted)?;
+            ctx.stage(&key, &bytes, chunk.accepted.height())?;
+            state.parts += 1;
+        }
+        if chunk.rejects.height() > 0 {
+            state.rejects.push(chunk.rejects);
         }
         Ok(())
     }
@@ -127,30 +173,25 @@ fn string_values(df: &DataFrame, column: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// The latest order date (so the same input always lands in the same partition);
-/// without orders, the latest timestamp of any table.
-fn infer_run_date(results: &[(Table, Validated)]) -> anyhow::Result<chrono::NaiveDate> {
-    let ts_column = |t: Table| match t {
+/// The latest date in a chunk of a table (orders: the order date), for the default
+/// run date: the same input always lands in the same partition.
+fn latest_date(table: Table, df: &DataFrame) -> anyhow::Result<Option<chrono::NaiveDate>> {
+    let column = match table {
         Table::Orders => "order_ts",
         Table::CrawledOffers => "crawled_ts",
         Table::DeletionRequests => "requested_ts",
         Table::Products => "created_ts",
         Table::FxRates => "date",
     };
-    let order = [Table::Orders, Table::CrawledOffers, Table::Products, Table::FxRates, Table::DeletionRequests];
-    for t in order {
-        let Some((_, v)) = results.iter().find(|(rt, _)| *rt == t) else { continue };
-        let max = v
-            .accepted
-            .column(ts_column(t))?
-            .cast(&DataType::Date)?
-            .cast(&DataType::Int32)?
-            .i32()?
-            .max();
-        if let Some(days) = max {
-            return Ok(sgml_features::values::date_from_days(days));
-        }
+    let days = df.column(column)?.cast(&DataType::Date)?.cast(&DataType::Int32)?;
+    Ok(days.i32()?.max().map(sgml_features::values::date_from_days))
+}
+
+fn concat_frames(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
+    let mut iter = frames.into_iter();
+    let mut acc = iter.next().expect("non-empty");
+    for df in iter {
+        acc.vstack_mut(&df)?;
     }
-    Err(anyhow::anyhow!("cannot infer the run date: no accepted row has a date; pass --run-date"))
-        .context("choosing the partition")
+    Ok(acc)
 }

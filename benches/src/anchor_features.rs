@@ -33,7 +33,9 @@ fn plans(path: &str) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
         col("Country").n_unique().alias("countries"),
         col("CustomerID").drop_nulls().n_unique().alias("customers"),
     ]);
-    let file_last = lines.clone().select([col("InvoiceDate").max().alias("file_last")]);
+    let file_last = lines
+        .clone()
+        .select([col("InvoiceDate").max().alias("file_last")]);
     let customers = lines
         .clone()
         .filter(col("CustomerID").is_not_null())
@@ -46,7 +48,10 @@ fn plans(path: &str) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
         .cross_join(file_last, None)
         .select([
             col("CustomerID"),
-            (col("file_last") - col("last")).dt().total_days(false).alias("recency"),
+            (col("file_last") - col("last"))
+                .dt()
+                .total_days(false)
+                .alias("recency"),
             col("frequency"),
             col("monetary"),
         ]);
@@ -59,10 +64,21 @@ fn plans(path: &str) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
     let countries = lines
         .clone()
         .group_by([col("Country")])
-        .agg([col("revenue").sum().alias("revenue"), col("InvoiceNo").n_unique().alias("invoices")])
-        .join(baskets, [col("Country")], [col("Country")], JoinArgs::new(JoinType::Left));
+        .agg([
+            col("revenue").sum().alias("revenue"),
+            col("InvoiceNo").n_unique().alias("invoices"),
+        ])
+        .join(
+            baskets,
+            [col("Country")],
+            [col("Country")],
+            JoinArgs::new(JoinType::Left),
+        );
     let country_month = lines
-        .group_by([col("Country"), col("InvoiceDate").dt().month().alias("month")])
+        .group_by([
+            col("Country"),
+            col("InvoiceDate").dt().month().alias("month"),
+        ])
         .agg([col("revenue").sum().alias("revenue")]);
     Ok(vec![
         ("products", products),
@@ -73,7 +89,9 @@ fn plans(path: &str) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: anchor-features FILE.csv"))?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: anchor-features FILE.csv"))?;
     let start = Instant::now();
     let plans = plans(&path)?;
     let names: Vec<&str> = plans.iter().map(|(n, _)| *n).collect();
@@ -83,8 +101,14 @@ fn main() -> anyhow::Result<()> {
         OptFlags::default(),
     )?;
     let seconds = start.elapsed().as_secs_f64();
-    let rows: serde_json::Map<String, serde_json::Value> =
-        names.iter().zip(&frames).map(|(n, df)| (n.to_string(), df.height().into())).collect();
-    println!("{}", serde_json::json!({ "seconds": seconds, "rows": rows }));
+    let rows: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .zip(&frames)
+        .map(|(n, df)| (n.to_string(), df.height().into()))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({ "seconds": seconds, "rows": rows })
+    );
     Ok(())
 }

@@ -35,7 +35,9 @@ pub struct AnonKey {
 impl std::fmt::Debug for AnonKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret.
-        f.debug_struct("AnonKey").field("demo", &self.demo).finish_non_exhaustive()
+        f.debug_struct("AnonKey")
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +69,8 @@ impl AnonKey {
     /// trailing `.0` (a float export of an integer id) get the same key.
     pub fn customer_key(&self, customer_id: &str) -> String {
         let id = normalize_id(customer_id);
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(id.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -94,7 +97,8 @@ static EMAIL: LazyLock<Regex> =
 // space, dot, dash or parentheses, 8+ digits in all. Model numbers ("RTX 4090",
 // "2x 1000mAh") and single long codes (EAN) do not match.
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(\+\d{1,3}[\s.-]?)?\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,5}\b").expect("valid regex")
+    Regex::new(r"(\+\d{1,3}[\s.-]?)?\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,5}\b")
+        .expect("valid regex")
 });
 
 /// Replaces e-mail addresses and phone numbers in free text.
@@ -103,7 +107,11 @@ pub fn scrub_free_text(text: &str) -> String {
     PHONE
         .replace_all(&text, |c: &regex::Captures| {
             let digits = c[0].bytes().filter(u8::is_ascii_digit).count();
-            if digits >= 8 { "[phone]".to_string() } else { c[0].to_string() }
+            if digits >= 8 {
+                "[phone]".to_string()
+            } else {
+                c[0].to_string()
+            }
         })
         .into_owned()
 }
@@ -150,7 +158,9 @@ mod tests {
 
     #[test]
     fn scrub_removes_contacts_but_keeps_model_numbers() {
-        let s = scrub_free_text("Call +44 20 7946 0958 or mail jane.doe@example.co.uk: RTX 4090 24GB, EAN 4006381333931");
+        let s = scrub_free_text(
+            "Call +44 20 7946 0958 or mail jane.doe@example.co.uk: RTX 4090 24GB, EAN 4006381333931",
+        );
         assert!(!s.contains("jane"), "{s}");
         assert!(!s.contains("7946"), "{s}");
         assert!(s.contains("RTX 4090 24GB"), "{s}");

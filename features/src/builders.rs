@@ -44,7 +44,13 @@ pub fn needed_rates(orders: LazyFrame, products: LazyFrame, run_date: NaiveDate)
 /// Orders up to and including the run date: features never see the future.
 fn as_of(orders: LazyFrame, run_date: NaiveDate) -> LazyFrame {
     let end = days_since_epoch(run_date) + 1;
-    orders.filter(col("order_ts").dt().date().cast(DataType::Int32).lt(lit(end)))
+    orders.filter(
+        col("order_ts")
+            .dt()
+            .date()
+            .cast(DataType::Int32)
+            .lt(lit(end)),
+    )
 }
 
 fn is_sale() -> Expr {
@@ -55,7 +61,9 @@ fn is_sale() -> Expr {
 }
 
 fn is_reversal() -> Expr {
-    col("status").eq(lit("cancelled")).or(col("status").eq(lit("returned")))
+    col("status")
+        .eq(lit("cancelled"))
+        .or(col("status").eq(lit("returned")))
 }
 
 fn regions() -> LazyFrame {
@@ -112,8 +120,18 @@ pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
             [col("list_currency"), col("date")],
             left(),
         )
-        .join(region_of("ship_region"), [col("ship_country")], [col("country")], left())
-        .join(region_of("seller_region"), [col("seller_country")], [col("country")], left())
+        .join(
+            region_of("ship_region"),
+            [col("ship_country")],
+            [col("country")],
+            left(),
+        )
+        .join(
+            region_of("seller_region"),
+            [col("seller_country")],
+            [col("country")],
+            left(),
+        )
         .with_columns([
             (col("unit_price") * col("rate")).alias("unit_price_base"),
             (col("list_price") * col("list_rate")).alias("list_price_base"),
@@ -125,9 +143,15 @@ pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
             col("order_ts").dt().month().alias("month"),
             col("order_ts").dt().weekday().alias("weekday"),
             col("order_ts").dt().hour().alias("hour"),
-            col("order_ts").dt().weekday().gt_eq(lit(6)).alias("is_weekend"),
+            col("order_ts")
+                .dt()
+                .weekday()
+                .gt_eq(lit(6))
+                .alias("is_weekend"),
             (lit(run_days) - col("order_date").cast(DataType::Int32)).alias("days_before_run"),
-            col("ship_country").neq(col("seller_country")).alias("cross_border"),
+            col("ship_country")
+                .neq(col("seller_country"))
+                .alias("cross_border"),
             col("ship_region")
                 .fill_null(lit("other"))
                 .eq(col("seller_region").fill_null(lit("other")))
@@ -204,7 +228,10 @@ pub fn products(lines: LazyFrame, products: LazyFrame) -> LazyFrame {
             col("unit_price_base").mean().alias("mean_price_base"),
             col("unit_price_base").std(1).alias("std_price_base"),
             col("buyer_country").n_unique().alias("markets"),
-            col("customer_key").drop_nulls().n_unique().alias("customers"),
+            col("customer_key")
+                .drop_nulls()
+                .n_unique()
+                .alias("customers"),
             col("order_date").min().alias("first_sold"),
             col("order_date").max().alias("last_sold"),
         ]);
@@ -218,11 +245,19 @@ pub fn products(lines: LazyFrame, products: LazyFrame) -> LazyFrame {
             col("condition"),
             col("language"),
             col("title").str().len_chars().alias("title_chars"),
-            col("title").str().count_matches(lit(r"\S+"), false).alias("title_tokens"),
+            col("title")
+                .str()
+                .count_matches(lit(r"\S+"), false)
+                .alias("title_tokens"),
             col("list_price"),
             col("currency"),
         ])
-        .join(sales, [col("product_id")], [col("product_id")], JoinArgs::new(JoinType::Left))
+        .join(
+            sales,
+            [col("product_id")],
+            [col("product_id")],
+            JoinArgs::new(JoinType::Left),
+        )
         .with_columns([
             col("lines").fill_null(lit(0u32)),
             col("units").fill_null(lit(0i64)),
@@ -236,10 +271,24 @@ pub fn sellers(lines: LazyFrame) -> LazyFrame {
         col("quantity").filter(col("is_sale")).sum().alias("units"),
         revenue().filter(col("is_sale")).sum().alias("revenue_base"),
         col("product_id").n_unique().alias("products"),
-        col("price_rel_category").filter(col("is_sale")).median().alias("price_level"),
-        col("status").eq(lit("returned")).cast(DataType::Float64).mean().alias("return_rate"),
-        col("status").eq(lit("cancelled")).cast(DataType::Float64).mean().alias("cancel_rate"),
-        col("cross_border").cast(DataType::Float64).mean().alias("cross_border_share"),
+        col("price_rel_category")
+            .filter(col("is_sale"))
+            .median()
+            .alias("price_level"),
+        col("status")
+            .eq(lit("returned"))
+            .cast(DataType::Float64)
+            .mean()
+            .alias("return_rate"),
+        col("status")
+            .eq(lit("cancelled"))
+            .cast(DataType::Float64)
+            .mean()
+            .alias("cancel_rate"),
+        col("cross_border")
+            .cast(DataType::Float64)
+            .mean()
+            .alias("cross_border_share"),
         col("buyer_country").n_unique().alias("markets"),
     ])
 }
@@ -273,7 +322,10 @@ pub fn markets(lines: LazyFrame) -> LazyFrame {
             revenue().sum().alias("revenue_base"),
             col("order_id").n_unique().alias("orders"),
             len().alias("lines"),
-            col("cross_border").cast(DataType::Float64).mean().alias("cross_border_share"),
+            col("cross_border")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("cross_border_share"),
         ])
         .join(
             baskets,
@@ -290,10 +342,24 @@ pub fn build(inputs: &Inputs) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
     // Sorted by key so the same inputs always give the same bytes.
     let by = |lf: LazyFrame, key: &str| lf.sort([key], SortMultipleOptions::default());
     Ok(vec![
-        ("order_lines", lines.clone().sort(["order_id", "line_no"], SortMultipleOptions::default())),
-        ("products", by(products(lines.clone(), inputs.products.clone()), "product_id")),
+        (
+            "order_lines",
+            lines
+                .clone()
+                .sort(["order_id", "line_no"], SortMultipleOptions::default()),
+        ),
+        (
+            "products",
+            by(
+                products(lines.clone(), inputs.products.clone()),
+                "product_id",
+            ),
+        ),
         ("sellers", by(sellers(lines.clone()), "seller_id")),
-        ("customers", by(customers(lines.clone(), inputs.run_date), "customer_key")),
+        (
+            "customers",
+            by(customers(lines.clone(), inputs.run_date), "customer_key"),
+        ),
         ("markets", by(markets(lines), "buyer_country")),
     ])
 }

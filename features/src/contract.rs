@@ -81,7 +81,9 @@ impl fmt::Display for Table {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Type {
     /// UTF-8 text, trimmed, at most `max_chars` characters.
-    Text { max_chars: usize },
+    Text {
+        max_chars: usize,
+    },
     Int,
     Float,
     /// UTC instant, microseconds.
@@ -94,9 +96,14 @@ pub enum Type {
 pub enum Check {
     None,
     /// Inclusive numeric bounds.
-    Range { min: f64, max: f64 },
+    Range {
+        min: f64,
+        max: f64,
+    },
     /// Strictly positive and at most `max`.
-    Positive { max: f64 },
+    Positive {
+        max: f64,
+    },
     OneOf(&'static [&'static str]),
     /// ISO 4217 alphabetic code.
     Currency,
@@ -150,18 +157,42 @@ pub const CONDITIONS: &[&str] = &["new", "used", "refurbished"];
 
 static ORDERS: &[Column] = &[
     col("order_id", ID, true, Check::None),
-    col("line_no", Type::Int, true, Check::Range { min: 1.0, max: 100_000.0 }),
+    col(
+        "line_no",
+        Type::Int,
+        true,
+        Check::Range {
+            min: 1.0,
+            max: 100_000.0,
+        },
+    ),
     col("order_ts", Type::Timestamp, true, Check::None),
-    col("customer_key", Type::Text { max_chars: 64 }, false, Check::None),
+    col(
+        "customer_key",
+        Type::Text { max_chars: 64 },
+        false,
+        Check::None,
+    ),
     col("product_id", ID, true, Check::None),
     col("seller_id", ID, true, Check::None),
     col(
         "quantity",
         Type::Int,
         true,
-        Check::Range { min: -MAX_QUANTITY, max: MAX_QUANTITY },
+        Check::Range {
+            min: -MAX_QUANTITY,
+            max: MAX_QUANTITY,
+        },
     ),
-    col("unit_price", Type::Float, true, Check::Range { min: 0.0, max: MAX_PRICE }),
+    col(
+        "unit_price",
+        Type::Float,
+        true,
+        Check::Range {
+            min: 0.0,
+            max: MAX_PRICE,
+        },
+    ),
     col("currency", CODE, true, Check::Currency),
     col("buyer_country", CODE, true, Check::Country),
     col("ship_country", CODE, true, Check::Country),
@@ -181,7 +212,12 @@ static PRODUCTS: &[Column] = &[
     col("brand", NAME, false, Check::None),
     col("condition", NAME, false, Check::OneOf(CONDITIONS)),
     col("image_uri", URI, false, Check::None),
-    col("list_price", Type::Float, false, Check::Positive { max: MAX_PRICE }),
+    col(
+        "list_price",
+        Type::Float,
+        false,
+        Check::Positive { max: MAX_PRICE },
+    ),
     col("currency", CODE, true, Check::Currency),
     col("language", CODE, false, Check::None),
     col("created_ts", Type::Timestamp, false, Check::None),
@@ -192,7 +228,12 @@ static CRAWLED_OFFERS: &[Column] = &[
     col("source", NAME, true, Check::None),
     col("product_ref", ID, false, Check::None),
     col("title", TITLE, true, Check::None),
-    col("price", Type::Float, true, Check::Positive { max: MAX_PRICE }),
+    col(
+        "price",
+        Type::Float,
+        true,
+        Check::Positive { max: MAX_PRICE },
+    ),
     col("currency", CODE, true, Check::Currency),
     col("country", CODE, true, Check::Country),
     col("crawled_ts", Type::Timestamp, true, Check::None),
@@ -206,7 +247,12 @@ static FX_RATES: &[Column] = &[
 ];
 
 static DELETION_REQUESTS: &[Column] = &[
-    col("customer_key", Type::Text { max_chars: 64 }, true, Check::None),
+    col(
+        "customer_key",
+        Type::Text { max_chars: 64 },
+        true,
+        Check::None,
+    ),
     col("requested_ts", Type::Timestamp, true, Check::None),
 ];
 
@@ -263,7 +309,9 @@ mod tests {
     fn every_key_column_is_a_required_column() {
         for t in Table::ALL {
             for k in t.key() {
-                let c = t.column(k).unwrap_or_else(|| panic!("{t}: key {k} not a column"));
+                let c = t
+                    .column(k)
+                    .unwrap_or_else(|| panic!("{t}: key {k} not a column"));
                 assert!(c.required, "{t}.{k} is a key but nullable");
             }
         }
@@ -277,7 +325,11 @@ mod tests {
             sorted.sort();
             sorted.dedup();
             assert_eq!(sorted.len(), rules.len(), "{t}: duplicate rule names");
-            assert!(rules.iter().all(|r| r.starts_with(t.name()) && r.matches('.').count() == 2));
+            assert!(
+                rules
+                    .iter()
+                    .all(|r| r.starts_with(t.name()) && r.matches('.').count() == 2)
+            );
         }
     }
 }

@@ -39,7 +39,11 @@ pub struct MissingRate {
 
 impl std::fmt::Display for MissingRate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} on {} day(s) from {} to {}", self.currency, self.days, self.first, self.last)
+        write!(
+            f,
+            "{} on {} day(s) from {} to {}",
+            self.currency, self.days, self.first, self.last
+        )
     }
 }
 
@@ -63,13 +67,21 @@ pub fn resolve(needed: &DataFrame, fx: Option<&DataFrame>, base: &str) -> Result
         _ => Vec::new(),
     };
     let base = if fx_rows.is_empty() && currencies.len() <= 1 {
-        currencies.iter().next().copied().unwrap_or(base).to_string()
+        currencies
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(base)
+            .to_string()
     } else {
         base.to_string()
     };
     let mut by_currency: BTreeMap<&str, BTreeMap<Days, f64>> = BTreeMap::new();
     for (c, d, r) in &fx_rows {
-        by_currency.entry(c.as_str()).or_default().insert(*d, r.expect("rate column"));
+        by_currency
+            .entry(c.as_str())
+            .or_default()
+            .insert(*d, r.expect("rate column"));
     }
     let mut missing: BTreeMap<&str, Vec<Days>> = BTreeMap::new();
     let (mut cur, mut date, mut rate) = (Vec::new(), Vec::new(), Vec::new());
@@ -129,7 +141,9 @@ fn pairs(df: &DataFrame, c: &str, d: &str, r: Option<&str>) -> PolarsResult<Vec<
     let mut out: Vec<Pair> = Vec::with_capacity(df.height());
     let mut seen = BTreeSet::new();
     for i in 0..df.height() {
-        let (Some(c), Some(d)) = (cur.get(i), days.get(i)) else { continue };
+        let (Some(c), Some(d)) = (cur.get(i), days.get(i)) else {
+            continue;
+        };
         let rate = rates.as_ref().and_then(|r| r.get(i));
         if r.is_some() && rate.is_none() {
             continue;
@@ -152,11 +166,19 @@ mod tests {
             .map(|(_, d, _)| days_since_epoch(NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()))
             .collect();
         let mut cols = vec![
-            Column::new("currency".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
-            Column::new("date".into(), days).cast(&DataType::Date).unwrap(),
+            Column::new(
+                "currency".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ),
+            Column::new("date".into(), days)
+                .cast(&DataType::Date)
+                .unwrap(),
         ];
         if rows.iter().all(|r| r.2.is_some()) {
-            cols.push(Column::new("rate".into(), rows.iter().map(|r| r.2.unwrap()).collect::<Vec<_>>()));
+            cols.push(Column::new(
+                "rate".into(),
+                rows.iter().map(|r| r.2.unwrap()).collect::<Vec<_>>(),
+            ));
         }
         DataFrame::new(rows.len(), cols).unwrap()
     }
@@ -165,15 +187,28 @@ mod tests {
     fn single_currency_without_rates_is_its_own_base() {
         let r = resolve(&frame(&[("GBP", "2011-01-01", None)]), None, "USD").unwrap();
         assert_eq!(r.base, "GBP");
-        assert_eq!(r.table.column("rate").unwrap().f64().unwrap().get(0), Some(1.0));
+        assert_eq!(
+            r.table.column("rate").unwrap().f64().unwrap().get(0),
+            Some(1.0)
+        );
     }
 
     #[test]
     fn weekend_uses_the_friday_rate() {
-        let fx = frame(&[("EUR", "2024-03-01", Some(1.08)), ("EUR", "2024-03-04", Some(1.09))]);
+        let fx = frame(&[
+            ("EUR", "2024-03-01", Some(1.08)),
+            ("EUR", "2024-03-04", Some(1.09)),
+        ]);
         let needed = frame(&[("EUR", "2024-03-03", None), ("USD", "2024-03-03", None)]);
         let r = resolve(&needed, Some(&fx), "USD").unwrap();
-        let rates: Vec<_> = r.table.column("rate").unwrap().f64().unwrap().into_no_null_iter().collect();
+        let rates: Vec<_> = r
+            .table
+            .column("rate")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
         assert_eq!(rates, vec![1.08, 1.0]);
     }
 

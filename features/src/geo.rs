@@ -12,13 +12,21 @@ pub const REGIONS: &[(&str, &[&str])] = &[
             "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
         ],
     ),
-    ("europe-other", &["GB", "CH", "NO", "IS", "LI", "TR", "UA", "RS", "JE", "GG", "IM"]),
+    (
+        "europe-other",
+        &[
+            "GB", "CH", "NO", "IS", "LI", "TR", "UA", "RS", "JE", "GG", "IM",
+        ],
+    ),
     ("north-america", &["US", "CA", "MX"]),
     ("latin-america", &["BR", "AR", "CL", "CO", "PE", "UY"]),
     ("east-asia", &["JP", "CN", "KR", "HK", "TW"]),
     ("southeast-asia", &["SG", "MY", "TH", "VN", "ID", "PH"]),
     ("south-asia", &["IN", "PK", "BD", "LK"]),
-    ("middle-east", &["AE", "SA", "IL", "BH", "LB", "QA", "KW", "OM", "JO"]),
+    (
+        "middle-east",
+        &["AE", "SA", "IL", "BH", "LB", "QA", "KW", "OM", "JO"],
+    ),
     ("oceania", &["AU", "NZ"]),
     ("africa", &["ZA", "NG", "KE", "EG", "MA"]),
 ];

@@ -97,7 +97,9 @@ impl RawTable {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ContractError {
-    #[error("{file}: missing required column `{column}` of table {table} (expected {expected}); found columns: {found}")]
+    #[error(
+        "{file}: missing required column `{column}` of table {table} (expected {expected}); found columns: {found}"
+    )]
     MissingColumn {
         file: String,
         table: Table,
@@ -117,7 +119,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(key: AnonKey, deleted: HashSet<String>) -> Context {
-        Context { key, deleted: Arc::new(deleted) }
+        Context {
+            key,
+            deleted: Arc::new(deleted),
+        }
     }
 }
 
@@ -222,7 +227,10 @@ impl Validator {
         let mut checked: Vec<Checked> = Vec::new();
         for spec in table.columns() {
             let text: Vec<Option<String>> = if spec.name == "customer_key" && table.has_customer() {
-                match raw.column(CUSTOMER_ID).or_else(|| raw.column("customer_key")) {
+                match raw
+                    .column(CUSTOMER_ID)
+                    .or_else(|| raw.column("customer_key"))
+                {
                     Some(ids) => self.customer_keys(ids, raw.column(CUSTOMER_ID).is_some()),
                     None => absent(table, spec, raw, &mut missing_columns, CUSTOMER_ID)?,
                 }
@@ -247,19 +255,37 @@ impl Validator {
         let keep: Vec<bool> = violations.iter().map(Option::is_none).collect();
         let accepted = accepted_frame(&checked, &keep);
         let rejects = rejects_frame(raw, &checked, &violations);
-        for rule in violations.iter().flatten().map(|v| &v.rule).chain(raw.malformed.iter().map(|m| &m.rule)) {
+        for rule in violations
+            .iter()
+            .flatten()
+            .map(|v| &v.rule)
+            .chain(raw.malformed.iter().map(|m| &m.rule))
+        {
             *self.rules.entry(rule.clone()).or_default() += 1;
         }
         self.counts.rows_in += raw.rows_in();
         self.counts.accepted += accepted.height();
         self.counts.quarantined += rejects.height();
-        debug_assert_eq!(self.counts.rows_in, self.counts.accepted + self.counts.quarantined);
+        debug_assert_eq!(
+            self.counts.rows_in,
+            self.counts.accepted + self.counts.quarantined
+        );
         if self.missing_columns.is_empty() {
             self.missing_columns = missing_columns;
         }
         if self.dropped_columns.is_empty() {
-            let known: HashSet<&str> = table.columns().iter().map(|c| c.name).chain([CUSTOMER_ID]).collect();
-            self.dropped_columns = raw.columns.iter().filter(|c| !known.contains(c.as_str())).cloned().collect();
+            let known: HashSet<&str> = table
+                .columns()
+                .iter()
+                .map(|c| c.name)
+                .chain([CUSTOMER_ID])
+                .collect();
+            self.dropped_columns = raw
+                .columns
+                .iter()
+                .filter(|c| !known.contains(c.as_str()))
+                .cloned()
+                .collect();
         }
         Ok(Chunk { accepted, rejects })
     }
@@ -270,12 +296,21 @@ impl Validator {
         ids.iter()
             .map(|id| {
                 let id = id.as_deref().map(str::trim).filter(|s| !s.is_empty())?;
-                let key = if hash { self.ctx.key.customer_key(id) } else { id.to_string() };
-                Some(if self.table == Table::Orders && self.ctx.deleted.contains(&key) {
-                    self.unlinked.entry(key).or_insert_with(anonymize::random_key).clone()
+                let key = if hash {
+                    self.ctx.key.customer_key(id)
                 } else {
-                    key
-                })
+                    id.to_string()
+                };
+                Some(
+                    if self.table == Table::Orders && self.ctx.deleted.contains(&key) {
+                        self.unlinked
+                            .entry(key)
+                            .or_insert_with(anonymize::random_key)
+                            .clone()
+                    } else {
+                        key
+                    },
+                )
             })
             .collect()
     }
@@ -309,9 +344,13 @@ pub fn validate(table: Table, raw: &RawTable, ctx: &Context) -> Result<Validated
 pub fn empty(table: Table) -> DataFrame {
     let columns = table.columns().iter().map(|c| c.name.to_string()).collect();
     let key = AnonKey::demo();
-    validate(table, &RawTable::new("empty", columns), &Context::new(key, HashSet::new()))
-        .expect("an input with every column validates")
-        .accepted
+    validate(
+        table,
+        &RawTable::new("empty", columns),
+        &Context::new(key, HashSet::new()),
+    )
+    .expect("an input with every column validates")
+    .accepted
 }
 
 /// A contract column the input lacks: an error when required, all-null otherwise.
@@ -392,7 +431,11 @@ fn check_column(
                     flag(i, "utf8", s);
                 } else if s.chars().count() > max_chars {
                     let head: String = s.chars().take(40).collect();
-                    flag(i, "length", &format!("{head}… ({} characters)", s.chars().count()));
+                    flag(
+                        i,
+                        "length",
+                        &format!("{head}… ({} characters)", s.chars().count()),
+                    );
                 } else if !text_check(spec.check, s) {
                     let r = match spec.check {
                         Check::Currency => "currency",
@@ -474,9 +517,10 @@ fn find<'a>(checked: &'a [Checked], name: &str) -> &'a Checked {
 /// A line's quantity is positive, except reversals (cancelled, returned), which may
 /// be negative; zero is never a sale.
 fn check_quantity_sign(checked: &[Checked], violations: &mut [Option<Violation>]) {
-    let (Parsed::Int(qty), Parsed::Text(status)) =
-        (&find(checked, "quantity").parsed, &find(checked, "status").parsed)
-    else {
+    let (Parsed::Int(qty), Parsed::Text(status)) = (
+        &find(checked, "quantity").parsed,
+        &find(checked, "status").parsed,
+    ) else {
         unreachable!("orders contract types");
     };
     for (i, (q, s)) in qty.iter().zip(status).enumerate() {
@@ -486,7 +530,10 @@ fn check_quantity_sign(checked: &[Checked], violations: &mut [Option<Violation>]
             violations[i] = Some(Violation {
                 rule: "orders.quantity.sign".into(),
                 column: "quantity",
-                value: Some(format!("{q} with status {}", s.as_deref().unwrap_or("null"))),
+                value: Some(format!(
+                    "{q} with status {}",
+                    s.as_deref().unwrap_or("null")
+                )),
             });
         }
     }
@@ -524,7 +571,11 @@ fn check_duplicate_keys(
 }
 
 fn pick<T: Clone>(v: &[Option<T>], keep: &[bool]) -> Vec<Option<T>> {
-    v.iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x.clone()).collect()
+    v.iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| x.clone())
+        .collect()
 }
 
 fn accepted_frame(checked: &[Checked], keep: &[bool]) -> DataFrame {
@@ -549,14 +600,22 @@ fn accepted_frame(checked: &[Checked], keep: &[bool]) -> DataFrame {
     DataFrame::new(height, columns).expect("columns of equal height")
 }
 
-fn rejects_frame(raw: &RawTable, checked: &[Checked], violations: &[Option<Violation>]) -> DataFrame {
-    let rejected: Vec<usize> = (0..violations.len()).filter(|i| violations[*i].is_some()).collect();
+fn rejects_frame(
+    raw: &RawTable,
+    checked: &[Checked],
+    violations: &[Option<Violation>],
+) -> DataFrame {
+    let rejected: Vec<usize> = (0..violations.len())
+        .filter(|i| violations[*i].is_some())
+        .collect();
     let mut source_row: Vec<u64> = Vec::new();
     let mut rule: Vec<String> = Vec::new();
     let mut column: Vec<Option<String>> = Vec::new();
     let mut value: Vec<Option<String>> = Vec::new();
     for &i in &rejected {
-        let v = violations[i].as_ref().expect("rejected rows have a violation");
+        let v = violations[i]
+            .as_ref()
+            .expect("rejected rows have a violation");
         source_row.push(raw.source_rows[i]);
         rule.push(v.rule.clone());
         column.push(Some(v.column.to_string()));
@@ -598,9 +657,21 @@ mod tests {
 
     fn orders_header() -> Vec<String> {
         [
-            "order_id", "line_no", "order_ts", "customer_id", "customer_name", "customer_email",
-            "product_id", "seller_id", "quantity", "unit_price", "currency", "buyer_country",
-            "ship_country", "channel", "status",
+            "order_id",
+            "line_no",
+            "order_ts",
+            "customer_id",
+            "customer_name",
+            "customer_email",
+            "product_id",
+            "seller_id",
+            "quantity",
+            "unit_price",
+            "currency",
+            "buyer_country",
+            "ship_country",
+            "channel",
+            "status",
         ]
         .map(String::from)
         .to_vec()
@@ -608,8 +679,21 @@ mod tests {
 
     fn good_order(id: &str) -> Vec<&str> {
         vec![
-            id, "1", "2024-03-01 10:00:00", "C-17", "Jane Roe", "jane.roe@example.com", "P1",
-            "S1", "2", "19.99", "EUR", "DE", "FR", "web", "completed",
+            id,
+            "1",
+            "2024-03-01 10:00:00",
+            "C-17",
+            "Jane Roe",
+            "jane.roe@example.com",
+            "P1",
+            "S1",
+            "2",
+            "19.99",
+            "EUR",
+            "DE",
+            "FR",
+            "web",
+            "completed",
         ]
     }
 
@@ -623,8 +707,12 @@ mod tests {
 
     fn run(rows: &[Vec<&str>]) -> Validated {
         let key = AnonKey::new("unit-test-secret-123").unwrap();
-        validate(Table::Orders, &table(rows), &Context::new(key.clone(), HashSet::new()))
-            .unwrap()
+        validate(
+            Table::Orders,
+            &table(rows),
+            &Context::new(key.clone(), HashSet::new()),
+        )
+        .unwrap()
     }
 
     fn rule_of(v: &Validated) -> String {
@@ -672,11 +760,19 @@ mod tests {
 
     /// The raw column a contract column is read from.
     fn input_name(table: Table, spec: &Spec) -> &'static str {
-        if spec.name == "customer_key" && table.has_customer() { CUSTOMER_ID } else { spec.name }
+        if spec.name == "customer_key" && table.has_customer() {
+            CUSTOMER_ID
+        } else {
+            spec.name
+        }
     }
 
     fn raw_rows(table: Table, rows: &[Vec<String>]) -> RawTable {
-        let columns = table.columns().iter().map(|c| input_name(table, c).to_string()).collect();
+        let columns = table
+            .columns()
+            .iter()
+            .map(|c| input_name(table, c).to_string())
+            .collect();
         let mut t = RawTable::new(format!("{table}.csv"), columns);
         for (i, r) in rows.iter().enumerate() {
             t.push_row(i as u64 + 1, r.iter().map(|s| Some(s.clone())));
@@ -690,7 +786,12 @@ mod tests {
 
     fn validate_rows(table: Table, rows: &[Vec<String>]) -> Validated {
         let key = AnonKey::new("unit-test-secret-123").unwrap();
-        validate(table, &raw_rows(table, rows), &Context::new(key.clone(), HashSet::new())).unwrap()
+        validate(
+            table,
+            &raw_rows(table, rows),
+            &Context::new(key.clone(), HashSet::new()),
+        )
+        .unwrap()
     }
 
     /// Every rule of every table: a row that breaks it (and nothing else) lands in
@@ -713,18 +814,42 @@ mod tests {
                     }
                     let mut bad = good_row(table, 1);
                     bad[i] = value;
-                    check(vec![good_row(table, 0), bad], &format!("{table}.{}.{rule}", spec.name), &mut covered);
+                    check(
+                        vec![good_row(table, 0), bad],
+                        &format!("{table}.{}.{rule}", spec.name),
+                        &mut covered,
+                    );
                 }
             }
-            check(vec![good_row(table, 0), good_row(table, 0)], &format!("{table}.key.duplicate"), &mut covered);
+            check(
+                vec![good_row(table, 0), good_row(table, 0)],
+                &format!("{table}.key.duplicate"),
+                &mut covered,
+            );
             if table == Table::Orders {
-                let q = table.columns().iter().position(|c| c.name == "quantity").unwrap();
+                let q = table
+                    .columns()
+                    .iter()
+                    .position(|c| c.name == "quantity")
+                    .unwrap();
                 let mut negative = good_row(table, 1);
                 negative[q] = "-1".into();
-                check(vec![good_row(table, 0), negative.clone()], "orders.quantity.sign", &mut covered);
-                let status = table.columns().iter().position(|c| c.name == "status").unwrap();
+                check(
+                    vec![good_row(table, 0), negative.clone()],
+                    "orders.quantity.sign",
+                    &mut covered,
+                );
+                let status = table
+                    .columns()
+                    .iter()
+                    .position(|c| c.name == "status")
+                    .unwrap();
                 negative[status] = "cancelled".into();
-                assert_eq!(validate_rows(table, &[negative]).counts.accepted, 1, "reversals may be negative");
+                assert_eq!(
+                    validate_rows(table, &[negative]).counts.accepted,
+                    1,
+                    "reversals may be negative"
+                );
             }
             // A derived key (an HMAC) can be neither broken UTF-8 nor too long.
             let derived = |r: &String| r.contains(".customer_key.") && !r.ends_with(".required");
@@ -740,21 +865,60 @@ mod tests {
     fn duplicates_are_found_across_chunks() {
         let key = AnonKey::new("unit-test-secret-123").unwrap();
         let mut v = Validator::new(Table::Orders, Context::new(key, HashSet::new()));
-        let first = v.chunk(&table(&[good_order("O1"), good_order("O2")])).unwrap();
-        let second = v.chunk(&table(&[good_order("O2"), good_order("O3")])).unwrap();
+        let first = v
+            .chunk(&table(&[good_order("O1"), good_order("O2")]))
+            .unwrap();
+        let second = v
+            .chunk(&table(&[good_order("O2"), good_order("O3")]))
+            .unwrap();
         assert_eq!((first.accepted.height(), second.accepted.height()), (2, 1));
-        assert_eq!(rule_of(&Validated { accepted: second.accepted, rejects: second.rejects, counts: Counts::default(), missing_columns: vec![], dropped_columns: vec![], rules: vec![] }), "orders.key.duplicate");
+        assert_eq!(
+            rule_of(&Validated {
+                accepted: second.accepted,
+                rejects: second.rejects,
+                counts: Counts::default(),
+                missing_columns: vec![],
+                dropped_columns: vec![],
+                rules: vec![]
+            }),
+            "orders.key.duplicate"
+        );
         let s = v.finish();
-        assert_eq!(s.counts, Counts { rows_in: 4, accepted: 3, quarantined: 1 });
+        assert_eq!(
+            s.counts,
+            Counts {
+                rows_in: 4,
+                accepted: 3,
+                quarantined: 1
+            }
+        );
     }
 
     #[test]
     fn pii_is_dropped_and_customer_is_keyed() {
         let v = run(&[good_order("O1")]);
-        let names: Vec<&str> = v.accepted.get_column_names().iter().map(|s| s.as_str()).collect();
+        let names: Vec<&str> = v
+            .accepted
+            .get_column_names()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         assert!(!names.contains(&"customer_name") && !names.contains(&"customer_id"));
-        let key = v.accepted.column("customer_key").unwrap().str().unwrap().get(0).unwrap().to_string();
-        assert_eq!(key, AnonKey::new("unit-test-secret-123").unwrap().customer_key("C-17"));
+        let key = v
+            .accepted
+            .column("customer_key")
+            .unwrap()
+            .str()
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            key,
+            AnonKey::new("unit-test-secret-123")
+                .unwrap()
+                .customer_key("C-17")
+        );
         assert!(v.dropped_columns.contains(&"customer_email".to_string()));
     }
 
@@ -780,19 +944,42 @@ mod tests {
         t.columns.remove(i);
         t.cells.remove(i);
         let key = AnonKey::demo();
-        let err = validate(Table::Orders, &t, &Context::new(key.clone(), HashSet::new()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("orders.csv") && err.contains("unit_price") && err.contains("a number"), "{err}");
+        let err = validate(
+            Table::Orders,
+            &t,
+            &Context::new(key.clone(), HashSet::new()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("orders.csv") && err.contains("unit_price") && err.contains("a number"),
+            "{err}"
+        );
     }
 
     #[test]
     fn malformed_rows_are_counted_and_quarantined() {
         let mut t = table(&[good_order("O1")]);
-        t.malformed.push(Malformed { source_row: 2, rule: "csv.field_count".into(), detail: "3 fields, expected 15".into() });
+        t.malformed.push(Malformed {
+            source_row: 2,
+            rule: "csv.field_count".into(),
+            detail: "3 fields, expected 15".into(),
+        });
         let key = AnonKey::demo();
-        let v = validate(Table::Orders, &t, &Context::new(key.clone(), HashSet::new())).unwrap();
-        assert_eq!(v.counts, Counts { rows_in: 2, accepted: 1, quarantined: 1 });
+        let v = validate(
+            Table::Orders,
+            &t,
+            &Context::new(key.clone(), HashSet::new()),
+        )
+        .unwrap();
+        assert_eq!(
+            v.counts,
+            Counts {
+                rows_in: 2,
+                accepted: 1,
+                quarantined: 1
+            }
+        );
     }
 
     proptest! {

@@ -112,7 +112,13 @@ mod tests {
             parse_timestamp("2024-03-01"),
             Some(want - 10 * 3_600_000_000)
         );
-        for bad in ["2024-13-45 25:61:00", "yesterday", "", "01/03/2024", "2024-02-30"] {
+        for bad in [
+            "2024-13-45 25:61:00",
+            "yesterday",
+            "",
+            "01/03/2024",
+            "2024-02-30",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }

@@ -48,24 +48,168 @@ struct Market {
 }
 
 const MARKETS: &[Market] = &[
-    Market { country: "US", currency: "USD", usd: 1.0, lang: EN, phone: "+1", level: 1.0, weight: 20.0 },
-    Market { country: "GB", currency: "GBP", usd: 1.27, lang: EN, phone: "+44", level: 1.05, weight: 8.0 },
-    Market { country: "DE", currency: "EUR", usd: 1.08, lang: DE, phone: "+49", level: 1.02, weight: 10.0 },
-    Market { country: "FR", currency: "EUR", usd: 1.08, lang: FR, phone: "+33", level: 1.04, weight: 7.0 },
-    Market { country: "ES", currency: "EUR", usd: 1.08, lang: ES, phone: "+34", level: 0.93, weight: 5.0 },
-    Market { country: "IT", currency: "EUR", usd: 1.08, lang: IT, phone: "+39", level: 0.97, weight: 5.0 },
-    Market { country: "NL", currency: "EUR", usd: 1.08, lang: EN, phone: "+31", level: 1.03, weight: 3.0 },
-    Market { country: "PL", currency: "PLN", usd: 0.25, lang: EN, phone: "+48", level: 0.78, weight: 3.0 },
-    Market { country: "SE", currency: "SEK", usd: 0.095, lang: EN, phone: "+46", level: 1.12, weight: 2.0 },
-    Market { country: "JP", currency: "JPY", usd: 0.0067, lang: JA, phone: "+81", level: 1.08, weight: 6.0 },
-    Market { country: "CN", currency: "CNY", usd: 0.14, lang: ZH, phone: "+86", level: 0.72, weight: 6.0 },
-    Market { country: "BR", currency: "BRL", usd: 0.20, lang: PT, phone: "+55", level: 0.85, weight: 4.0 },
-    Market { country: "MX", currency: "MXN", usd: 0.058, lang: ES, phone: "+52", level: 0.8, weight: 3.0 },
-    Market { country: "IN", currency: "INR", usd: 0.012, lang: EN, phone: "+91", level: 0.6, weight: 5.0 },
-    Market { country: "CA", currency: "CAD", usd: 0.74, lang: EN, phone: "+1", level: 1.03, weight: 4.0 },
-    Market { country: "AU", currency: "AUD", usd: 0.66, lang: EN, phone: "+61", level: 1.1, weight: 3.0 },
-    Market { country: "AE", currency: "AED", usd: 0.27, lang: EN, phone: "+971", level: 1.06, weight: 2.0 },
-    Market { country: "KR", currency: "KRW", usd: 0.00075, lang: KO, phone: "+82", level: 0.95, weight: 2.0 },
+    Market {
+        country: "US",
+        currency: "USD",
+        usd: 1.0,
+        lang: EN,
+        phone: "+1",
+        level: 1.0,
+        weight: 20.0,
+    },
+    Market {
+        country: "GB",
+        currency: "GBP",
+        usd: 1.27,
+        lang: EN,
+        phone: "+44",
+        level: 1.05,
+        weight: 8.0,
+    },
+    Market {
+        country: "DE",
+        currency: "EUR",
+        usd: 1.08,
+        lang: DE,
+        phone: "+49",
+        level: 1.02,
+        weight: 10.0,
+    },
+    Market {
+        country: "FR",
+        currency: "EUR",
+        usd: 1.08,
+        lang: FR,
+        phone: "+33",
+        level: 1.04,
+        weight: 7.0,
+    },
+    Market {
+        country: "ES",
+        currency: "EUR",
+        usd: 1.08,
+        lang: ES,
+        phone: "+34",
+        level: 0.93,
+        weight: 5.0,
+    },
+    Market {
+        country: "IT",
+        currency: "EUR",
+        usd: 1.08,
+        lang: IT,
+        phone: "+39",
+        level: 0.97,
+        weight: 5.0,
+    },
+    Market {
+        country: "NL",
+        currency: "EUR",
+        usd: 1.08,
+        lang: EN,
+        phone: "+31",
+        level: 1.03,
+        weight: 3.0,
+    },
+    Market {
+        country: "PL",
+        currency: "PLN",
+        usd: 0.25,
+        lang: EN,
+        phone: "+48",
+        level: 0.78,
+        weight: 3.0,
+    },
+    Market {
+        country: "SE",
+        currency: "SEK",
+        usd: 0.095,
+        lang: EN,
+        phone: "+46",
+        level: 1.12,
+        weight: 2.0,
+    },
+    Market {
+        country: "JP",
+        currency: "JPY",
+        usd: 0.0067,
+        lang: JA,
+        phone: "+81",
+        level: 1.08,
+        weight: 6.0,
+    },
+    Market {
+        country: "CN",
+        currency: "CNY",
+        usd: 0.14,
+        lang: ZH,
+        phone: "+86",
+        level: 0.72,
+        weight: 6.0,
+    },
+    Market {
+        country: "BR",
+        currency: "BRL",
+        usd: 0.20,
+        lang: PT,
+        phone: "+55",
+        level: 0.85,
+        weight: 4.0,
+    },
+    Market {
+        country: "MX",
+        currency: "MXN",
+        usd: 0.058,
+        lang: ES,
+        phone: "+52",
+        level: 0.8,
+        weight: 3.0,
+    },
+    Market {
+        country: "IN",
+        currency: "INR",
+        usd: 0.012,
+        lang: EN,
+        phone: "+91",
+        level: 0.6,
+        weight: 5.0,
+    },
+    Market {
+        country: "CA",
+        currency: "CAD",
+        usd: 0.74,
+        lang: EN,
+        phone: "+1",
+        level: 1.03,
+        weight: 4.0,
+    },
+    Market {
+        country: "AU",
+        currency: "AUD",
+        usd: 0.66,
+        lang: EN,
+        phone: "+61",
+        level: 1.1,
+        weight: 3.0,
+    },
+    Market {
+        country: "AE",
+        currency: "AED",
+        usd: 0.27,
+        lang: EN,
+        phone: "+971",
+        level: 1.06,
+        weight: 2.0,
+    },
+    Market {
+        country: "KR",
+        currency: "KRW",
+        usd: 0.00075,
+        lang: KO,
+        phone: "+82",
+        level: 0.95,
+        weight: 2.0,
+    },
 ];
 
 const EN: usize = 0;
@@ -91,28 +235,270 @@ struct Category {
 }
 
 const CATEGORIES: &[Category] = &[
-    Category { name: "Electronics", usd: 180.0, nouns: ["Wireless Headphones", "Kabellose Kopfhörer", "Casque sans fil", "Auriculares inalámbricos", "Cuffie wireless", "Fones sem fio", "ワイヤレスヘッドホン", "无线耳机", "무선 헤드폰"], brands: &[("Sonex", 1.4), ("Voltra", 1.0), ("Kirin", 0.7), ("Aurion", 1.9)], holiday: 0.6 },
-    Category { name: "Phones", usd: 420.0, nouns: ["Smartphone 128GB", "Smartphone 128 GB", "Smartphone 128 Go", "Teléfono inteligente 128GB", "Smartphone 128GB", "Celular 128GB", "スマートフォン 128GB", "智能手机 128GB", "스마트폰 128GB"], brands: &[("Nova", 1.5), ("Pixelon", 1.2), ("Mirai", 0.8), ("Zeta", 0.6)], holiday: 0.5 },
-    Category { name: "Clothing", usd: 35.0, nouns: ["Cotton T-Shirt", "Baumwoll-T-Shirt", "T-shirt en coton", "Camiseta de algodón", "Maglietta in cotone", "Camiseta de algodão", "コットンTシャツ", "纯棉T恤", "면 티셔츠"], brands: &[("Urbano", 1.0), ("Nordika", 1.3), ("Basico", 0.6), ("Maison Lune", 2.2)], holiday: 0.3 },
-    Category { name: "Shoes", usd: 75.0, nouns: ["Running Shoes", "Laufschuhe", "Chaussures de course", "Zapatillas de running", "Scarpe da corsa", "Tênis de corrida", "ランニングシューズ", "跑步鞋", "러닝화"], brands: &[("Stride", 1.2), ("Vento", 1.0), ("Pasos", 0.7)], holiday: 0.2 },
-    Category { name: "Home & Kitchen", usd: 55.0, nouns: ["Stainless Steel Pan", "Edelstahlpfanne", "Poêle en inox", "Sartén de acero inoxidable", "Padella in acciaio", "Frigideira de inox", "ステンレスフライパン", "不锈钢煎锅", "스테인리스 프라이팬"], brands: &[("Cucina", 1.1), ("Hearth", 1.0), ("Kasa", 0.75)], holiday: 0.4 },
-    Category { name: "Toys", usd: 30.0, nouns: ["Building Blocks Set", "Bausteine-Set", "Jeu de construction", "Set de bloques", "Set di mattoncini", "Blocos de montar", "ブロックセット", "积木套装", "블록 세트"], brands: &[("Brixo", 1.3), ("Playtime", 0.9), ("Kidzy", 0.7)], holiday: 1.2 },
-    Category { name: "Books", usd: 18.0, nouns: ["Hardcover Cookbook", "Kochbuch gebunden", "Livre de cuisine relié", "Libro de cocina", "Libro di cucina", "Livro de receitas", "料理本 ハードカバー", "精装食谱", "요리책 양장본"], brands: &[("Penhouse", 1.0), ("Leaf Press", 1.1)], holiday: 0.5 },
-    Category { name: "Beauty", usd: 25.0, nouns: ["Face Moisturizer 50ml", "Gesichtscreme 50ml", "Crème hydratante 50ml", "Crema hidratante 50ml", "Crema viso 50ml", "Hidratante facial 50ml", "保湿クリーム 50ml", "面霜 50ml", "수분 크림 50ml"], brands: &[("Lumière", 1.8), ("Dew", 1.0), ("Pura", 0.7)], holiday: 0.4 },
-    Category { name: "Sports", usd: 60.0, nouns: ["Yoga Mat", "Yogamatte", "Tapis de yoga", "Esterilla de yoga", "Tappetino yoga", "Tapete de yoga", "ヨガマット", "瑜伽垫", "요가 매트"], brands: &[("Peak", 1.2), ("Flexa", 0.9)], holiday: 0.1 },
-    Category { name: "Jewelry", usd: 140.0, nouns: ["Silver Necklace", "Silberkette", "Collier en argent", "Collar de plata", "Collana d'argento", "Colar de prata", "シルバーネックレス", "银项链", "은 목걸이"], brands: &[("Aurea", 2.0), ("Stella", 1.0), ("Glint", 0.6)], holiday: 0.9 },
-    Category { name: "Garden", usd: 45.0, nouns: ["Garden Hose 20m", "Gartenschlauch 20m", "Tuyau d'arrosage 20m", "Manguera de jardín 20m", "Tubo da giardino 20m", "Mangueira de jardim 20m", "ガーデンホース 20m", "花园水管 20米", "정원 호스 20m"], brands: &[("Verde", 1.0), ("Bloom", 1.2)], holiday: -0.4 },
-    Category { name: "Pet Supplies", usd: 28.0, nouns: ["Dog Bed Large", "Hundebett groß", "Lit pour chien grand", "Cama para perro grande", "Cuccia per cani grande", "Cama para cachorro grande", "犬用ベッド 大", "大号狗床", "대형 강아지 침대"], brands: &[("Pawly", 1.0), ("Furra", 1.3)], holiday: 0.2 },
+    Category {
+        name: "Electronics",
+        usd: 180.0,
+        nouns: [
+            "Wireless Headphones",
+            "Kabellose Kopfhörer",
+            "Casque sans fil",
+            "Auriculares inalámbricos",
+            "Cuffie wireless",
+            "Fones sem fio",
+            "ワイヤレスヘッドホン",
+            "无线耳机",
+            "무선 헤드폰",
+        ],
+        brands: &[
+            ("Sonex", 1.4),
+            ("Voltra", 1.0),
+            ("Kirin", 0.7),
+            ("Aurion", 1.9),
+        ],
+        holiday: 0.6,
+    },
+    Category {
+        name: "Phones",
+        usd: 420.0,
+        nouns: [
+            "Smartphone 128GB",
+            "Smartphone 128 GB",
+            "Smartphone 128 Go",
+            "Teléfono inteligente 128GB",
+            "Smartphone 128GB",
+            "Celular 128GB",
+            "スマートフォン 128GB",
+            "智能手机 128GB",
+            "스마트폰 128GB",
+        ],
+        brands: &[
+            ("Nova", 1.5),
+            ("Pixelon", 1.2),
+            ("Mirai", 0.8),
+            ("Zeta", 0.6),
+        ],
+        holiday: 0.5,
+    },
+    Category {
+        name: "Clothing",
+        usd: 35.0,
+        nouns: [
+            "Cotton T-Shirt",
+            "Baumwoll-T-Shirt",
+            "T-shirt en coton",
+            "Camiseta de algodón",
+            "Maglietta in cotone",
+            "Camiseta de algodão",
+            "コットンTシャツ",
+            "纯棉T恤",
+            "면 티셔츠",
+        ],
+        brands: &[
+            ("Urbano", 1.0),
+            ("Nordika", 1.3),
+            ("Basico", 0.6),
+            ("Maison Lune", 2.2),
+        ],
+        holiday: 0.3,
+    },
+    Category {
+        name: "Shoes",
+        usd: 75.0,
+        nouns: [
+            "Running Shoes",
+            "Laufschuhe",
+            "Chaussures de course",
+            "Zapatillas de running",
+            "Scarpe da corsa",
+            "Tênis de corrida",
+            "ランニングシューズ",
+            "跑步鞋",
+            "러닝화",
+        ],
+        brands: &[("Stride", 1.2), ("Vento", 1.0), ("Pasos", 0.7)],
+        holiday: 0.2,
+    },
+    Category {
+        name: "Home & Kitchen",
+        usd: 55.0,
+        nouns: [
+            "Stainless Steel Pan",
+            "Edelstahlpfanne",
+            "Poêle en inox",
+            "Sartén de acero inoxidable",
+            "Padella in acciaio",
+            "Frigideira de inox",
+            "ステンレスフライパン",
+            "不锈钢煎锅",
+            "스테인리스 프라이팬",
+        ],
+        brands: &[("Cucina", 1.1), ("Hearth", 1.0), ("Kasa", 0.75)],
+        holiday: 0.4,
+    },
+    Category {
+        name: "Toys",
+        usd: 30.0,
+        nouns: [
+            "Building Blocks Set",
+            "Bausteine-Set",
+            "Jeu de construction",
+            "Set de bloques",
+            "Set di mattoncini",
+            "Blocos de montar",
+            "ブロックセット",
+            "积木套装",
+            "블록 세트",
+        ],
+        brands: &[("Brixo", 1.3), ("Playtime", 0.9), ("Kidzy", 0.7)],
+        holiday: 1.2,
+    },
+    Category {
+        name: "Books",
+        usd: 18.0,
+        nouns: [
+            "Hardcover Cookbook",
+            "Kochbuch gebunden",
+            "Livre de cuisine relié",
+            "Libro de cocina",
+            "Libro di cucina",
+            "Livro de receitas",
+            "料理本 ハードカバー",
+            "精装食谱",
+            "요리책 양장본",
+        ],
+        brands: &[("Penhouse", 1.0), ("Leaf Press", 1.1)],
+        holiday: 0.5,
+    },
+    Category {
+        name: "Beauty",
+        usd: 25.0,
+        nouns: [
+            "Face Moisturizer 50ml",
+            "Gesichtscreme 50ml",
+            "Crème hydratante 50ml",
+            "Crema hidratante 50ml",
+            "Crema viso 50ml",
+            "Hidratante facial 50ml",
+            "保湿クリーム 50ml",
+            "面霜 50ml",
+            "수분 크림 50ml",
+        ],
+        brands: &[("Lumière", 1.8), ("Dew", 1.0), ("Pura", 0.7)],
+        holiday: 0.4,
+    },
+    Category {
+        name: "Sports",
+        usd: 60.0,
+        nouns: [
+            "Yoga Mat",
+            "Yogamatte",
+            "Tapis de yoga",
+            "Esterilla de yoga",
+            "Tappetino yoga",
+            "Tapete de yoga",
+            "ヨガマット",
+            "瑜伽垫",
+            "요가 매트",
+        ],
+        brands: &[("Peak", 1.2), ("Flexa", 0.9)],
+        holiday: 0.1,
+    },
+    Category {
+        name: "Jewelry",
+        usd: 140.0,
+        nouns: [
+            "Silver Necklace",
+            "Silberkette",
+            "Collier en argent",
+            "Collar de plata",
+            "Collana d'argento",
+            "Colar de prata",
+            "シルバーネックレス",
+            "银项链",
+            "은 목걸이",
+        ],
+        brands: &[("Aurea", 2.0), ("Stella", 1.0), ("Glint", 0.6)],
+        holiday: 0.9,
+    },
+    Category {
+        name: "Garden",
+        usd: 45.0,
+        nouns: [
+            "Garden Hose 20m",
+            "Gartenschlauch 20m",
+            "Tuyau d'arrosage 20m",
+            "Manguera de jardín 20m",
+            "Tubo da giardino 20m",
+            "Mangueira de jardim 20m",
+            "ガーデンホース 20m",
+            "花园水管 20米",
+            "정원 호스 20m",
+        ],
+        brands: &[("Verde", 1.0), ("Bloom", 1.2)],
+        holiday: -0.4,
+    },
+    Category {
+        name: "Pet Supplies",
+        usd: 28.0,
+        nouns: [
+            "Dog Bed Large",
+            "Hundebett groß",
+            "Lit pour chien grand",
+            "Cama para perro grande",
+            "Cuccia per cani grande",
+            "Cama para cachorro grande",
+            "犬用ベッド 大",
+            "大号狗床",
+            "대형 강아지 침대",
+        ],
+        brands: &[("Pawly", 1.0), ("Furra", 1.3)],
+        holiday: 0.2,
+    },
 ];
 
 const ADJECTIVES: [&[&str]; 9] = [
     &["Premium", "Classic", "Compact", "Pro", "Eco", "Deluxe"],
     &["Premium", "Klassisch", "Kompakt", "Profi", "Öko", "Deluxe"],
-    &["Premium", "Classique", "Compact", "Pro", "Écologique", "Luxe"],
-    &["Premium", "Clásico", "Compacto", "Pro", "Ecológico", "Deluxe"],
-    &["Premium", "Classico", "Compatto", "Pro", "Ecologico", "Deluxe"],
-    &["Premium", "Clássico", "Compacto", "Pro", "Ecológico", "Luxo"],
-    &["プレミアム", "クラシック", "コンパクト", "プロ", "エコ", "デラックス"],
+    &[
+        "Premium",
+        "Classique",
+        "Compact",
+        "Pro",
+        "Écologique",
+        "Luxe",
+    ],
+    &[
+        "Premium",
+        "Clásico",
+        "Compacto",
+        "Pro",
+        "Ecológico",
+        "Deluxe",
+    ],
+    &[
+        "Premium",
+        "Classico",
+        "Compatto",
+        "Pro",
+        "Ecologico",
+        "Deluxe",
+    ],
+    &[
+        "Premium",
+        "Clássico",
+        "Compacto",
+        "Pro",
+        "Ecológico",
+        "Luxo",
+    ],
+    &[
+        "プレミアム",
+        "クラシック",
+        "コンパクト",
+        "プロ",
+        "エコ",
+        "デラックス",
+    ],
     &["高级", "经典", "紧凑", "专业", "环保", "豪华"],
     &["프리미엄", "클래식", "컴팩트", "프로", "에코", "디럭스"],
 ];
@@ -131,23 +517,77 @@ const COLORS: [&[&str]; 9] = [
 
 const FIRST_NAMES: &[&str] = &[
     "Olivia", "Liam", "Emma", "Noah", "Sofia", "Mateo", "Hannah", "Lukas", "Chloé", "Hugo",
-    "Giulia", "Marco", "Yuki", "Haruto", "Wei", "Mei", "Ana", "João", "Priya", "Arjun",
-    "Fatima", "Omar", "Ji-woo", "Min-jun", "Zofia", "Jakub", "Astrid", "Erik",
+    "Giulia", "Marco", "Yuki", "Haruto", "Wei", "Mei", "Ana", "João", "Priya", "Arjun", "Fatima",
+    "Omar", "Ji-woo", "Min-jun", "Zofia", "Jakub", "Astrid", "Erik",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Smith", "Müller", "Dubois", "García", "Rossi", "Silva", "Tanaka", "Wang", "Kim",
-    "Kowalski", "Andersson", "Patel", "Haddad", "Johnson", "Schmidt", "Martin", "López",
-    "Bianchi", "Santos", "Suzuki", "Li", "Park", "Nowak", "Berg", "Sharma", "Khan",
+    "Smith",
+    "Müller",
+    "Dubois",
+    "García",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Wang",
+    "Kim",
+    "Kowalski",
+    "Andersson",
+    "Patel",
+    "Haddad",
+    "Johnson",
+    "Schmidt",
+    "Martin",
+    "López",
+    "Bianchi",
+    "Santos",
+    "Suzuki",
+    "Li",
+    "Park",
+    "Nowak",
+    "Berg",
+    "Sharma",
+    "Khan",
 ];
 const STREETS: &[&str] = &[
-    "Main Street", "Hauptstraße", "Rue de la Paix", "Calle Mayor", "Via Roma", "Rua Augusta",
-    "Sakura-dori", "Nanjing Road", "Gangnam-daero", "Market Street", "High Street", "Ulica Długa",
+    "Main Street",
+    "Hauptstraße",
+    "Rue de la Paix",
+    "Calle Mayor",
+    "Via Roma",
+    "Rua Augusta",
+    "Sakura-dori",
+    "Nanjing Road",
+    "Gangnam-daero",
+    "Market Street",
+    "High Street",
+    "Ulica Długa",
 ];
 const CITIES: &[&str] = &[
-    "Springfield", "Berlin", "Lyon", "Madrid", "Milano", "Lisboa", "Osaka", "Shanghai", "Seoul",
-    "Toronto", "Leeds", "Kraków", "Uppsala", "Sydney", "Dubai", "Pune", "Monterrey", "Curitiba",
+    "Springfield",
+    "Berlin",
+    "Lyon",
+    "Madrid",
+    "Milano",
+    "Lisboa",
+    "Osaka",
+    "Shanghai",
+    "Seoul",
+    "Toronto",
+    "Leeds",
+    "Kraków",
+    "Uppsala",
+    "Sydney",
+    "Dubai",
+    "Pune",
+    "Monterrey",
+    "Curitiba",
 ];
-const CHANNELS: &[(&str, f64)] = &[("web", 0.55), ("app", 0.35), ("marketplace", 0.07), ("phone", 0.03)];
+const CHANNELS: &[(&str, f64)] = &[
+    ("web", 0.55),
+    ("app", 0.35),
+    ("marketplace", 0.07),
+    ("phone", 0.03),
+];
 const CRAWL_SOURCES: &[&str] = &["pricespy", "idealo", "kelkoo", "shopmania", "pricerunner"];
 
 struct Seller {
@@ -190,7 +630,9 @@ fn normal(rng: &mut impl Rng) -> f64 {
 }
 
 fn weighted<'a, T>(rng: &mut impl Rng, items: &'a [T], weight: impl Fn(&T) -> f64) -> &'a T {
-    items.choose_weighted(rng, weight).expect("non-empty, positive weights")
+    items
+        .choose_weighted(rng, weight)
+        .expect("non-empty, positive weights")
 }
 
 /// FX: USD per unit of currency on a day, a deterministic slow wave per currency.
@@ -210,12 +652,26 @@ struct Out {
 
 impl Out {
     fn create(dir: &Path, table: &str, gzip: bool, header: &[&str]) -> anyhow::Result<Out> {
-        let name = if gzip { format!("{table}.csv.gz") } else { format!("{table}.csv") };
-        let file = BufWriter::new(File::create(dir.join(&name)).with_context(|| format!("creating {name}"))?);
-        let sink: Box<dyn Write> = if gzip { Box::new(GzEncoder::new(file, Compression::default())) } else { Box::new(file) };
+        let name = if gzip {
+            format!("{table}.csv.gz")
+        } else {
+            format!("{table}.csv")
+        };
+        let file = BufWriter::new(
+            File::create(dir.join(&name)).with_context(|| format!("creating {name}"))?,
+        );
+        let sink: Box<dyn Write> = if gzip {
+            Box::new(GzEncoder::new(file, Compression::default()))
+        } else {
+            Box::new(file)
+        };
         let mut writer = csv::Writer::from_writer(sink);
         writer.write_record(header)?;
-        Ok(Out { writer, rows: 0, name })
+        Ok(Out {
+            writer,
+            rows: 0,
+            name,
+        })
     }
 
     fn row<I, B>(&mut self, fields: I) -> anyhow::Result<()>
@@ -229,14 +685,20 @@ impl Out {
     }
 
     fn finish(self) -> anyhow::Result<(String, usize)> {
-        let sink = self.writer.into_inner().map_err(|e| anyhow::anyhow!("{}: {e}", self.name))?;
+        let sink = self
+            .writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.name))?;
         drop(sink); // GzEncoder finishes on drop
         Ok((self.name, self.rows))
     }
 }
 
 pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
-    anyhow::ensure!((0.0..=0.5).contains(&p.bad_fraction), "--bad-fraction must be between 0 and 0.5");
+    anyhow::ensure!(
+        (0.0..=0.5).contains(&p.bad_fraction),
+        "--bad-fraction must be between 0 and 0.5"
+    );
     anyhow::ensure!(p.orders > 0, "--orders must be at least 1");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
@@ -249,7 +711,10 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
         .map(|i| Seller {
             id: format!("S{i:05}"),
             market: pick_market(&mut rng),
-            categories: [rng.gen_range(0..CATEGORIES.len()), rng.gen_range(0..CATEGORIES.len())],
+            categories: [
+                rng.gen_range(0..CATEGORIES.len()),
+                rng.gen_range(0..CATEGORIES.len()),
+            ],
             level: (0.15 * normal(&mut rng)).exp(),
         })
         .collect();
@@ -259,14 +724,29 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
             let category = sellers[seller].categories[rng.gen_range(0..2)];
             let cat = &CATEGORIES[category];
             let brand = rng.gen_range(0..cat.brands.len());
-            let condition = *weighted(&mut rng, &[("new", 0.75), ("used", 0.15), ("refurbished", 0.10)], |c| c.1);
+            let condition = *weighted(
+                &mut rng,
+                &[("new", 0.75), ("used", 0.15), ("refurbished", 0.10)],
+                |c| c.1,
+            );
             let condition_factor = match condition.0 {
                 "new" => 1.0,
                 "refurbished" => 0.8,
                 _ => 0.6,
             };
-            let usd = cat.usd * cat.brands[brand].1 * condition_factor * sellers[seller].level * (0.35 * normal(&mut rng)).exp();
-            Product { id: format!("P{i:06}"), seller, category, brand, condition: condition.0, usd }
+            let usd = cat.usd
+                * cat.brands[brand].1
+                * condition_factor
+                * sellers[seller].level
+                * (0.35 * normal(&mut rng)).exp();
+            Product {
+                id: format!("P{i:06}"),
+                seller,
+                category,
+                brand,
+                condition: condition.0,
+                usd,
+            }
         })
         .collect();
     let customers: Vec<Customer> = (0..(p.orders / 3).max(40))
@@ -283,7 +763,10 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
                 id: format!("{}", 100_000 + i * 7),
                 market,
                 name: format!("{first} {last}"),
-                email: format!("{email_user}@{}", ["mail.example.com", "inbox.example.net", "example.org"][i % 3]),
+                email: format!(
+                    "{email_user}@{}",
+                    ["mail.example.com", "inbox.example.net", "example.org"][i % 3]
+                ),
                 phone: format!(
                     "{} {} {:04} {:04}",
                     MARKETS[market].phone,
@@ -302,8 +785,12 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
         .collect();
 
     let mut files = Vec::new();
-    files.push(write_products(dir, p, &mut rng, &sellers, &products, start)?);
-    files.push(write_orders(dir, p, &mut rng, &sellers, &products, &customers, start)?);
+    files.push(write_products(
+        dir, p, &mut rng, &sellers, &products, start,
+    )?);
+    files.push(write_orders(
+        dir, p, &mut rng, &sellers, &products, &customers, start,
+    )?);
     files.push(write_crawled(dir, p, &mut rng, &products, end)?);
     files.push(write_fx(dir, p, start, end)?);
     files.push(write_deletions(dir, p, &mut rng, &customers, end)?);
@@ -313,7 +800,10 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
         "params": p,
         "note": "synthetic data: no real person is in it; ingest may use the demo anonymization key",
     });
-    std::fs::write(dir.join(SYNTHETIC_MARKER), serde_json::to_vec_pretty(&marker)?)?;
+    std::fs::write(
+        dir.join(SYNTHETIC_MARKER),
+        serde_json::to_vec_pretty(&marker)?,
+    )?;
     Ok(Summary { files })
 }
 
@@ -342,7 +832,21 @@ fn write_products(
         dir,
         "products",
         p.gzip,
-        &["product_id", "seller_id", "seller_country", "title", "description", "category", "brand", "condition", "image_uri", "list_price", "currency", "language", "created_ts"],
+        &[
+            "product_id",
+            "seller_id",
+            "seller_country",
+            "title",
+            "description",
+            "category",
+            "brand",
+            "condition",
+            "image_uri",
+            "list_price",
+            "currency",
+            "language",
+            "created_ts",
+        ],
     )?;
     for prod in products {
         let seller = &sellers[prod.seller];
@@ -350,10 +854,19 @@ fn write_products(
         let lang = market.lang;
         let mut title_bytes = title(rng, prod, lang).into_bytes();
         let cat = &CATEGORIES[prod.category];
-        let mut description = format!("{} {} ({}), {}.", cat.brands[prod.brand].0, cat.nouns[EN], cat.name, prod.condition);
+        let mut description = format!(
+            "{} {} ({}), {}.",
+            cat.brands[prod.brand].0, cat.nouns[EN], cat.name, prod.condition
+        );
         // Sellers sometimes type contact details into listings; ingest must scrub them.
         if rng.gen_bool(0.02) {
-            description.push_str(&format!(" Questions? Call {} 555 0{:03} {:04} or write to seller{}@shop.example.com", market.phone, rng.gen_range(0..1000), rng.gen_range(0..10_000), prod.seller));
+            description.push_str(&format!(
+                " Questions? Call {} 555 0{:03} {:04} or write to seller{}@shop.example.com",
+                market.phone,
+                rng.gen_range(0..1000),
+                rng.gen_range(0..10_000),
+                prod.seller
+            ));
         }
         let list_price = prod.usd * market.level * 1.15 / usd_rate(market, 0);
         let created = start - Duration::days(rng.gen_range(1..400));
@@ -406,7 +919,25 @@ fn write_orders(
         dir,
         "orders",
         p.gzip,
-        &["order_id", "line_no", "order_ts", "customer_id", "customer_name", "customer_email", "customer_phone", "shipping_address", "product_id", "seller_id", "quantity", "unit_price", "currency", "buyer_country", "ship_country", "channel", "status"],
+        &[
+            "order_id",
+            "line_no",
+            "order_ts",
+            "customer_id",
+            "customer_name",
+            "customer_email",
+            "customer_phone",
+            "shipping_address",
+            "product_id",
+            "seller_id",
+            "quantity",
+            "unit_price",
+            "currency",
+            "buyer_country",
+            "ship_country",
+            "channel",
+            "status",
+        ],
     )?;
     // Products by seller market, so most orders buy domestically.
     let mut by_market: Vec<Vec<usize>> = vec![Vec::new(); MARKETS.len()];
@@ -414,18 +945,20 @@ fn write_orders(
         by_market[sellers[prod.seller].market].push(i);
     }
     let mut days: Vec<i64> = (0..p.orders)
-        .map(|_| loop {
-            let day = rng.gen_range(0..DAYS);
-            let date = start + Duration::days(day);
-            let season = match date.month() {
-                11 => 1.6,
-                12 => 1.9,
-                1 => 0.8,
-                6..=8 => 0.9,
-                _ => 1.0,
-            };
-            if rng.gen_bool(season / 1.9) {
-                break day;
+        .map(|_| {
+            loop {
+                let day = rng.gen_range(0..DAYS);
+                let date = start + Duration::days(day);
+                let season = match date.month() {
+                    11 => 1.6,
+                    12 => 1.9,
+                    1 => 0.8,
+                    6..=8 => 0.9,
+                    _ => 1.0,
+                };
+                if rng.gen_bool(season / 1.9) {
+                    break day;
+                }
             }
         })
         .collect();
@@ -434,10 +967,31 @@ fn write_orders(
         let customer = &customers[rng.gen_range(0..customers.len())];
         let buyer = &MARKETS[customer.market];
         let date = start + Duration::days(day);
-        let ts = NaiveDateTime::new(date, NaiveTime::from_hms_opt(rng.gen_range(0..24), rng.gen_range(0..60), rng.gen_range(0..60)).expect("valid time"));
-        let ship = if rng.gen_bool(0.06) { MARKETS[rng.gen_range(0..MARKETS.len())].country } else { buyer.country };
+        let ts = NaiveDateTime::new(
+            date,
+            NaiveTime::from_hms_opt(
+                rng.gen_range(0..24),
+                rng.gen_range(0..60),
+                rng.gen_range(0..60),
+            )
+            .expect("valid time"),
+        );
+        let ship = if rng.gen_bool(0.06) {
+            MARKETS[rng.gen_range(0..MARKETS.len())].country
+        } else {
+            buyer.country
+        };
         let channel = weighted(rng, CHANNELS, |c| c.1).0;
-        let status = *weighted(rng, &[("completed", 0.82), ("shipped", 0.06), ("cancelled", 0.05), ("returned", 0.07)], |s| s.1);
+        let status = *weighted(
+            rng,
+            &[
+                ("completed", 0.82),
+                ("shipped", 0.06),
+                ("cancelled", 0.05),
+                ("returned", 0.07),
+            ],
+            |s| s.1,
+        );
         let order_id = format!("O{:08}", o + 1);
         for line in 1..=rng.gen_range(1..=3) {
             let domestic = &by_market[customer.market];
@@ -448,9 +1002,17 @@ fn write_orders(
             };
             let prod = &products[pi];
             let cat = &CATEGORIES[prod.category];
-            let season = if matches!(date.month(), 11 | 12) { 1.0 - 0.08 * cat.holiday } else { 1.0 };
+            let season = if matches!(date.month(), 11 | 12) {
+                1.0 - 0.08 * cat.holiday
+            } else {
+                1.0
+            };
             let cross = sellers[prod.seller].market != customer.market;
-            let usd = prod.usd * buyer.level * season * if cross { 1.07 } else { 1.0 } * (0.08 * normal(rng)).exp();
+            let usd = prod.usd
+                * buyer.level
+                * season
+                * if cross { 1.07 } else { 1.0 }
+                * (0.08 * normal(rng)).exp();
             let price = usd / usd_rate(buyer, day);
             let quantity = *weighted(rng, &[(1, 0.7), (2, 0.2), (3, 0.07), (5, 0.03)], |q| q.1);
             let mut row: Vec<Vec<u8>> = [
@@ -477,12 +1039,12 @@ fn write_orders(
             let mut duplicate = false;
             if rng.gen_bool(p.bad_fraction) {
                 match rng.gen_range(0..7) {
-                    0 => row[0].clear(),                                       // missing key
+                    0 => row[0].clear(),                                        // missing key
                     1 => row[11] = b"-19.99".to_vec(),                          // negative price
                     2 => row[11] = b"999999999".to_vec(),                       // absurd price
                     3 => row[12] = b"EUX".to_vec(),                             // unknown currency
-                    4 => row[2] = b"2026-13-45 25:61:00".to_vec(),              // malformed timestamp
-                    5 => duplicate = true,                                      // duplicated line
+                    4 => row[2] = b"2026-13-45 25:61:00".to_vec(), // malformed timestamp
+                    5 => duplicate = true,                         // duplicated line
                     _ => row[8] = [b"P\xff".as_slice(), &row[8][1..]].concat(), // broken UTF-8
                 }
             }
@@ -495,8 +1057,28 @@ fn write_orders(
     out.finish()
 }
 
-fn write_crawled(dir: &Path, p: &Params, rng: &mut ChaCha8Rng, products: &[Product], end: NaiveDate) -> anyhow::Result<(String, usize)> {
-    let mut out = Out::create(dir, "crawled_offers", p.gzip, &["offer_id", "source", "product_ref", "title", "price", "currency", "country", "crawled_ts"])?;
+fn write_crawled(
+    dir: &Path,
+    p: &Params,
+    rng: &mut ChaCha8Rng,
+    products: &[Product],
+    end: NaiveDate,
+) -> anyhow::Result<(String, usize)> {
+    let mut out = Out::create(
+        dir,
+        "crawled_offers",
+        p.gzip,
+        &[
+            "offer_id",
+            "source",
+            "product_ref",
+            "title",
+            "price",
+            "currency",
+            "country",
+            "crawled_ts",
+        ],
+    )?;
     for i in 0..(p.orders / 4).max(40) {
         let prod = &products[rng.gen_range(0..products.len())];
         let market = &MARKETS[rng.gen_range(0..MARKETS.len())];
@@ -504,7 +1086,11 @@ fn write_crawled(dir: &Path, p: &Params, rng: &mut ChaCha8Rng, products: &[Produ
         let day = DAYS - 1 - day_back;
         let crawled = end - Duration::days(day_back);
         let price = prod.usd * market.level * (0.12 * normal(rng)).exp() / usd_rate(market, day);
-        let product_ref = if rng.gen_bool(0.7) { prod.id.clone() } else { String::new() };
+        let product_ref = if rng.gen_bool(0.7) {
+            prod.id.clone()
+        } else {
+            String::new()
+        };
         let mut price_text = format_price(price, market.currency);
         if rng.gen_bool(p.bad_fraction) {
             price_text = "0".into();
@@ -517,14 +1103,23 @@ fn write_crawled(dir: &Path, p: &Params, rng: &mut ChaCha8Rng, products: &[Produ
             price_text,
             market.currency.to_string(),
             market.country.to_string(),
-            format!("{crawled} {:02}:{:02}:00", rng.gen_range(0..24), rng.gen_range(0..60)),
+            format!(
+                "{crawled} {:02}:{:02}:00",
+                rng.gen_range(0..24),
+                rng.gen_range(0..60)
+            ),
         ])?;
     }
     out.finish()
 }
 
 /// Daily rates on weekdays only, as central banks publish them.
-fn write_fx(dir: &Path, p: &Params, start: NaiveDate, end: NaiveDate) -> anyhow::Result<(String, usize)> {
+fn write_fx(
+    dir: &Path,
+    p: &Params,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> anyhow::Result<(String, usize)> {
     let mut out = Out::create(dir, "fx_rates", p.gzip, &["date", "currency", "rate"])?;
     let first = start - Duration::days(7);
     let mut seen: Vec<&str> = Vec::new();
@@ -541,7 +1136,11 @@ fn write_fx(dir: &Path, p: &Params, start: NaiveDate, end: NaiveDate) -> anyhow:
         if date.weekday().number_from_monday() <= 5 {
             for m in &markets {
                 let day = (date - start).num_days();
-                out.row([date.to_string(), m.currency.to_string(), format!("{:.6}", usd_rate(m, day))])?;
+                out.row([
+                    date.to_string(),
+                    m.currency.to_string(),
+                    format!("{:.6}", usd_rate(m, day)),
+                ])?;
             }
         }
         date += Duration::days(1);
@@ -549,8 +1148,19 @@ fn write_fx(dir: &Path, p: &Params, start: NaiveDate, end: NaiveDate) -> anyhow:
     out.finish()
 }
 
-fn write_deletions(dir: &Path, p: &Params, rng: &mut ChaCha8Rng, customers: &[Customer], end: NaiveDate) -> anyhow::Result<(String, usize)> {
-    let mut out = Out::create(dir, "deletion_requests", p.gzip, &["customer_id", "requested_ts"])?;
+fn write_deletions(
+    dir: &Path,
+    p: &Params,
+    rng: &mut ChaCha8Rng,
+    customers: &[Customer],
+    end: NaiveDate,
+) -> anyhow::Result<(String, usize)> {
+    let mut out = Out::create(
+        dir,
+        "deletion_requests",
+        p.gzip,
+        &["customer_id", "requested_ts"],
+    )?;
     let n = (customers.len() / 100).max(1);
     let mut chosen: Vec<usize> = (0..customers.len()).collect();
     chosen.shuffle(rng);
@@ -568,14 +1178,32 @@ mod tests {
     #[test]
     fn same_seed_same_bytes() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let p = Params { orders: 300, seed: 7, bad_fraction: 0.05, gzip: false };
+        let p = Params {
+            orders: 300,
+            seed: 7,
+            bad_fraction: 0.05,
+            gzip: false,
+        };
         generate(a.path(), &p).unwrap();
         generate(b.path(), &p).unwrap();
-        for f in ["orders.csv", "products.csv", "crawled_offers.csv", "fx_rates.csv", "deletion_requests.csv"] {
-            assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
+        for f in [
+            "orders.csv",
+            "products.csv",
+            "crawled_offers.csv",
+            "fx_rates.csv",
+            "deletion_requests.csv",
+        ] {
+            assert_eq!(
+                std::fs::read(a.path().join(f)).unwrap(),
+                std::fs::read(b.path().join(f)).unwrap(),
+                "{f}"
+            );
         }
         let c = tempfile::tempdir().unwrap();
         generate(c.path(), &Params { seed: 8, ..p }).unwrap();
-        assert_ne!(std::fs::read(a.path().join("orders.csv")).unwrap(), std::fs::read(c.path().join("orders.csv")).unwrap());
+        assert_ne!(
+            std::fs::read(a.path().join("orders.csv")).unwrap(),
+            std::fs::read(c.path().join("orders.csv")).unwrap()
+        );
     }
 }

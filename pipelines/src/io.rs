@@ -31,7 +31,11 @@ pub fn from_parquet(bytes: Vec<u8>) -> PolarsResult<DataFrame> {
 }
 
 /// Partitions of `<area>/<table>/` with their date, oldest first.
-pub fn partitions(store: &dyn Store, area: &str, table: &str) -> anyhow::Result<Vec<(NaiveDate, String)>> {
+pub fn partitions(
+    store: &dyn Store,
+    area: &str,
+    table: &str,
+) -> anyhow::Result<Vec<(NaiveDate, String)>> {
     let prefix = format!("{area}/{table}/");
     let mut out = Vec::new();
     for key in store.list(&prefix)? {
@@ -60,13 +64,25 @@ pub fn scan(store: &dyn Store, key: &str) -> anyhow::Result<(LazyFrame, InputRec
         let bytes = std::fs::read(&path).with_context(|| format!("reading {uri}"))?;
         let sha256 = crate::store::sha256_hex(&bytes);
         drop(bytes);
-        let lf = LazyFrame::scan_parquet(PlRefPath::try_from_pathbuf(path)?, ScanArgsParquet::default())?;
-        let rows = lf.clone().select([len()]).collect()?.column("len")?.u32()?.get(0).unwrap_or(0) as usize;
+        let lf = LazyFrame::scan_parquet(
+            PlRefPath::try_from_pathbuf(path)?,
+            ScanArgsParquet::default(),
+        )?;
+        let rows = lf
+            .clone()
+            .select([len()])
+            .collect()?
+            .column("len")?
+            .u32()?
+            .get(0)
+            .unwrap_or(0) as usize;
         return Ok((lf, InputRecord { uri, sha256, rows }));
     }
     let object = store.get(key)?.with_context(|| format!("{uri}: missing"))?;
     let sha256 = crate::store::sha256_hex(&object.bytes);
-    let df = from_parquet(object.bytes).map_err(anyhow::Error::from).with_context(|| format!("reading {uri}"))?;
+    let df = from_parquet(object.bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("reading {uri}"))?;
     let rows = df.height();
     Ok((df.lazy(), InputRecord { uri, sha256, rows }))
 }
@@ -102,5 +118,8 @@ pub fn read_table(
         return Ok(Some(all));
     }
     let key: Vec<Expr> = key.iter().map(|k| col(*k)).collect();
-    Ok(Some(all.unique_stable_generic(Some(key), UniqueKeepStrategy::Last)))
+    Ok(Some(all.unique_stable_generic(
+        Some(key),
+        UniqueKeepStrategy::Last,
+    )))
 }

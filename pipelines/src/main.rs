@@ -30,7 +30,12 @@ use sgml_pipelines::store::{self, Store};
 )]
 struct Cli {
     /// The store: a directory (created if missing).
-    #[arg(long, global = true, env = "SGML_STORE", default_value = "./sgml-store")]
+    #[arg(
+        long,
+        global = true,
+        env = "SGML_STORE",
+        default_value = "./sgml-store"
+    )]
     store: String,
 
     /// Log format on stderr: `text` for people, `json` for Airflow and log shippers.
@@ -189,7 +194,8 @@ fn init_logging(format: LogFormat, verbose: u8) {
         (0, false) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_env("SGML_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},polars=warn")));
+    let filter = EnvFilter::try_from_env("SGML_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},polars=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -203,7 +209,12 @@ fn init_logging(format: LogFormat, verbose: u8) {
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Generate(a) => {
-            let params = Params { orders: a.orders, seed: a.seed, bad_fraction: a.bad_fraction, gzip: a.gzip };
+            let params = Params {
+                orders: a.orders,
+                seed: a.seed,
+                bad_fraction: a.bad_fraction,
+                gzip: a.gzip,
+            };
             let summary = generate::generate(&a.out, &params)?;
             println!("wrote synthetic data to {}:", a.out.display());
             for (file, rows) in summary.files {
@@ -216,7 +227,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(steps::GRAPH)?);
             } else {
                 for s in steps::GRAPH {
-                    println!("{:<10} {}\n           reads  {}\n           writes {}", s.name, s.about, s.reads.join(", "), s.writes.join(", "));
+                    println!(
+                        "{:<10} {}\n           reads  {}\n           writes {}",
+                        s.name,
+                        s.about,
+                        s.reads.join(", "),
+                        s.writes.join(", ")
+                    );
                 }
             }
             Ok(())
@@ -236,7 +253,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Features(a) => {
             let store = open_store(&cli.store)?;
-            let step = Features { base_currency: a.base_currency.clone() };
+            let step = Features {
+                base_currency: a.base_currency.clone(),
+            };
             let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
             print_manifest(&m);
             Ok(())
@@ -251,7 +270,9 @@ fn open_store(uri: &str) -> anyhow::Result<Box<dyn Store>> {
 
 fn read_key(args: &SourceArgs) -> anyhow::Result<Option<AnonKey>> {
     let secret = match (&args.anon_key_file, std::env::var("SGML_ANON_KEY")) {
-        (Some(path), _) => std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?,
+        (Some(path), _) => {
+            std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?
+        }
         (None, Ok(key)) if !key.is_empty() => key.into_bytes(),
         _ => return Ok(None),
     };
@@ -265,7 +286,10 @@ fn ingest_step(args: &SourceArgs, demo: bool) -> anyhow::Result<Ingest> {
     Ok(Ingest {
         inputs: args.inputs.clone(),
         mapping: args.mapping.clone(),
-        source: SourceOptions { pg_schema: args.pg_schema.clone(), pg_queries: args.pg_query.clone() },
+        source: SourceOptions {
+            pg_schema: args.pg_schema.clone(),
+            pg_queries: args.pg_query.clone(),
+        },
         key: read_key(args)?,
         demo,
     })
@@ -274,7 +298,9 @@ fn ingest_step(args: &SourceArgs, demo: bool) -> anyhow::Result<Ingest> {
 /// The bundled sample: `data/sample/` of the source tree this binary was built from.
 fn bundled_sample() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
-    dir.join(sgml_pipelines::sources::SYNTHETIC_MARKER).exists().then_some(dir)
+    dir.join(sgml_pipelines::sources::SYNTHETIC_MARKER)
+        .exists()
+        .then_some(dir)
 }
 
 fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
@@ -287,8 +313,19 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
             Some(dir) => dir,
             None => {
                 let tmp = std::env::temp_dir().join(format!("sgml-sample-{}", std::process::id()));
-                eprintln!("bundled sample not found; generating one in {}", tmp.display());
-                generate::generate(&tmp, &Params { orders: 5_000, seed: 42, bad_fraction: 0.02, gzip: true })?;
+                eprintln!(
+                    "bundled sample not found; generating one in {}",
+                    tmp.display()
+                );
+                generate::generate(
+                    &tmp,
+                    &Params {
+                        orders: 5_000,
+                        seed: 42,
+                        bad_fraction: 0.02,
+                        gzip: true,
+                    },
+                )?;
                 _generated = TempDirGuard(tmp.clone());
                 tmp
             }
@@ -298,7 +335,9 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
     let ingest = ingest_step(&source, demo)?;
     let mut manifests = vec![run::execute(store.as_ref(), &ingest, a.run_date)?];
     let run_date = manifests[0].run_date.context("ingest chose no run date")?;
-    let features = Features { base_currency: a.base_currency.clone() };
+    let features = Features {
+        base_currency: a.base_currency.clone(),
+    };
     let chain: [&dyn Step; 2] = [&Retention, &features];
     for step in chain {
         manifests.push(run::execute(store.as_ref(), step, Some(run_date))?);
@@ -316,9 +355,17 @@ impl Drop for TempDirGuard {
 }
 
 fn print_manifest(m: &RunManifest) {
-    println!("{} {} (run date {})", m.step, m.run_id, m.run_date.map(|d| d.to_string()).unwrap_or_default());
+    println!(
+        "{} {} (run date {})",
+        m.step,
+        m.run_id,
+        m.run_date.map(|d| d.to_string()).unwrap_or_default()
+    );
     for (table, c) in &m.counts {
-        println!("  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}", c.rows_in, c.accepted, c.quarantined);
+        println!(
+            "  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}",
+            c.rows_in, c.accepted, c.quarantined
+        );
     }
     for o in &m.outputs {
         println!("  wrote {} ({} rows)", o.uri, o.rows);
@@ -333,7 +380,10 @@ fn print_summary(store: &str, run_date: NaiveDate, manifests: &[RunManifest]) {
     for m in manifests {
         println!("\n{} — run {} ({})", m.step, m.run_id, m.status);
         for (table, c) in &m.counts {
-            println!("  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}", c.rows_in, c.accepted, c.quarantined);
+            println!(
+                "  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}",
+                c.rows_in, c.accepted, c.quarantined
+            );
         }
         for o in &m.outputs {
             if !o.uri.contains("/raw/") || m.step != "ingest" {
@@ -344,5 +394,7 @@ fn print_summary(store: &str, run_date: NaiveDate, manifests: &[RunManifest]) {
             println!("  note: {n}");
         }
     }
-    println!("\nrun manifests: {store}/runs/  ·  open the features from Python: see notebooks/README.md");
+    println!(
+        "\nrun manifests: {store}/runs/  ·  open the features from Python: see notebooks/README.md"
+    );
 }

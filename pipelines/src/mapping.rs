@@ -25,7 +25,10 @@ use serde::Deserialize;
 use sgml_features::Table;
 use sgml_features::validate::RawTable;
 
-const BUILT_IN: &[(&str, &str)] = &[("online-retail", include_str!("../mappings/online-retail.toml"))];
+const BUILT_IN: &[(&str, &str)] = &[(
+    "online-retail",
+    include_str!("../mappings/online-retail.toml"),
+)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
@@ -34,7 +37,11 @@ pub enum MappingError {
     #[error("mapping `{0}` is neither a built-in ({1}) nor a readable file: {2}")]
     NotFound(String, String, std::io::Error),
     #[error("mapping {name}: the export has no column `{column}` (it has: {found})")]
-    MissingColumn { name: String, column: String, found: String },
+    MissingColumn {
+        name: String,
+        column: String,
+        found: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,21 +109,31 @@ impl Mapping {
     }
 
     fn invalid(&self, message: String) -> MappingError {
-        MappingError::Invalid { name: self.name.clone(), message }
+        MappingError::Invalid {
+            name: self.name.clone(),
+            message,
+        }
     }
 
     /// Checked once at load, so applying a mapping cannot fail half way.
     fn check(&self) -> Result<(), MappingError> {
         for (table_name, tm) in &self.tables {
-            let table = Table::from_name(table_name)
-                .ok_or_else(|| self.invalid(format!("[tables.{table_name}] is not a contract table")))?;
+            let table = Table::from_name(table_name).ok_or_else(|| {
+                self.invalid(format!("[tables.{table_name}] is not a contract table"))
+            })?;
             for (target, rule) in &tm.columns {
                 let known = table.column(target).is_some()
                     || (table.has_customer() && target == sgml_features::contract::CUSTOMER_ID);
                 if !known {
-                    return Err(self.invalid(format!("{table_name}.{target} is not a column of the contract")));
+                    return Err(self.invalid(format!(
+                        "{table_name}.{target} is not a column of the contract"
+                    )));
                 }
-                let sources = [rule.from.is_some(), rule.value.is_some(), rule.position_in.is_some()];
+                let sources = [
+                    rule.from.is_some(),
+                    rule.value.is_some(),
+                    rule.position_in.is_some(),
+                ];
                 if sources.iter().filter(|s| **s).count() != 1 {
                     return Err(self.invalid(format!(
                         "{table_name}.{target}: give exactly one of `from`, `value`, `position_in`"
@@ -131,7 +148,9 @@ impl Mapping {
             if let Some(d) = &tm.distinct_on
                 && !tm.columns.contains_key(d)
             {
-                return Err(self.invalid(format!("{table_name}: distinct_on `{d}` is not a mapped column")));
+                return Err(self.invalid(format!(
+                    "{table_name}: distinct_on `{d}` is not a mapped column"
+                )));
             }
         }
         Ok(())
@@ -163,7 +182,11 @@ impl Mapping {
         Ok(out)
     }
 
-    fn input<'a>(&self, export: &'a RawTable, column: &str) -> Result<&'a [Option<String>], MappingError> {
+    fn input<'a>(
+        &self,
+        export: &'a RawTable,
+        column: &str,
+    ) -> Result<&'a [Option<String>], MappingError> {
         export
             .columns
             .iter()
@@ -176,7 +199,11 @@ impl Mapping {
             })
     }
 
-    fn column(&self, export: &RawTable, rule: &ColumnRule) -> Result<Vec<Option<String>>, MappingError> {
+    fn column(
+        &self,
+        export: &RawTable,
+        rule: &ColumnRule,
+    ) -> Result<Vec<Option<String>>, MappingError> {
         let n = export.height();
         if let Some(v) = &rule.value {
             return Ok(vec![Some(v.clone()); n]);
@@ -208,8 +235,13 @@ impl Mapping {
                     });
                 }
                 if !rule.prefixes.is_empty() || rule.otherwise.is_some() {
-                    let hit = rule.prefixes.iter().find(|(p, _)| v.starts_with(p.as_str()));
-                    return hit.map(|(_, to)| to.clone()).or_else(|| rule.otherwise.clone());
+                    let hit = rule
+                        .prefixes
+                        .iter()
+                        .find(|(p, _)| v.starts_with(p.as_str()));
+                    return hit
+                        .map(|(_, to)| to.clone())
+                        .or_else(|| rule.otherwise.clone());
                 }
                 if !rule.format.is_empty() {
                     // Reformat to ISO; a value no format fits passes unchanged and the
@@ -231,7 +263,11 @@ impl Mapping {
 /// One row per key, in order of first appearance; each column takes its first
 /// non-empty value among the key's rows.
 fn distinct(raw: RawTable, key: &str) -> RawTable {
-    let k = raw.columns.iter().position(|c| c == key).expect("checked at load");
+    let k = raw
+        .columns
+        .iter()
+        .position(|c| c == key)
+        .expect("checked at load");
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut rows: Vec<usize> = Vec::new();
     let mut out_cells: Vec<Vec<Option<String>>> = vec![Vec::new(); raw.columns.len()];
@@ -271,17 +307,56 @@ mod tests {
     fn export() -> RawTable {
         let mut t = RawTable::new(
             "retail.csv",
-            ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "InvoiceNo",
+                "StockCode",
+                "Description",
+                "Quantity",
+                "InvoiceDate",
+                "UnitPrice",
+                "CustomerID",
+                "Country",
+            ]
+            .map(String::from)
+            .to_vec(),
         );
         let rows = [
-            ["536365", "A", "", "6", "12/1/2010 8:26", "2.55", "17850.0", "United Kingdom"],
-            ["536365", "B", "Mug", "1", "12/1/2010 8:26", "3.39", "17850.0", "EIRE"],
-            ["C536366", "A", "Lamp", "-1", "2010-12-01 09:00:00", "2.55", "", "Atlantis"],
+            [
+                "536365",
+                "A",
+                "",
+                "6",
+                "12/1/2010 8:26",
+                "2.55",
+                "17850.0",
+                "United Kingdom",
+            ],
+            [
+                "536365",
+                "B",
+                "Mug",
+                "1",
+                "12/1/2010 8:26",
+                "3.39",
+                "17850.0",
+                "EIRE",
+            ],
+            [
+                "C536366",
+                "A",
+                "Lamp",
+                "-1",
+                "2010-12-01 09:00:00",
+                "2.55",
+                "",
+                "Atlantis",
+            ],
         ];
         for (i, r) in rows.iter().enumerate() {
-            t.push_row(i as u64 + 1, r.iter().map(|s| (!s.is_empty()).then(|| s.to_string())));
+            t.push_row(
+                i as u64 + 1,
+                r.iter().map(|s| (!s.is_empty()).then(|| s.to_string())),
+            );
         }
         t
     }
@@ -292,25 +367,49 @@ mod tests {
         let tables = m.apply(&export()).unwrap();
         let (t, orders) = &tables[0];
         assert_eq!(*t, Table::Orders);
-        let col = |name: &str| orders.cells[orders.columns.iter().position(|c| c == name).unwrap()].clone();
-        assert_eq!(col("line_no"), vec![Some("1".into()), Some("2".into()), Some("1".into())]);
+        let col = |name: &str| {
+            orders.cells[orders.columns.iter().position(|c| c == name).unwrap()].clone()
+        };
+        assert_eq!(
+            col("line_no"),
+            vec![Some("1".into()), Some("2".into()), Some("1".into())]
+        );
         assert_eq!(col("status")[2].as_deref(), Some("cancelled"));
-        assert_eq!(col("buyer_country"), vec![Some("GB".into()), Some("IE".into()), Some("ZZ".into())]);
+        assert_eq!(
+            col("buyer_country"),
+            vec![Some("GB".into()), Some("IE".into()), Some("ZZ".into())]
+        );
         assert_eq!(col("order_ts")[0].as_deref(), Some("2010-12-01 08:26:00"));
         let (_, products) = &tables[1];
         assert_eq!(products.height(), 2, "distinct stock codes");
         let title = products.columns.iter().position(|c| c == "title").unwrap();
-        assert_eq!(products.cells[title][0].as_deref(), Some("Lamp"), "first non-empty description");
+        assert_eq!(
+            products.cells[title][0].as_deref(),
+            Some("Lamp"),
+            "first non-empty description"
+        );
     }
 
     #[test]
     fn bad_mappings_are_refused_at_load() {
         for (toml, want) in [
             ("name='x'\n[tables.order.columns]\n", "not a contract table"),
-            ("name='x'\n[tables.orders.columns]\nprice={from='P'}\n", "not a column"),
-            ("name='x'\n[tables.orders.columns]\norder_id={from='A', value='b'}\n", "exactly one"),
-            ("name='x'\n[tables.orders.columns]\nbuyer_country={from='C', lookup='nope'}\n", "no [lookups.nope]"),
-            ("name='x'\n[tables.orders.columns]\norder_id={form='A'}\n", "unknown field"),
+            (
+                "name='x'\n[tables.orders.columns]\nprice={from='P'}\n",
+                "not a column",
+            ),
+            (
+                "name='x'\n[tables.orders.columns]\norder_id={from='A', value='b'}\n",
+                "exactly one",
+            ),
+            (
+                "name='x'\n[tables.orders.columns]\nbuyer_country={from='C', lookup='nope'}\n",
+                "no [lookups.nope]",
+            ),
+            (
+                "name='x'\n[tables.orders.columns]\norder_id={form='A'}\n",
+                "unknown field",
+            ),
         ] {
             let err = Mapping::parse("test.toml", toml).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
@@ -319,7 +418,11 @@ mod tests {
 
     #[test]
     fn missing_export_column_is_named() {
-        let m = Mapping::parse("t", "name='t'\n[tables.orders.columns]\norder_id={from='Nope'}\n").unwrap();
+        let m = Mapping::parse(
+            "t",
+            "name='t'\n[tables.orders.columns]\norder_id={from='Nope'}\n",
+        )
+        .unwrap();
         let err = m.apply(&export()).unwrap_err().to_string();
         assert!(err.contains("`Nope`") && err.contains("InvoiceNo"), "{err}");
     }

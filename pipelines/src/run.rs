@@ -116,7 +116,8 @@ impl<'a> RunContext<'a> {
     /// Declares that every key under `prefix` belongs to this run's output: keys
     /// there that this run did not stage are removed on commit.
     pub fn replace_partition(&mut self, prefix: &str) {
-        self.partitions.push(prefix.trim_end_matches('/').to_string() + "/");
+        self.partitions
+            .push(prefix.trim_end_matches('/').to_string() + "/");
     }
 
     /// Replaces `placeholder` in the final keys staged so far (a step that learns its
@@ -193,7 +194,11 @@ fn progress_bar(step: &str) -> ProgressBar {
 }
 
 /// Runs one step: stages, commits on success, writes the run manifest either way.
-pub fn execute(store: &dyn Store, step: &dyn Step, run_date: Option<NaiveDate>) -> anyhow::Result<RunManifest> {
+pub fn execute(
+    store: &dyn Store,
+    step: &dyn Step,
+    run_date: Option<NaiveDate>,
+) -> anyhow::Result<RunManifest> {
     let spec = step.spec();
     let run_id = new_run_id(spec.name);
     let started = Utc::now();
@@ -238,7 +243,11 @@ pub fn execute(store: &dyn Store, step: &dyn Step, run_date: Option<NaiveDate>) 
         }
     }
     let key = format!("runs/{run_id}/manifest.json");
-    store.put(&key, &serde_json::to_vec_pretty(&manifest)?, Condition::IfAbsent)?;
+    store.put(
+        &key,
+        &serde_json::to_vec_pretty(&manifest)?,
+        Condition::IfAbsent,
+    )?;
     let secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
     match result {
         Ok(()) => {
@@ -247,7 +256,10 @@ pub fn execute(store: &dyn Store, step: &dyn Step, run_date: Option<NaiveDate>) 
         }
         Err(e) => {
             tracing::error!(step = spec.name, run_id = %run_id, "failed: {e:#}");
-            Err(e.context(format!("step {} failed (run {run_id}; earlier outputs untouched)", spec.name)))
+            Err(e.context(format!(
+                "step {} failed (run {run_id}; earlier outputs untouched)",
+                spec.name
+            )))
         }
     }
 }

@@ -11,22 +11,48 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
     let store = dir.path().join("store");
     ok(sgml(&store).args(["ingest", "--input"]).arg(&good));
     let before = snapshot(&store);
-    let run_date = last_manifest(&store, "ingest")["run_date"].as_str().unwrap().to_string();
+    let run_date = last_manifest(&store, "ingest")["run_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let orders = std::fs::read(good.join("orders.csv")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&orders).unwrap();
     let gz = gz.finish().unwrap();
-    let text = String::from_utf8(orders.clone()).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let text = String::from_utf8(orders.clone())
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let header = text.lines().next().unwrap().to_string();
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("orders.csv.gz", gz[..gz.len() / 2].to_vec(), "truncated"),
-        ("orders.csv", text.replace(',', ";").into_bytes(), "`;`-delimited"),
-        ("orders.csv", text.replacen("unit_price", "price", 1).into_bytes(), "missing required column `unit_price`"),
+        (
+            "orders.csv",
+            text.replace(',', ";").into_bytes(),
+            "`;`-delimited",
+        ),
+        (
+            "orders.csv",
+            text.replacen("unit_price", "price", 1).into_bytes(),
+            "missing required column `unit_price`",
+        ),
         ("orders.csv", Vec::new(), "empty"),
-        ("orders.csv", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "orders.csv"),
-        ("orders.csv", format!("{header}\n").into_bytes().into_iter().take(0).collect(), "empty"),
+        (
+            "orders.csv",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            "orders.csv",
+        ),
+        (
+            "orders.csv",
+            format!("{header}\n")
+                .into_bytes()
+                .into_iter()
+                .take(0)
+                .collect(),
+            "empty",
+        ),
     ];
     for (name, bytes, want) in cases {
         let case = tempfile::tempdir().unwrap();
@@ -34,12 +60,26 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
             std::fs::copy(good.join(f), case.path().join(f)).unwrap();
         }
         std::fs::write(case.path().join(name), &bytes).unwrap();
-        let err = fails(sgml(&store).args(["ingest", "--run-date", &run_date, "--input"]).arg(case.path()), 1);
-        assert!(err.contains(name) && err.contains(want), "{name}/{want}: {err}");
+        let err = fails(
+            sgml(&store)
+                .args(["ingest", "--run-date", &run_date, "--input"])
+                .arg(case.path()),
+            1,
+        );
+        assert!(
+            err.contains(name) && err.contains(want),
+            "{name}/{want}: {err}"
+        );
         let after = snapshot(&store);
-        let changed: Vec<&String> = after.keys().filter(|k| !k.starts_with("runs/") && before.get(*k) != after.get(*k)).collect();
+        let changed: Vec<&String> = after
+            .keys()
+            .filter(|k| !k.starts_with("runs/") && before.get(*k) != after.get(*k))
+            .collect();
         assert!(changed.is_empty(), "{want}: outputs changed: {changed:?}");
         let failed = last_manifest(&store, "ingest");
-        assert_eq!(failed["status"], "failed", "a failed run still records its manifest");
+        assert_eq!(
+            failed["status"], "failed",
+            "a failed run still records its manifest"
+        );
     }
 }

@@ -3,12 +3,22 @@ use crate::common::*;
 #[test]
 fn every_subcommand_has_help_and_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in [vec!["generate"], vec!["ingest"], vec!["retention"], vec!["features"], vec!["run", "all"], vec!["steps"]] {
+    for sub in [
+        vec!["generate"],
+        vec!["ingest"],
+        vec!["retention"],
+        vec!["features"],
+        vec!["run", "all"],
+        vec!["steps"],
+    ] {
         let out = ok(sgml(dir.path()).args(&sub).arg("--help"));
         assert!(out.contains("Usage:"), "{sub:?}: {out}");
     }
     fails(sgml(dir.path()).args(["retention"]), 2);
-    fails(sgml(dir.path()).args(["features", "--run-date", "2024-02-30"]), 2);
+    fails(
+        sgml(dir.path()).args(["features", "--run-date", "2024-02-30"]),
+        2,
+    );
     fails(sgml(dir.path()).args(["no-such-step"]), 2);
 }
 
@@ -17,7 +27,12 @@ fn steps_json_is_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let out = ok(sgml(dir.path()).args(["steps", "--json"]));
     let graph: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let names: Vec<&str> = graph.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = graph
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["ingest", "retention", "features"]);
 }
 
@@ -26,13 +41,32 @@ fn real_data_without_a_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("export");
     std::fs::create_dir_all(&input).unwrap();
-    std::fs::write(input.join("deletion_requests.csv"), "customer_id,requested_ts\n42,2024-01-01 00:00:00\n").unwrap();
+    std::fs::write(
+        input.join("deletion_requests.csv"),
+        "customer_id,requested_ts\n42,2024-01-01 00:00:00\n",
+    )
+    .unwrap();
     let store = dir.path().join("store");
     let err = fails(sgml(&store).args(["ingest", "--input"]).arg(&input), 1);
-    assert!(err.contains("no anonymization key") && err.contains("SGML_ANON_KEY"), "{err}");
-    assert!(!snapshot(&store).keys().any(|k| k.starts_with("raw/")), "nothing ingested");
+    assert!(
+        err.contains("no anonymization key") && err.contains("SGML_ANON_KEY"),
+        "{err}"
+    );
+    assert!(
+        !snapshot(&store).keys().any(|k| k.starts_with("raw/")),
+        "nothing ingested"
+    );
     // With a key it goes through, and a short key is refused.
-    ok(sgml(&store).env("SGML_ANON_KEY", TEST_KEY).args(["ingest", "--input"]).arg(&input));
-    let err = fails(sgml(&store).env("SGML_ANON_KEY", "short").args(["ingest", "--input"]).arg(&input), 1);
+    ok(sgml(&store)
+        .env("SGML_ANON_KEY", TEST_KEY)
+        .args(["ingest", "--input"])
+        .arg(&input));
+    let err = fails(
+        sgml(&store)
+            .env("SGML_ANON_KEY", "short")
+            .args(["ingest", "--input"])
+            .arg(&input),
+        1,
+    );
     assert!(err.contains("at least 16"), "{err}");
 }

@@ -9,10 +9,19 @@ pub const TEST_KEY: &str = "e2e-test-anonymization-secret";
 /// The binary under test, with a clean environment (no store or key from the caller).
 pub fn sgml(store: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgml"));
-    for var in ["SGML_STORE", "SGML_ANON_KEY", "SGML_ANON_KEY_FILE", "SGML_LOG", "RUST_LOG"] {
+    for var in [
+        "SGML_STORE",
+        "SGML_ANON_KEY",
+        "SGML_ANON_KEY_FILE",
+        "SGML_LOG",
+        "RUST_LOG",
+    ] {
         cmd.env_remove(var);
     }
-    cmd.arg("--store").arg(store).arg("--log-format").arg("json");
+    cmd.arg("--store")
+        .arg(store)
+        .arg("--log-format")
+        .arg("json");
     cmd
 }
 
@@ -37,7 +46,12 @@ pub fn ok(cmd: &mut Command) -> String {
 pub fn fails(cmd: &mut Command, code: i32) -> String {
     let out = run(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     stderr
 }
 
@@ -45,7 +59,16 @@ pub fn fails(cmd: &mut Command, code: i32) -> String {
 pub fn generate(dir: &Path, orders: usize, seed: u64, bad: f64) -> PathBuf {
     let out = dir.join(format!("gen-{orders}-{seed}-{bad}"));
     ok(sgml(&dir.join("unused-store"))
-        .args(["generate", "--orders", &orders.to_string(), "--seed", &seed.to_string(), "--bad-fraction", &bad.to_string(), "--out"])
+        .args([
+            "generate",
+            "--orders",
+            &orders.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--bad-fraction",
+            &bad.to_string(),
+            "--out",
+        ])
         .arg(&out));
     out
 }
@@ -55,13 +78,19 @@ pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![store.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let key = p.strip_prefix(store).unwrap().to_string_lossy().into_owned();
+                let key = p
+                    .strip_prefix(store)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(key, std::fs::read(&p).unwrap());
             }
         }
@@ -70,7 +99,9 @@ pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 pub fn parquet_bytes(bytes: &[u8]) -> DataFrame {
-    ParquetReader::new(std::io::Cursor::new(bytes.to_vec())).finish().unwrap()
+    ParquetReader::new(std::io::Cursor::new(bytes.to_vec()))
+        .finish()
+        .unwrap()
 }
 
 /// Every part file of a partition directory, concatenated.
@@ -90,7 +121,9 @@ pub fn read_partition(dir: &Path) -> DataFrame {
 }
 
 pub fn read_parquet(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
 }
 
 /// All run manifests of a store, oldest first.
@@ -104,16 +137,28 @@ pub fn manifests(store: &Path) -> Vec<serde_json::Value> {
 
 /// The latest run of a step (by start time: run ids of one second sort at random).
 pub fn last_manifest(store: &Path, step: &str) -> serde_json::Value {
-    let mut runs: Vec<serde_json::Value> = manifests(store).into_iter().filter(|m| m["step"] == step).collect();
+    let mut runs: Vec<serde_json::Value> = manifests(store)
+        .into_iter()
+        .filter(|m| m["step"] == step)
+        .collect();
     runs.sort_by_key(|m| m["started_at"].as_str().unwrap().to_string());
     runs.pop().expect("a manifest for the step")
 }
 
 pub fn shared_data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(name)
 }
 
 /// Column of strings from a frame, nulls skipped.
 pub fn strings(df: &DataFrame, column: &str) -> Vec<String> {
-    df.column(column).unwrap().str().unwrap().iter().flatten().map(String::from).collect()
+    df.column(column)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(String::from)
+        .collect()
 }

@@ -4,7 +4,11 @@ use crate::common::*;
 #[test]
 fn uci_online_retail_with_mapping() {
     let file = shared_data("online_retail.csv.gz");
-    assert!(file.exists(), "{} missing: CI lays shared/ beside the clone", file.display());
+    assert!(
+        file.exists(),
+        "{} missing: CI lays shared/ beside the clone",
+        file.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let out = ok(sgml(&store)
@@ -27,11 +31,18 @@ fn uci_online_retail_with_mapping() {
     let products = &m["counts"]["products"];
     assert_eq!(products["rows_in"], 4_070, "distinct stock codes");
     let notes = m["notes"].to_string();
-    assert!(notes.contains("products: the input lacks"), "missing contract columns are reported: {notes}");
+    assert!(
+        notes.contains("products: the input lacks"),
+        "missing contract columns are reported: {notes}"
+    );
 
     // Features over a single currency without fx rates: GBP is the base.
     ok(sgml(&store).args(["features", "--run-date", "2011-12-09"]));
-    assert!(last_manifest(&store, "features")["notes"].to_string().contains("base currency GBP"));
+    assert!(
+        last_manifest(&store, "features")["notes"]
+            .to_string()
+            .contains("base currency GBP")
+    );
     let lines = read_parquet(&store.join("features/order_lines/dt=2011-12-09/part-0.parquet"));
     assert_eq!(lines.height() as u64, orders["accepted"].as_u64().unwrap());
 }

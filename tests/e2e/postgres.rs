@@ -5,7 +5,8 @@ use postgres::{Client, NoTls};
 use crate::common::*;
 
 fn url() -> String {
-    std::env::var("SGML_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("SGML_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Drops the schema even when the test fails.
@@ -21,7 +22,8 @@ impl Drop for Schema {
 
 #[test]
 fn ingest_from_postgres_streams_contract_tables() {
-    let mut db = Client::connect(&url(), NoTls).expect("PostgreSQL at 127.0.0.1:5432 (scripts/test starts it)");
+    let mut db = Client::connect(&url(), NoTls)
+        .expect("PostgreSQL at 127.0.0.1:5432 (scripts/test starts it)");
     let schema = Schema(format!("sgml_e2e_{}", std::process::id()));
     let s = &schema.0;
     db.batch_execute(&format!(
@@ -57,30 +59,76 @@ fn ingest_from_postgres_streams_contract_tables() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let out = ok(sgml(&store)
-        .env("SGML_ANON_KEY", TEST_KEY)
-        .args(["ingest", "--pg-schema", s, "--input", &url()]));
+    let out = ok(sgml(&store).env("SGML_ANON_KEY", TEST_KEY).args([
+        "ingest",
+        "--pg-schema",
+        s,
+        "--input",
+        &url(),
+    ]));
     let m = last_manifest(&store, "ingest");
     assert_eq!(m["run_date"], "2024-05-03", "{out}");
     let c = |t: &str, f: &str| m["counts"][t][f].as_u64().unwrap();
-    assert_eq!((c("orders", "rows_in"), c("orders", "accepted"), c("orders", "quarantined")), (7, 3, 4));
-    assert_eq!((c("products", "rows_in"), c("products", "accepted")), (3, 2));
+    assert_eq!(
+        (
+            c("orders", "rows_in"),
+            c("orders", "accepted"),
+            c("orders", "quarantined")
+        ),
+        (7, 3, 4)
+    );
+    assert_eq!(
+        (c("products", "rows_in"), c("products", "accepted")),
+        (3, 2)
+    );
     assert_eq!(c("deletion_requests", "accepted"), 1);
-    assert!(m["inputs"].as_array().unwrap().iter().all(|i| i["uri"].as_str().unwrap().starts_with("postgres://")));
+    assert!(
+        m["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["uri"].as_str().unwrap().starts_with("postgres://"))
+    );
 
     let run_id = m["run_id"].as_str().unwrap();
     let rejects = read_parquet(&store.join(format!("quarantine/orders/{run_id}/rejects.parquet")));
     let mut rules = strings(&rejects, "_rule");
     rules.sort();
-    assert_eq!(rules, ["orders.currency.currency", "orders.key.duplicate", "orders.order_id.required", "orders.unit_price.range"]);
+    assert_eq!(
+        rules,
+        [
+            "orders.currency.currency",
+            "orders.key.duplicate",
+            "orders.order_id.required",
+            "orders.unit_price.range"
+        ]
+    );
 
     // The -05:00 order is stored in UTC; the customer with a deletion request got an unlinked key.
     let orders = read_parquet(&store.join("raw/orders/dt=2024-05-03/part-00000.parquet"));
     let keys = strings(&orders, "customer_key");
-    let key_of = |id: &str| sgml_features::anonymize::AnonKey::new(TEST_KEY).unwrap().customer_key(id);
+    let key_of = |id: &str| {
+        sgml_features::anonymize::AnonKey::new(TEST_KEY)
+            .unwrap()
+            .customer_key(id)
+    };
     assert!(keys.contains(&key_of("1001")));
-    assert!(!keys.contains(&key_of("1002")), "deleted customer re-linked");
+    assert!(
+        !keys.contains(&key_of("1002")),
+        "deleted customer re-linked"
+    );
     assert_eq!(keys.len(), 3);
-    let ts = orders.column("order_ts").unwrap().cast(&polars::prelude::DataType::String).unwrap();
-    assert!(ts.str().unwrap().iter().flatten().any(|t| t.starts_with("2024-05-03 04:30:00")), "{ts:?}");
+    let ts = orders
+        .column("order_ts")
+        .unwrap()
+        .cast(&polars::prelude::DataType::String)
+        .unwrap();
+    assert!(
+        ts.str()
+            .unwrap()
+            .iter()
+            .flatten()
+            .any(|t| t.starts_with("2024-05-03 04:30:00")),
+        "{ts:?}"
+    );
 }

@@ -3,7 +3,12 @@ use std::collections::HashSet;
 use crate::common::*;
 
 fn csv_rows(path: &std::path::Path) -> usize {
-    csv::ReaderBuilder::new().flexible(true).from_path(path).unwrap().byte_records().count()
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .unwrap()
+        .byte_records()
+        .count()
 }
 
 #[test]
@@ -15,24 +20,59 @@ fn run_all_on_generated_data_accounts_for_every_row() {
     assert!(out.contains("sgml run all: done"), "{out}");
 
     let ingest = last_manifest(&store, "ingest");
-    for field in ["step", "run_id", "run_date", "code_version", "parameters", "started_at", "finished_at", "inputs", "outputs", "counts"] {
-        assert!(!ingest[field].is_null(), "manifest lacks {field}: {ingest:#}");
+    for field in [
+        "step",
+        "run_id",
+        "run_date",
+        "code_version",
+        "parameters",
+        "started_at",
+        "finished_at",
+        "inputs",
+        "outputs",
+        "counts",
+    ] {
+        assert!(
+            !ingest[field].is_null(),
+            "manifest lacks {field}: {ingest:#}"
+        );
     }
     assert_eq!(ingest["status"], "succeeded");
     let run_date = ingest["run_date"].as_str().unwrap().to_string();
-    for table in ["orders", "products", "crawled_offers", "fx_rates", "deletion_requests"] {
+    for table in [
+        "orders",
+        "products",
+        "crawled_offers",
+        "fx_rates",
+        "deletion_requests",
+    ] {
         let c = &ingest["counts"][table];
-        let (rows_in, accepted, quarantined) = (c["rows_in"].as_u64().unwrap(), c["accepted"].as_u64().unwrap(), c["quarantined"].as_u64().unwrap());
+        let (rows_in, accepted, quarantined) = (
+            c["rows_in"].as_u64().unwrap(),
+            c["accepted"].as_u64().unwrap(),
+            c["quarantined"].as_u64().unwrap(),
+        );
         assert_eq!(rows_in, accepted + quarantined, "{table}: {c}");
-        assert_eq!(rows_in as usize, csv_rows(&input.join(format!("{table}.csv"))), "{table}: every input row counted");
-        let mut stored = read_parquet(&store.join(format!("raw/{table}/dt={run_date}/part-00000.parquet"))).height();
+        assert_eq!(
+            rows_in as usize,
+            csv_rows(&input.join(format!("{table}.csv"))),
+            "{table}: every input row counted"
+        );
+        let mut stored =
+            read_parquet(&store.join(format!("raw/{table}/dt={run_date}/part-00000.parquet")))
+                .height();
         if table == "crawled_offers" {
             // Retention ran too: old crawled rows moved to the archive.
-            stored += read_parquet(&store.join(format!("archive/crawled/dt={run_date}/part-0.parquet"))).height();
+            stored +=
+                read_parquet(&store.join(format!("archive/crawled/dt={run_date}/part-0.parquet")))
+                    .height();
         }
         assert_eq!(stored as u64, accepted, "{table}");
     }
-    assert!(ingest["counts"]["orders"]["quarantined"].as_u64().unwrap() > 0, "bad rows were generated");
+    assert!(
+        ingest["counts"]["orders"]["quarantined"].as_u64().unwrap() > 0,
+        "bad rows were generated"
+    );
     for input in ingest["inputs"].as_array().unwrap() {
         assert_eq!(input["sha256"].as_str().unwrap().len(), 64);
     }
@@ -40,26 +80,50 @@ fn run_all_on_generated_data_accounts_for_every_row() {
     // Quarantine holds the rejected rows with a known rule each.
     let run_id = ingest["run_id"].as_str().unwrap();
     let rejects = read_parquet(&store.join(format!("quarantine/orders/{run_id}/rejects.parquet")));
-    assert_eq!(rejects.height() as u64, ingest["counts"]["orders"]["quarantined"].as_u64().unwrap());
-    let known: HashSet<String> = sgml_features::contract::rule_names(sgml_features::Table::Orders).into_iter().chain(["csv.field_count".to_string()]).collect();
+    assert_eq!(
+        rejects.height() as u64,
+        ingest["counts"]["orders"]["quarantined"].as_u64().unwrap()
+    );
+    let known: HashSet<String> = sgml_features::contract::rule_names(sgml_features::Table::Orders)
+        .into_iter()
+        .chain(["csv.field_count".to_string()])
+        .collect();
     let rules: HashSet<String> = strings(&rejects, "_rule").into_iter().collect();
     assert!(rules.is_subset(&known), "{rules:?}");
-    for want in ["orders.key.duplicate", "orders.unit_price.range", "orders.currency.currency", "orders.order_ts.type", "orders.product_id.utf8", "orders.order_id.required"] {
+    for want in [
+        "orders.key.duplicate",
+        "orders.unit_price.range",
+        "orders.currency.currency",
+        "orders.order_ts.type",
+        "orders.product_id.utf8",
+        "orders.order_id.required",
+    ] {
         assert!(rules.contains(want), "no {want} among {rules:?}");
     }
 
     // Features: one table per builder, every accepted line priced in the base currency.
     let accepted_lines = ingest["counts"]["orders"]["accepted"].as_u64().unwrap() as usize;
-    let lines = read_parquet(&store.join(format!("features/order_lines/dt={run_date}/part-0.parquet")));
+    let lines =
+        read_parquet(&store.join(format!("features/order_lines/dt={run_date}/part-0.parquet")));
     assert_eq!(lines.height(), accepted_lines);
-    assert_eq!(lines.column("unit_price_base").unwrap().null_count(), 0, "every currency converted");
+    assert_eq!(
+        lines.column("unit_price_base").unwrap().null_count(),
+        0,
+        "every currency converted"
+    );
     for t in sgml_features::builders::TABLES {
         let df = read_parquet(&store.join(format!("features/{t}/dt={run_date}/part-0.parquet")));
         assert!(df.height() > 0, "{t} empty");
     }
     let features = last_manifest(&store, "features");
-    assert_eq!(features["outputs"].as_array().unwrap().len(), sgml_features::builders::TABLES.len());
-    assert!(!snapshot(&store).keys().any(|k| k.starts_with("_staging/")), "staging cleaned up");
+    assert_eq!(
+        features["outputs"].as_array().unwrap().len(),
+        sgml_features::builders::TABLES.len()
+    );
+    assert!(
+        !snapshot(&store).keys().any(|k| k.starts_with("_staging/")),
+        "staging cleaned up"
+    );
 }
 
 #[test]
@@ -73,7 +137,10 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
     let second = snapshot(&store);
     // Same data partitions with the same rows; only new run manifests added.
     let data = |s: &std::collections::BTreeMap<String, Vec<u8>>| -> Vec<String> {
-        s.keys().filter(|k| !k.starts_with("runs/")).cloned().collect()
+        s.keys()
+            .filter(|k| !k.starts_with("runs/"))
+            .cloned()
+            .collect()
     };
     assert_eq!(data(&first), data(&second));
     for k in data(&first).iter().filter(|k| k.ends_with(".parquet")) {
@@ -84,11 +151,18 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
         // (Sorted after dropping the key: rows were ordered by it.)
         let drop_key = |df: polars::prelude::DataFrame| {
             let df = df.drop("customer_key").unwrap_or(df);
-            let names: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+            let names: Vec<String> = df
+                .get_column_names()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
             df.sort(names, Default::default()).unwrap()
         };
         if !k.starts_with("quarantine/") {
-            assert!(drop_key(a).equals_missing(&drop_key(b)), "{k} changed on re-run");
+            assert!(
+                drop_key(a).equals_missing(&drop_key(b)),
+                "{k} changed on re-run"
+            );
         }
     }
     assert_eq!(manifests(&store).len(), 6);
@@ -112,12 +186,20 @@ fn chunked_ingest_matches_whole_ingest() {
     let input = generate(dir.path(), 600, 17, 0.05);
     let (whole, chunked) = (dir.path().join("whole"), dir.path().join("chunked"));
     ok(sgml(&whole).args(["ingest", "--input"]).arg(&input));
-    ok(sgml(&chunked).env("SGML_CHUNK_ROWS", "97").args(["ingest", "--input"]).arg(&input));
-    let (a, b) = (last_manifest(&whole, "ingest"), last_manifest(&chunked, "ingest"));
+    ok(sgml(&chunked)
+        .env("SGML_CHUNK_ROWS", "97")
+        .args(["ingest", "--input"])
+        .arg(&input));
+    let (a, b) = (
+        last_manifest(&whole, "ingest"),
+        last_manifest(&chunked, "ingest"),
+    );
     assert_eq!(a["counts"], b["counts"]);
     assert_eq!(a["run_date"], b["run_date"]);
     let run_date = a["run_date"].as_str().unwrap();
-    let parts = std::fs::read_dir(chunked.join(format!("raw/orders/dt={run_date}"))).unwrap().count();
+    let parts = std::fs::read_dir(chunked.join(format!("raw/orders/dt={run_date}")))
+        .unwrap()
+        .count();
     assert!(parts > 5, "{parts} part files");
     for table in ["orders", "products", "crawled_offers"] {
         // Deleted customers' random keys differ between runs; everything else must not.
@@ -125,10 +207,16 @@ fn chunked_ingest_matches_whole_ingest() {
             let df = read_partition(&store.join(format!("raw/{table}/dt={run_date}")));
             df.drop("customer_key").unwrap_or(df)
         };
-        assert!(read(&whole).equals_missing(&read(&chunked)), "{table} differs");
+        assert!(
+            read(&whole).equals_missing(&read(&chunked)),
+            "{table} differs"
+        );
     }
     // Features read multi-part partitions like single ones.
     ok(sgml(&chunked).args(["features", "--run-date", run_date]));
     let lines = read_partition(&chunked.join(format!("features/order_lines/dt={run_date}")));
-    assert_eq!(lines.height() as u64, b["counts"]["orders"]["accepted"].as_u64().unwrap());
+    assert_eq!(
+        lines.height() as u64,
+        b["counts"]["orders"]["accepted"].as_u64().unwrap()
+    );
 }

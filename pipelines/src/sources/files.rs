@@ -16,9 +16,20 @@ use crate::mapping::Mapping;
 /// File written by `sgml generate` beside its tables; its presence allows the demo key.
 pub const SYNTHETIC_MARKER: &str = "SYNTHETIC.json";
 
-const EXTENSIONS: &[&str] = &[".csv.gz", ".csv", ".parquet", ".jsonl.gz", ".jsonl", ".ndjson"];
+const EXTENSIONS: &[&str] = &[
+    ".csv.gz",
+    ".csv",
+    ".parquet",
+    ".jsonl.gz",
+    ".jsonl",
+    ".ndjson",
+];
 
-pub fn load(inputs: &[String], mapping: Option<&Mapping>, sink: &mut ChunkSink) -> Result<Vec<InputRecord>, SourceError> {
+pub fn load(
+    inputs: &[String],
+    mapping: Option<&Mapping>,
+    sink: &mut ChunkSink,
+) -> Result<Vec<InputRecord>, SourceError> {
     let mut files: Vec<PathBuf> = Vec::new();
     for input in inputs {
         let path = PathBuf::from(input);
@@ -27,7 +38,9 @@ pub fn load(inputs: &[String], mapping: Option<&Mapping>, sink: &mut ChunkSink) 
         } else if path.is_file() {
             files.push(path);
         } else {
-            return Err(SourceError::Input(format!("{input}: no such file or directory")));
+            return Err(SourceError::Input(format!(
+                "{input}: no such file or directory"
+            )));
         }
     }
     if files.is_empty() {
@@ -45,13 +58,19 @@ pub fn load(inputs: &[String], mapping: Option<&Mapping>, sink: &mut ChunkSink) 
             let mut export: Option<RawTable> = None;
             for file in &files {
                 let mut whole: Option<RawTable> = None;
-                let record = read_file(file, &mut |_, chunk| {
-                    match whole.as_mut() {
-                        Some(acc) => acc.append(chunk).map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
-                        None => whole = Some(chunk),
-                    }
-                    Ok(())
-                }, Table::Orders)?;
+                let record = read_file(
+                    file,
+                    &mut |_, chunk| {
+                        match whole.as_mut() {
+                            Some(acc) => acc
+                                .append(chunk)
+                                .map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
+                            None => whole = Some(chunk),
+                        }
+                        Ok(())
+                    },
+                    Table::Orders,
+                )?;
                 records.push(record);
                 let table = whole.expect("a file yields at least one chunk");
                 export = Some(match export {
@@ -96,7 +115,8 @@ pub fn load(inputs: &[String], mapping: Option<&Mapping>, sink: &mut ChunkSink) 
 }
 
 fn data_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| SourceError::Input(format!("{}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| SourceError::Input(format!("{}: {e}", dir.display())))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && extension(p).is_some())
@@ -117,12 +137,22 @@ fn table_of(path: &Path) -> Option<Table> {
 }
 
 /// Streams one file into `sink` as `table` chunks and records its checksum.
-pub fn read_file(path: &Path, sink: &mut ChunkSink, table: Table) -> Result<InputRecord, SourceError> {
+pub fn read_file(
+    path: &Path,
+    sink: &mut ChunkSink,
+    table: Table,
+) -> Result<InputRecord, SourceError> {
     let source = path.display().to_string();
-    let io_err = |e: std::io::Error| SourceError::Unreadable { file: source.clone(), message: e.to_string() };
+    let io_err = |e: std::io::Error| SourceError::Unreadable {
+        file: source.clone(),
+        message: e.to_string(),
+    };
     let ext = extension(path).ok_or_else(|| SourceError::Unreadable {
         file: source.clone(),
-        message: format!("unknown file type: expected one of {}", EXTENSIONS.join(", ")),
+        message: format!(
+            "unknown file type: expected one of {}",
+            EXTENSIONS.join(", ")
+        ),
     })?;
     let file = File::open(path).map_err(io_err)?;
     let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, file));
@@ -143,7 +173,10 @@ pub fn read_file(path: &Path, sink: &mut ChunkSink, table: Table) -> Result<Inpu
             }
         }
         ".jsonl" | ".ndjson" => emit(super::read_jsonl(&source, &mut hashing)?)?,
-        ".jsonl.gz" => emit(super::read_jsonl(&source, MultiGzDecoder::new(&mut hashing))?)?,
+        ".jsonl.gz" => emit(super::read_jsonl(
+            &source,
+            MultiGzDecoder::new(&mut hashing),
+        )?)?,
         ".parquet" => {
             let mut bytes = Vec::new();
             hashing.read_to_end(&mut bytes).map_err(io_err)?;
@@ -153,15 +186,26 @@ pub fn read_file(path: &Path, sink: &mut ChunkSink, table: Table) -> Result<Inpu
     }
     // Drain what a reader left unread (a gzip trailer) so the checksum covers the file.
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err)?;
-    Ok(InputRecord { uri: source, sha256: hashing.hex(), rows })
+    Ok(InputRecord {
+        uri: source,
+        sha256: hashing.hex(),
+        rows,
+    })
 }
 
 fn read_parquet(source: &str, bytes: Vec<u8>) -> Result<RawTable, SourceError> {
-    let unreadable = |e: PolarsError| SourceError::Unreadable { file: source.to_string(),
+    let unreadable = |e: PolarsError| SourceError::Unreadable {
+        file: source.to_string(),
         message: format!("not readable as Parquet: {e}"),
     };
-    let df = ParquetReader::new(std::io::Cursor::new(bytes)).finish().map_err(unreadable)?;
-    let columns: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let df = ParquetReader::new(std::io::Cursor::new(bytes))
+        .finish()
+        .map_err(unreadable)?;
+    let columns: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut table = RawTable::new(source, columns);
     let text: Vec<StringChunked> = df
         .columns()
@@ -179,7 +223,8 @@ fn read_parquet(source: &str, bytes: Vec<u8>) -> Result<RawTable, SourceError> {
 /// Files of one mapped export, one after another; row numbers continue across files.
 fn concat_files(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceError> {
     if acc.columns != next.columns {
-        return Err(SourceError::Unreadable { file: next.source.clone(),
+        return Err(SourceError::Unreadable {
+            file: next.source.clone(),
             message: format!(
                 "columns differ from {}: expected {}, found {}",
                 acc.source,
@@ -192,10 +237,12 @@ fn concat_files(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceErr
     for (a, b) in acc.cells.iter_mut().zip(next.cells) {
         a.extend(b);
     }
-    acc.source_rows.extend(next.source_rows.iter().map(|r| r + offset));
-    acc.malformed.extend(next.malformed.into_iter().map(|mut m| {
-        m.source_row += offset;
-        m
-    }));
+    acc.source_rows
+        .extend(next.source_rows.iter().map(|r| r + offset));
+    acc.malformed
+        .extend(next.malformed.into_iter().map(|mut m| {
+            m.source_row += offset;
+            m
+        }));
     Ok(acc)
 }

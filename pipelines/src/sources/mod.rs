@@ -9,9 +9,9 @@ mod text;
 
 use std::io::Read;
 
-use sha2::{Digest, Sha256};
 use sgml_features::Table;
 use sgml_features::validate::RawTable;
+use sha2::{Digest, Sha256};
 
 use crate::mapping::Mapping;
 
@@ -43,7 +43,11 @@ pub const CHUNK_ROWS: usize = 200_000;
 
 /// The chunk size: [`CHUNK_ROWS`], or `SGML_CHUNK_ROWS` to trade memory for speed.
 pub fn chunk_rows() -> usize {
-    std::env::var("SGML_CHUNK_ROWS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(CHUNK_ROWS)
+    std::env::var("SGML_CHUNK_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CHUNK_ROWS)
 }
 
 /// What ingest read, for lineage.
@@ -65,7 +69,9 @@ pub struct SourceOptions {
 /// Whether the inputs are marked as `sgml generate` output (the demo key is allowed).
 pub fn is_synthetic(inputs: &[String]) -> bool {
     !inputs.is_empty()
-        && inputs.iter().all(|i| std::path::Path::new(i).join(SYNTHETIC_MARKER).is_file())
+        && inputs
+            .iter()
+            .all(|i| std::path::Path::new(i).join(SYNTHETIC_MARKER).is_file())
 }
 
 /// Streams every input (PostgreSQL URLs, directories, files) into `sink`, table by
@@ -101,7 +107,9 @@ pub fn load_all(
     let mut tables: Vec<(Table, RawTable)> = Vec::new();
     let records = load(inputs, mapping, opts, &mut |table, chunk| {
         match tables.iter_mut().find(|(t, _)| *t == table) {
-            Some((_, acc)) => acc.append(chunk).map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
+            Some((_, acc)) => acc
+                .append(chunk)
+                .map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
             None => tables.push((table, chunk)),
         }
         Ok(())
@@ -123,7 +131,10 @@ pub(crate) struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new() }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     pub fn hex(&self) -> String {

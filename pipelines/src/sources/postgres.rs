@@ -7,14 +7,28 @@ use sgml_features::Table;
 
 use super::{ChunkSink, HashingReader, InputRecord, SourceError, SourceOptions};
 
-pub fn load(url: &str, opts: &SourceOptions, sink: &mut ChunkSink) -> Result<Vec<InputRecord>, SourceError> {
+pub fn load(
+    url: &str,
+    opts: &SourceOptions,
+    sink: &mut ChunkSink,
+) -> Result<Vec<InputRecord>, SourceError> {
     let shown = redact(url);
-    let err = |message: String| SourceError::Postgres { uri: shown.clone(), message };
-    let mut client = Client::connect(url, NoTls).map_err(|e| err(format!("cannot connect: {e}")))?;
-    let schema = if opts.pg_schema.is_empty() { "public" } else { opts.pg_schema.as_str() };
+    let err = |message: String| SourceError::Postgres {
+        uri: shown.clone(),
+        message,
+    };
+    let mut client =
+        Client::connect(url, NoTls).map_err(|e| err(format!("cannot connect: {e}")))?;
+    let schema = if opts.pg_schema.is_empty() {
+        "public"
+    } else {
+        opts.pg_schema.as_str()
+    };
     for (table, _) in &opts.pg_queries {
         if Table::from_name(table).is_none() {
-            return Err(err(format!("--pg-query names `{table}`, which is not a contract table")));
+            return Err(err(format!(
+                "--pg-query names `{table}`, which is not a contract table"
+            )));
         }
     }
     let mut records = Vec::new();
@@ -48,7 +62,11 @@ pub fn load(url: &str, opts: &SourceOptions, sink: &mut ChunkSink) -> Result<Vec
             sink(table, chunk).map_err(SourceError::Sink)?;
         }
         drop(chunks);
-        records.push(InputRecord { uri: source, sha256: hashing.hex(), rows });
+        records.push(InputRecord {
+            uri: source,
+            sha256: hashing.hex(),
+            rows,
+        });
     }
     if records.is_empty() {
         return Err(err(format!(
@@ -79,7 +97,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_never_shown() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }
 }

@@ -13,7 +13,9 @@ use super::SourceError;
 /// Reads a comma-separated table with a header row from any byte stream, whole.
 pub fn read_csv(source: &str, reader: impl Read) -> Result<RawTable, SourceError> {
     let mut chunks = CsvChunks::new(source, reader)?;
-    Ok(chunks.next_chunk(usize::MAX)?.expect("the first chunk always exists"))
+    Ok(chunks
+        .next_chunk(usize::MAX)?
+        .expect("the first chunk always exists"))
 }
 
 /// A CSV stream read a bounded number of rows at a time.
@@ -29,10 +31,23 @@ pub struct CsvChunks<R: Read> {
 impl<R: Read> CsvChunks<R> {
     /// Reads and checks the header.
     pub fn new(source: &str, reader: R) -> Result<CsvChunks<R>, SourceError> {
-        let mut csv = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(reader);
-        let header = csv.byte_headers().map_err(|e| csv_error(source, 1, e))?.clone();
+        let mut csv = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(reader);
+        let header = csv
+            .byte_headers()
+            .map_err(|e| csv_error(source, 1, e))?
+            .clone();
         let columns = header_columns(source, &header)?;
-        Ok(CsvChunks { csv, source: source.to_string(), columns, row: 0, started: false, done: false })
+        Ok(CsvChunks {
+            csv,
+            source: source.to_string(),
+            columns,
+            row: 0,
+            started: false,
+            done: false,
+        })
     }
 
     /// Up to `max_rows` rows. The first call always returns a table (maybe empty,
@@ -82,16 +97,26 @@ fn cell(bytes: &[u8]) -> Option<String> {
 
 fn csv_error(source: &str, line: u64, e: csv::Error) -> SourceError {
     let message = match e.kind() {
-        csv::ErrorKind::Io(io) => format!("read failed near line {line}: {io} (truncated or corrupt file?)"),
+        csv::ErrorKind::Io(io) => {
+            format!("read failed near line {line}: {io} (truncated or corrupt file?)")
+        }
         _ => format!("not readable as CSV near line {line}: {e}"),
     };
-    SourceError::Unreadable { file: source.to_string(), message }
+    SourceError::Unreadable {
+        file: source.to_string(),
+        message,
+    }
 }
 
 fn header_columns(source: &str, header: &csv::ByteRecord) -> Result<Vec<String>, SourceError> {
-    let unreadable = |message: String| SourceError::Unreadable { file: source.to_string(), message };
+    let unreadable = |message: String| SourceError::Unreadable {
+        file: source.to_string(),
+        message,
+    };
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(unreadable("the file is empty: expected a header row of column names".into()));
+        return Err(unreadable(
+            "the file is empty: expected a header row of column names".into(),
+        ));
     }
     let mut columns = Vec::with_capacity(header.len());
     for field in header {
@@ -125,7 +150,10 @@ pub fn read_jsonl(source: &str, reader: impl Read) -> Result<RawTable, SourceErr
     let mut reader = reader;
     reader
         .read_to_end(&mut bytes)
-        .map_err(|e| SourceError::Unreadable { file: source.into(), message: format!("read failed: {e} (truncated or corrupt file?)") })?;
+        .map_err(|e| SourceError::Unreadable {
+            file: source.into(),
+            message: format!("read failed: {e} (truncated or corrupt file?)"),
+        })?;
     text.push_str(&String::from_utf8_lossy(&bytes));
     let mut columns: Vec<String> = Vec::new();
     let mut rows: Vec<(u64, Vec<(usize, Option<String>)>)> = Vec::new();
@@ -162,10 +190,16 @@ pub fn read_jsonl(source: &str, reader: impl Read) -> Result<RawTable, SourceErr
         }
     }
     if rows.is_empty() && malformed.is_empty() {
-        return Err(SourceError::Unreadable { file: source.into(), message: "the file is empty: expected one JSON object per line".into() });
+        return Err(SourceError::Unreadable {
+            file: source.into(),
+            message: "the file is empty: expected one JSON object per line".into(),
+        });
     }
     if rows.is_empty() {
-        return Err(SourceError::Unreadable { file: source.into(), message: "no line is a JSON object: expected one JSON object per line".into() });
+        return Err(SourceError::Unreadable {
+            file: source.into(),
+            message: "no line is a JSON object: expected one JSON object per line".into(),
+        });
     }
     let mut table = RawTable::new(source, columns);
     let width = table.columns.len();

@@ -33,7 +33,14 @@ impl Step for Features {
         let run_date = ctx.run_date.context("features needs --run-date")?;
         let mut lineage = Vec::new();
         let mut read = |table: Table| {
-            io::read_table(ctx.store, "raw", table.name(), table.key(), Some(run_date), &mut lineage)
+            io::read_table(
+                ctx.store,
+                "raw",
+                table.name(),
+                table.key(),
+                Some(run_date),
+                &mut lineage,
+            )
         };
         let Some(orders) = read(Table::Orders)? else {
             bail!("no orders ingested on or before {run_date}: run `sgml ingest` first");
@@ -46,12 +53,18 @@ impl Step for Features {
         lineage.into_iter().for_each(|r| ctx.input(r));
 
         ctx.progress("resolving fx rates");
-        let needed = builders::needed_rates(orders.clone(), products.clone(), run_date).collect()?;
+        let needed =
+            builders::needed_rates(orders.clone(), products.clone(), run_date).collect()?;
         let rates = fx::resolve(&needed, fx_rates.as_ref(), &self.base_currency)?;
         ctx.note(format!("base currency {}", rates.base));
 
         ctx.progress("building feature tables");
-        let inputs = Inputs { orders, products, rates: rates.table.lazy(), run_date };
+        let inputs = Inputs {
+            orders,
+            products,
+            rates: rates.table.lazy(),
+            run_date,
+        };
         let plans = builders::build(&inputs)?;
         let names: Vec<&str> = plans.iter().map(|(n, _)| *n).collect();
         let frames = builders::collect_all(plans.into_iter().map(|(_, lf)| lf).collect())?;

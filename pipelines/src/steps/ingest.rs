@@ -63,23 +63,54 @@ impl Step for Ingest {
         // own requests arrive first (sources order them so) and join the set.
         let mut deleted: HashSet<String> = HashSet::new();
         let mut lineage = Vec::new();
-        if let Some(lf) = io::read_table(ctx.store, "raw", "deletion_requests", &["customer_key"], None, &mut lineage)? {
-            deleted.extend(string_values(&lf.select([col("customer_key")]).collect()?, "customer_key")?);
+        if let Some(lf) = io::read_table(
+            ctx.store,
+            "raw",
+            "deletion_requests",
+            &["customer_key"],
+            None,
+            &mut lineage,
+        )? {
+            deleted.extend(string_values(
+                &lf.select([col("customer_key")]).collect()?,
+                "customer_key",
+            )?);
         }
 
-        ctx.progress(format!("reading {}", self.inputs.iter().map(|i| redact(i)).collect::<Vec<_>>().join(", ")));
-        let mut state = IngestState { key, deleted, tables: Vec::new(), last_order: None, last_other: None };
-        let records = sources::load(&self.inputs, mapping.as_ref(), &self.source, &mut |table, raw| {
-            state.chunk(ctx, table, raw).map_err(|e| e.into_boxed_dyn_error())
-        })?;
+        ctx.progress(format!(
+            "reading {}",
+            self.inputs
+                .iter()
+                .map(|i| redact(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let mut state = IngestState {
+            key,
+            deleted,
+            tables: Vec::new(),
+            last_order: None,
+            last_other: None,
+        };
+        let records = sources::load(
+            &self.inputs,
+            mapping.as_ref(),
+            &self.source,
+            &mut |table, raw| {
+                state
+                    .chunk(ctx, table, raw)
+                    .map_err(|e| e.into_boxed_dyn_error())
+            },
+        )?;
         records.into_iter().for_each(|r| ctx.input(r));
 
         let run_date = match ctx.run_date {
             Some(d) => d,
-            None => state
-                .last_order
-                .or(state.last_other)
-                .ok_or_else(|| anyhow::anyhow!("cannot infer the run date: no accepted row has a date; pass --run-date"))?,
+            None => state.last_order.or(state.last_other).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot infer the run date: no accepted row has a date; pass --run-date"
+                )
+            })?,
         };
         ctx.run_date = Some(run_date);
         ctx.rekey(PENDING_DATE, &run_date.to_string());
@@ -88,10 +119,16 @@ impl Step for Ingest {
             ctx.replace_partition(&io::partition("raw", name, run_date));
             let summary = t.validator.finish();
             if !summary.missing_columns.is_empty() {
-                ctx.note(format!("{name}: the input lacks {}; they are null", summary.missing_columns.join(", ")));
+                ctx.note(format!(
+                    "{name}: the input lacks {}; they are null",
+                    summary.missing_columns.join(", ")
+                ));
             }
             if !summary.dropped_columns.is_empty() {
-                ctx.note(format!("{name}: dropped columns outside the contract: {}", summary.dropped_columns.join(", ")));
+                ctx.note(format!(
+                    "{name}: dropped columns outside the contract: {}",
+                    summary.dropped_columns.join(", ")
+                ));
             }
             for (rule, n) in &summary.rules {
                 ctx.note(format!("{name}: {n} row(s) quarantined by {rule}"));
@@ -134,21 +171,39 @@ impl IngestState {
     fn chunk(&mut self, ctx: &mut RunContext, table: Table, raw: RawTable) -> anyhow::Result<()> {
         if !self.tables.iter().any(|t| t.table == table) {
             let ctx = validate::Context::new(self.key.clone(), self.deleted.clone());
-            self.tables.push(TableState { table, validator: Validator::new(table, ctx), parts: 0, rejects: Vec::new() });
+            self.tables.push(TableState {
+                table,
+                validator: Validator::new(table, ctx),
+                parts: 0,
+                rejects: Vec::new(),
+            });
         }
-        let state = self.tables.iter_mut().find(|t| t.table == table).expect("inserted above");
+        let state = self
+            .tables
+            .iter_mut()
+            .find(|t| t.table == table)
+            .expect("inserted above");
         ctx.progress(format!("validating {table}: {} rows", raw.rows_in()));
         let mut chunk = state.validator.chunk(&raw)?;
         drop(raw);
         if table == Table::DeletionRequests {
-            self.deleted.extend(string_values(&chunk.accepted, "customer_key")?);
+            self.deleted
+                .extend(string_values(&chunk.accepted, "customer_key")?);
         }
         if let Some(d) = latest_date(table, &chunk.accepted)? {
-            let slot = if table == Table::Orders { &mut self.last_order } else { &mut self.last_other };
+            let slot = if table == Table::Orders {
+                &mut self.last_order
+            } else {
+                &mut self.last_other
+            };
             *slot = Some(slot.map_or(d, |prev| prev.max(d)));
         }
         if state.parts == 0 || chunk.accepted.height() > 0 {
-            let key = format!("raw/{}/dt={PENDING_DATE}/part-{:05}.parquet", table.name(), state.parts);
+            let key = format!(
+                "raw/{}/dt={PENDING_DATE}/part-{:05}.parquet",
+                table.name(),
+                state.parts
+            );
             let bytes = io::to_parquet(&mut chunk.accepted)?;
             ctx.stage(&key, &bytes, chunk.accepted.height())?;
             state.parts += 1;
@@ -161,13 +216,18 @@ impl IngestState {
 }
 
 fn redact(input: &str) -> String {
-    if input.starts_with("postgres") { crate::sources::redact_url(input) } else { input.to_string() }
+    if input.starts_with("postgres") {
+        crate::sources::redact_url(input)
+    } else {
+        input.to_string()
+    }
 }
 
 fn string_values(df: &DataFrame, column: &str) -> anyhow::Result<Vec<String>> {
     Ok(df
         .column(column)?
-        .str()?.iter()
+        .str()?
+        .iter()
         .flatten()
         .map(str::to_string)
         .collect())
@@ -183,7 +243,10 @@ fn latest_date(table: Table, df: &DataFrame) -> anyhow::Result<Option<chrono::Na
         Table::Products => "created_ts",
         Table::FxRates => "date",
     };
-    let days = df.column(column)?.cast(&DataType::Date)?.cast(&DataType::Int32)?;
+    let days = df
+        .column(column)?
+        .cast(&DataType::Date)?
+        .cast(&DataType::Int32)?;
     Ok(days.i32()?.max().map(sgml_features::values::date_from_days))
 }
 

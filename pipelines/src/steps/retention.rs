@@ -26,8 +26,18 @@ pub struct Retention;
 
 pub const SPEC: StepSpec = StepSpec {
     name: "retention",
-    reads: &["raw/crawled_offers/dt=*", "raw/deletion_requests/dt=*", "raw/orders/dt=*", "features/*/dt=*"],
-    writes: &["archive/crawled/dt=*", "raw/crawled_offers/dt=*", "raw/orders/dt=*", "features/*/dt=*"],
+    reads: &[
+        "raw/crawled_offers/dt=*",
+        "raw/deletion_requests/dt=*",
+        "raw/orders/dt=*",
+        "features/*/dt=*",
+    ],
+    writes: &[
+        "archive/crawled/dt=*",
+        "raw/crawled_offers/dt=*",
+        "raw/orders/dt=*",
+        "features/*/dt=*",
+    ],
     about: "archive crawled data older than 60 days; unlink customers who asked for deletion",
 };
 
@@ -46,7 +56,9 @@ impl Step for Retention {
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
-        let run_date = ctx.run_date.ok_or_else(|| anyhow::anyhow!("retention needs --run-date"))?;
+        let run_date = ctx
+            .run_date
+            .ok_or_else(|| anyhow::anyhow!("retention needs --run-date"))?;
         archive_crawled(ctx, run_date)?;
         unlink_deleted(ctx)?;
         Ok(())
@@ -55,7 +67,11 @@ impl Step for Retention {
 
 fn archive_crawled(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<()> {
     let keep_from = days_since_epoch(cutoff(run_date));
-    let old = col("crawled_ts").dt().date().cast(DataType::Int32).lt(lit(keep_from));
+    let old = col("crawled_ts")
+        .dt()
+        .date()
+        .cast(DataType::Int32)
+        .lt(lit(keep_from));
     let (mut seen, mut moved) = (0usize, 0usize);
     for (dt, key) in io::partitions(ctx.store, "raw", "crawled_offers")? {
         let (lf, record) = io::scan(ctx.store, &key)?;
@@ -68,7 +84,10 @@ fn archive_crawled(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<
         }
         let keep = df.lazy().filter(old.clone().not()).collect()?;
         moved += archive.height();
-        ctx.progress(format!("archiving {} crawled rows of {dt}", archive.height()));
+        ctx.progress(format!(
+            "archiving {} crawled rows of {dt}",
+            archive.height()
+        ));
 
         // Merge with what an earlier run archived for this partition; a run that died
         // between its archive write and its raw rewrite archived these rows already.
@@ -104,7 +123,15 @@ fn archive_crawled(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<
 /// and new key lives only in this process's memory.
 fn unlink_deleted(ctx: &mut RunContext) -> anyhow::Result<()> {
     let mut lineage = Vec::new();
-    let Some(requests) = io::read_table(ctx.store, "raw", "deletion_requests", &["customer_key"], None, &mut lineage)? else {
+    let Some(requests) = io::read_table(
+        ctx.store,
+        "raw",
+        "deletion_requests",
+        &["customer_key"],
+        None,
+        &mut lineage,
+    )?
+    else {
         ctx.note("no deletion requests");
         return Ok(());
     };
@@ -112,7 +139,8 @@ fn unlink_deleted(ctx: &mut RunContext) -> anyhow::Result<()> {
         .select([col("customer_key")])
         .collect()?
         .column("customer_key")?
-        .str()?.iter()
+        .str()?
+        .iter()
         .flatten()
         .map(str::to_string)
         .collect();
@@ -123,15 +151,22 @@ fn unlink_deleted(ctx: &mut RunContext) -> anyhow::Result<()> {
         for (_, key) in io::partitions(ctx.store, area, table)? {
             let df = io::scan(ctx.store, &key)?.0.collect()?;
             let keys = df.column("customer_key")?.str()?;
-            let hits = keys.iter().filter(|k| k.is_some_and(|k| deleted.contains(k))).count();
+            let hits = keys
+                .iter()
+                .filter(|k| k.is_some_and(|k| deleted.contains(k)))
+                .count();
             if hits == 0 {
                 continue;
             }
             rows_unlinked += hits;
-            let new_keys: StringChunked = keys.iter()
+            let new_keys: StringChunked = keys
+                .iter()
                 .map(|k| {
                     k.map(|k| match deleted.contains(k) {
-                        true => replacement.entry(k.to_string()).or_insert_with(anonymize::random_key).clone(),
+                        true => replacement
+                            .entry(k.to_string())
+                            .or_insert_with(anonymize::random_key)
+                            .clone(),
                         false => k.to_string(),
                     })
                 })

@@ -39,10 +39,15 @@ impl LocalStore {
     fn write_tmp(&self, key: &str, path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         let dir = path.parent().expect("keys have a parent under the root");
         fs::create_dir_all(dir).map_err(self.io(key))?;
-        let name = path.file_name().expect("keys name a file").to_string_lossy();
+        let name = path
+            .file_name()
+            .expect("keys name a file")
+            .to_string_lossy();
         let tmp = dir.join(format!("{TMP_PREFIX}{}-{name}", rand::random::<u64>()));
         let mut f = File::create(&tmp).map_err(self.io(key))?;
-        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(self.io(key))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(self.io(key))?;
         Ok(tmp)
     }
 }
@@ -59,7 +64,10 @@ impl Store for LocalStore {
 
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         match fs::read(self.path(key)?) {
-            Ok(bytes) => Ok(Some(Object { etag: etag(&bytes), bytes })),
+            Ok(bytes) => Ok(Some(Object {
+                etag: etag(&bytes),
+                bytes,
+            })),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(key)(e)),
         }
@@ -74,10 +82,12 @@ impl Store for LocalStore {
                 let linked = fs::hard_link(&tmp, &path);
                 let _ = fs::remove_file(&tmp);
                 match linked {
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::PreconditionFailed {
-                        uri: self.uri(key),
-                        reason: "the key exists and writes to it are create-only".into(),
-                    }),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                        Err(StoreError::PreconditionFailed {
+                            uri: self.uri(key),
+                            reason: "the key exists and writes to it are create-only".into(),
+                        })
+                    }
                     other => other.map_err(self.io(key)),
                 }
             }
@@ -117,7 +127,12 @@ impl Store for LocalStore {
         let mut stack = vec![start.clone()];
         // A prefix may end inside a name ("raw/ord"), so walk its parent and filter.
         if !start.is_dir() {
-            stack = vec![start.parent().map(Path::to_path_buf).unwrap_or(self.root.clone())];
+            stack = vec![
+                start
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or(self.root.clone()),
+            ];
         }
         while let Some(dir) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
@@ -168,7 +183,9 @@ impl Store for LocalStore {
     fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (src, dst) = (self.path(from)?, self.path(to)?);
         if !src.exists() {
-            return Err(StoreError::NotFound { uri: self.uri(from) });
+            return Err(StoreError::NotFound {
+                uri: self.uri(from),
+            });
         }
         fs::create_dir_all(dst.parent().expect("keys have a parent")).map_err(self.io(to))?;
         fs::rename(&src, &dst).map_err(self.io(to))?;
@@ -206,18 +223,27 @@ mod tests {
     #[test]
     fn create_only_refuses_existing_keys() {
         let (_d, s) = store();
-        s.put("v/manifest.json", b"one", Condition::IfAbsent).unwrap();
-        let err = s.put("v/manifest.json", b"two", Condition::IfAbsent).unwrap_err();
+        s.put("v/manifest.json", b"one", Condition::IfAbsent)
+            .unwrap();
+        let err = s
+            .put("v/manifest.json", b"two", Condition::IfAbsent)
+            .unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed { .. }));
         assert_eq!(s.get("v/manifest.json").unwrap().unwrap().bytes, b"one");
-        assert_eq!(s.list("v/").unwrap().len(), 1, "no temporary file left behind");
+        assert_eq!(
+            s.list("v/").unwrap().len(),
+            1,
+            "no temporary file left behind"
+        );
     }
 
     #[test]
     fn compare_and_swap_needs_the_current_etag() {
         let (_d, s) = store();
         let t1 = s.put("alias.json", b"v1", Condition::Always).unwrap();
-        let t2 = s.put("alias.json", b"v2", Condition::IfMatch(t1.clone())).unwrap();
+        let t2 = s
+            .put("alias.json", b"v2", Condition::IfMatch(t1.clone()))
+            .unwrap();
         assert!(s.put("alias.json", b"v3", Condition::IfMatch(t1)).is_err());
         assert_eq!(s.get("alias.json").unwrap().unwrap().etag, t2);
     }
@@ -225,7 +251,13 @@ mod tests {
     #[test]
     fn keys_cannot_escape_the_root() {
         let (_d, s) = store();
-        assert!(matches!(s.put("../x", b"", Condition::Always), Err(StoreError::InvalidKey(_))));
-        assert!(matches!(s.get("/etc/passwd"), Err(StoreError::InvalidKey(_))));
+        assert!(matches!(
+            s.put("../x", b"", Condition::Always),
+            Err(StoreError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            s.get("/etc/passwd"),
+            Err(StoreError::InvalidKey(_))
+        ));
     }
 }

@@ -94,6 +94,12 @@ pub fn open(uri: &str) -> Result<Box<dyn Store>, StoreError> {
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
         || key.starts_with('/')
-        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
-    if bad { Err(StoreError::InvalidKey(key.to_string())) } else { Ok(()) }
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        Err(StoreError::InvalidKey(key.to_string()))
+    } else {
+        Ok(())
+    }
 }

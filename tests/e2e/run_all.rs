@@ -220,3 +220,70 @@ fn chunked_ingest_matches_whole_ingest() {
         b["counts"]["orders"]["accepted"].as_u64().unwrap()
     );
 }
+
+/// The same export as CSV, gzipped CSV, Parquet and JSON lines ingests to the same rows.
+#[test]
+fn every_file_format_ingests_the_same_rows() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 300, 23, 0.0);
+    let orders_csv = std::fs::read(input.join("orders.csv")).unwrap();
+    let df = CsvReadOptions::default()
+        .with_infer_schema_length(Some(0))
+        .into_reader_with_file_handle(std::io::Cursor::new(orders_csv.clone()))
+        .finish()
+        .unwrap();
+    let formats = dir.path().join("formats");
+    let write = |name: &str, bytes: &[u8]| {
+        let d = formats.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("orders.{name}")), bytes).unwrap();
+        std::fs::copy(input.join("SYNTHETIC.json"), d.join("SYNTHETIC.json")).unwrap();
+        d
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &orders_csv).unwrap();
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet)
+        .finish(&mut df.clone())
+        .unwrap();
+    let mut jsonl = String::new();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for i in 0..df.height() {
+        let row: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .map(|n| {
+                let v = df.column(n).unwrap().str().unwrap().get(i);
+                (n.clone(), v.map_or(serde_json::Value::Null, |s| s.into()))
+            })
+            .collect();
+        jsonl.push_str(&serde_json::Value::Object(row).to_string());
+        jsonl.push('\n');
+    }
+    let dirs = [
+        write("csv", &orders_csv),
+        write("csv.gz", &gz.finish().unwrap()),
+        write("parquet", &parquet),
+        write("jsonl", jsonl.as_bytes()),
+    ];
+    let mut counts = Vec::new();
+    for d in &dirs {
+        let store = d.join("store");
+        ok(sgml(&store).args(["ingest", "--input"]).arg(d));
+        let m = last_manifest(&store, "ingest");
+        let run_date = m["run_date"].as_str().unwrap().to_string();
+        let rows = read_partition(&store.join(format!("raw/orders/dt={run_date}")));
+        counts.push((
+            m["counts"]["orders"].clone(),
+            rows.drop("customer_key").unwrap(),
+        ));
+    }
+    for (c, rows) in &counts[1..] {
+        assert_eq!(c, &counts[0].0);
+        assert!(rows.equals_missing(&counts[0].1));
+    }
+}

@@ -784,16 +784,13 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
         })
         .collect();
 
-    let mut files = Vec::new();
-    files.push(write_products(
-        dir, p, &mut rng, &sellers, &products, start,
-    )?);
-    files.push(write_orders(
-        dir, p, &mut rng, &sellers, &products, &customers, start,
-    )?);
-    files.push(write_crawled(dir, p, &mut rng, &products, end)?);
-    files.push(write_fx(dir, p, start, end)?);
-    files.push(write_deletions(dir, p, &mut rng, &customers, end)?);
+    let files = vec![
+        write_products(dir, p, &mut rng, &sellers, &products, start)?,
+        write_orders(dir, p, &mut rng, &sellers, &products, &customers, start)?,
+        write_crawled(dir, p, &mut rng, &products, end)?,
+        write_fx(dir, p, start, end)?,
+        write_deletions(dir, p, &mut rng, &customers, end)?,
+    ];
     let marker = serde_json::json!({
         "generator": "sgml generate",
         "synthetic": true,

@@ -26,8 +26,7 @@ pub fn sgml(store: &Path) -> Command {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("sgml runs");
-    out
+    cmd.output().expect("sgml runs")
 }
 
 pub fn ok(cmd: &mut Command) -> String {

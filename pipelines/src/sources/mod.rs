@@ -98,25 +98,6 @@ pub fn load(
     files::load(inputs, mapping, sink)
 }
 
-/// Reads tables whole (tests, small inputs): every chunk of a table concatenated.
-pub fn load_all(
-    inputs: &[String],
-    mapping: Option<&Mapping>,
-    opts: &SourceOptions,
-) -> Result<(Vec<(Table, RawTable)>, Vec<InputRecord>), SourceError> {
-    let mut tables: Vec<(Table, RawTable)> = Vec::new();
-    let records = load(inputs, mapping, opts, &mut |table, chunk| {
-        match tables.iter_mut().find(|(t, _)| *t == table) {
-            Some((_, acc)) => acc
-                .append(chunk)
-                .map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
-            None => tables.push((table, chunk)),
-        }
-        Ok(())
-    })?;
-    Ok((tables, records))
-}
-
 /// Tables in the order ingest needs them: deletion requests first.
 pub(crate) fn ingest_order(t: &Table) -> (bool, Table) {
     (*t != Table::DeletionRequests, *t)

@@ -156,7 +156,9 @@ pub fn read_jsonl(source: &str, reader: impl Read) -> Result<RawTable, SourceErr
         })?;
     text.push_str(&String::from_utf8_lossy(&bytes));
     let mut columns: Vec<String> = Vec::new();
-    let mut rows: Vec<(u64, Vec<(usize, Option<String>)>)> = Vec::new();
+    // (source row, (column index, value)) as keys appear, filled out to full rows below.
+    type SparseRow = (u64, Vec<(usize, Option<String>)>);
+    let mut rows: Vec<SparseRow> = Vec::new();
     let mut malformed = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let row = i as u64 + 1;

@@ -178,7 +178,7 @@ fn unlink_deleted(ctx: &mut RunContext) -> anyhow::Result<()> {
         }
     }
     ctx.note(format!(
-        "deletion requests: {} customer(s) requested, {} unlinked in {rows_unlinked} row(s)",
+        "deletion requests: {} customer(s); {} still linked in stored tables, now unlinked in {rows_unlinked} row(s) (ingest unlinks the rows it reads after a request)",
         deleted.len(),
         replacement.len()
     ));

@@ -76,13 +76,21 @@ fn regions() -> LazyFrame {
         .lazy()
 }
 
-/// The median of the sale prices within each group, as a window.
-fn relative_to_median(group: &str) -> PolarsResult<Expr> {
-    Ok(col("unit_price_base")
-        / col("unit_price_base")
-            .filter(is_sale())
-            .median()
-            .over([col(group)])?)
+/// Adds `name` = price / the median sale price of the line's `group`. A group-by
+/// joined back rather than a window, so the plan can stream; null is a group of its
+/// own, as in a window.
+fn with_relative_price(lines: LazyFrame, group: &str, name: &str) -> LazyFrame {
+    let medians = lines
+        .clone()
+        .filter(col("is_sale"))
+        .group_by([col(group)])
+        .agg([col("unit_price_base").median().alias("_median")]);
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.nulls_equal = true;
+    lines
+        .join(medians, [col(group)], [col(group)], args)
+        .with_column((col("unit_price_base") / col("_median")).alias(name))
+        .drop(cols(["_median"]))
 }
 
 pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
@@ -167,49 +175,55 @@ pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
                 .otherwise(lit(NULL))
                 .alias("log_price_base"),
             (lit(1.0) - col("unit_price_base") / col("list_price_base")).alias("discount_vs_list"),
-            relative_to_median("category")?.alias("price_rel_category"),
-            relative_to_median("brand")?.alias("price_rel_brand"),
-            relative_to_median("buyer_country")?.alias("price_rel_market"),
-        ])
-        .select([
-            col("order_id"),
-            col("line_no"),
-            col("order_ts"),
-            col("order_date"),
-            col("customer_key"),
-            col("product_id"),
-            col("seller_id"),
-            col("seller_country"),
-            col("category"),
-            col("brand"),
-            col("condition"),
-            col("title_chars"),
-            col("title_tokens"),
-            col("channel"),
-            col("status"),
-            col("is_sale"),
-            col("quantity"),
-            col("unit_price"),
-            col("currency"),
-            col("rate").alias("fx_rate"),
-            col("unit_price_base"),
-            col("log_price_base"),
-            col("list_price_base"),
-            col("discount_vs_list"),
-            col("price_rel_category"),
-            col("price_rel_brand"),
-            col("price_rel_market"),
-            col("buyer_country"),
-            col("ship_country"),
-            col("cross_border"),
-            col("same_region"),
-            col("country_pair"),
-            col("month"),
-            col("weekday"),
-            col("hour"),
-            col("is_weekend"),
-            col("days_before_run"),
         ]);
+    let lines = [
+        ("category", "price_rel_category"),
+        ("brand", "price_rel_brand"),
+        ("buyer_country", "price_rel_market"),
+    ]
+    .into_iter()
+    .fold(lines, |lf, (group, name)| {
+        with_relative_price(lf, group, name)
+    })
+    .select([
+        col("order_id"),
+        col("line_no"),
+        col("order_ts"),
+        col("order_date"),
+        col("customer_key"),
+        col("product_id"),
+        col("seller_id"),
+        col("seller_country"),
+        col("category"),
+        col("brand"),
+        col("condition"),
+        col("title_chars"),
+        col("title_tokens"),
+        col("channel"),
+        col("status"),
+        col("is_sale"),
+        col("quantity"),
+        col("unit_price"),
+        col("currency"),
+        col("rate").alias("fx_rate"),
+        col("unit_price_base"),
+        col("log_price_base"),
+        col("list_price_base"),
+        col("discount_vs_list"),
+        col("price_rel_category"),
+        col("price_rel_brand"),
+        col("price_rel_market"),
+        col("buyer_country"),
+        col("ship_country"),
+        col("cross_border"),
+        col("same_region"),
+        col("country_pair"),
+        col("month"),
+        col("weekday"),
+        col("hour"),
+        col("is_weekend"),
+        col("days_before_run"),
+    ]);
     Ok(lines)
 }
 
@@ -371,4 +385,126 @@ pub fn collect_all(plans: Vec<LazyFrame>) -> PolarsResult<Vec<DataFrame>> {
         Engine::Auto,
         OptFlags::default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Inputs {
+        let ts = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        };
+        let orders = df! {
+            "order_id" => ["A", "A", "B", "C", "D"],
+            "line_no" => [1i64, 2, 1, 1, 1],
+            "order_ts" => [ts("2024-03-01 10:00:00"), ts("2024-03-01 10:00:00"), ts("2024-03-02 12:00:00"), ts("2024-03-09 08:00:00"), ts("2024-04-01 00:00:00")],
+            "customer_key" => [Some("k1"), Some("k1"), Some("k2"), None, Some("k1")],
+            "product_id" => ["P1", "P2", "P1", "P2", "P1"],
+            "seller_id" => ["S1", "S1", "S1", "S1", "S1"],
+            "quantity" => [1i64, 2, 1, -1, 1],
+            "unit_price" => [10.0, 30.0, 20.0, 30.0, 99.0],
+            "currency" => ["EUR", "EUR", "USD", "EUR", "USD"],
+            "buyer_country" => ["DE", "DE", "US", "DE", "US"],
+            "ship_country" => ["DE", "FR", "US", "DE", "US"],
+            "channel" => ["web", "web", "app", "web", "web"],
+            "status" => ["completed", "completed", "completed", "returned", "completed"],
+        }
+        .unwrap()
+        .lazy()
+        .with_column(col("order_ts").cast(DataType::Datetime(TimeUnit::Microseconds, None)));
+        let products = df! {
+            "product_id" => ["P1", "P2"],
+            "seller_id" => ["S1", "S1"],
+            "seller_country" => ["DE", "DE"],
+            "category" => ["Mugs", "Lamps"],
+            "brand" => ["Acme", "Acme"],
+            "condition" => ["new", "new"],
+            "title" => ["Blue mug", "Big desk lamp"],
+            "list_price" => [25.0, 40.0],
+            "currency" => ["USD", "EUR"],
+            "language" => ["en", "en"],
+        }
+        .unwrap()
+        .lazy();
+        let day = |d: &str| days_since_epoch(NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap());
+        let rates = df! {
+            "currency" => ["EUR", "USD", "EUR", "USD", "USD", "EUR"],
+            "date" => [day("2024-03-01"), day("2024-03-01"), day("2024-03-09"), day("2024-03-02"), day("2024-03-09"), day("2024-03-02")],
+            "rate" => [2.0, 1.0, 2.0, 1.0, 1.0, 2.0],
+        }
+        .unwrap()
+        .lazy()
+        .with_column(col("date").cast(DataType::Date));
+        Inputs {
+            orders,
+            products,
+            rates,
+            run_date: NaiveDate::from_ymd_opt(2024, 3, 10).unwrap(),
+        }
+    }
+
+    fn f64s(df: &DataFrame, c: &str) -> Vec<Option<f64>> {
+        df.column(c).unwrap().f64().unwrap().iter().collect()
+    }
+
+    #[test]
+    fn order_lines_price_and_border_features() {
+        let tables = build(&inputs()).unwrap();
+        let frames = collect_all(tables.into_iter().map(|(_, lf)| lf).collect()).unwrap();
+        let lines = &frames[0];
+        // Order D is after the run date: never seen.
+        assert_eq!(lines.height(), 4);
+        // EUR at rate 2 → base; sorted by order_id, line_no: A1, A2, B1, C1.
+        assert_eq!(
+            f64s(lines, "unit_price_base"),
+            [Some(20.0), Some(60.0), Some(20.0), Some(60.0)]
+        );
+        // Mugs sold at 20 and 20 (median 20); lamps: only A2 is a sale (C is a return).
+        assert_eq!(
+            f64s(lines, "price_rel_category"),
+            [Some(1.0), Some(1.0), Some(1.0), Some(1.0)]
+        );
+        // list price of P1 is 25 USD: discount 1 - 20/25.
+        assert!((f64s(lines, "discount_vs_list")[0].unwrap() - 0.2).abs() < 1e-12);
+        let cross: Vec<Option<bool>> = lines
+            .column("cross_border")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(cross, [Some(false), Some(true), Some(true), Some(false)]);
+        let same_region: Vec<Option<bool>> = lines
+            .column("same_region")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            same_region,
+            [Some(true), Some(true), Some(false), Some(true)]
+        );
+
+        // RFM as of 2024-03-10: k1 last ordered 03-01 (9 days), one order, 20 + 2×60.
+        let customers = &frames[3];
+        assert_eq!(customers.height(), 2);
+        let recency: Vec<Option<i32>> = customers
+            .column("recency_days")
+            .unwrap()
+            .i32()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(recency, [Some(9), Some(8)]);
+        assert_eq!(f64s(customers, "monetary_base"), [Some(140.0), Some(20.0)]);
+
+        // Seller: one return among four lines.
+        let sellers = &frames[2];
+        assert_eq!(f64s(sellers, "return_rate"), [Some(0.25)]);
+    }
 }

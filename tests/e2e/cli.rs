@@ -75,13 +75,16 @@ fn real_data_without_a_key_is_refused() {
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 50, 1, 0.1);
-    let out = run(sgml(&dir.path().join("store")).args(["ingest", "--input"]).arg(&input));
+    let out = run(sgml(&dir.path().join("store"))
+        .args(["ingest", "--input"])
+        .arg(&input));
     assert!(out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 2, "{stderr}");
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
 }

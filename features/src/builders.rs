@@ -349,40 +349,50 @@ pub fn markets(lines: LazyFrame) -> LazyFrame {
         )
 }
 
-/// Every feature table, named as in [`TABLES`], as lazy plans sharing `order_lines`.
-pub fn build(inputs: &Inputs) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
-    // Cached so that the aggregates reuse one computation of the line table.
-    let lines = order_lines(inputs)?.cache();
-    // Sorted by key so the same inputs always give the same bytes.
+/// The tables aggregated from order lines (all of [`TABLES`] but `order_lines`), each
+/// sorted by its key so the same inputs always give the same bytes.
+pub fn aggregates(
+    lines: LazyFrame,
+    products_table: LazyFrame,
+    run_date: NaiveDate,
+) -> Vec<(&'static str, LazyFrame)> {
     let by = |lf: LazyFrame, key: &str| lf.sort([key], SortMultipleOptions::default());
-    Ok(vec![
-        (
-            "order_lines",
-            lines
-                .clone()
-                .sort(["order_id", "line_no"], SortMultipleOptions::default()),
-        ),
+    vec![
         (
             "products",
-            by(
-                products(lines.clone(), inputs.products.clone()),
-                "product_id",
-            ),
+            by(products(lines.clone(), products_table), "product_id"),
         ),
         ("sellers", by(sellers(lines.clone()), "seller_id")),
         (
             "customers",
-            by(customers(lines.clone(), inputs.run_date), "customer_key"),
+            by(customers(lines.clone(), run_date), "customer_key"),
         ),
         ("markets", by(markets(lines), "buyer_country")),
-    ])
+    ]
+}
+
+/// Every feature table, named as in [`TABLES`], as lazy plans sharing `order_lines`
+/// (for inputs that fit in memory; the features step streams large ones).
+pub fn build(inputs: &Inputs) -> PolarsResult<Vec<(&'static str, LazyFrame)>> {
+    // Cached so that the aggregates reuse one computation of the line table.
+    let lines = order_lines(inputs)?.cache();
+    let sorted = lines
+        .clone()
+        .sort(["order_id", "line_no"], SortMultipleOptions::default());
+    let mut tables = vec![("order_lines", sorted)];
+    tables.extend(aggregates(lines, inputs.products.clone(), inputs.run_date));
+    Ok(tables)
 }
 
 /// Collects several plans in one go, so shared subplans run once.
 pub fn collect_all(plans: Vec<LazyFrame>) -> PolarsResult<Vec<DataFrame>> {
+    collect_all_with(plans, Engine::Auto)
+}
+
+pub fn collect_all_with(plans: Vec<LazyFrame>, engine: Engine) -> PolarsResult<Vec<DataFrame>> {
     LazyFrame::collect_all_with_engine(
         plans.into_iter().map(|lf| lf.logical_plan).collect(),
-        Engine::Auto,
+        engine,
         OptFlags::default(),
     )
 }

@@ -26,6 +26,43 @@ pub fn to_parquet(df: &mut DataFrame) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Runs a plan with the streaming engine straight into a Parquet file, so a table
+/// larger than memory never materialises.
+pub fn sink_parquet(lf: LazyFrame, path: &std::path::Path) -> anyhow::Result<()> {
+    let options = ParquetWriteOptions {
+        compression: ParquetCompression::Zstd(None),
+        ..Default::default()
+    };
+    lf.sink(
+        SinkDestination::File {
+            target: SinkTarget::Path(PlRefPath::try_from_path(path)?),
+        },
+        FileWriteFormat::Parquet(std::sync::Arc::new(options)),
+        UnifiedSinkArgs {
+            mkdir: true,
+            ..Default::default()
+        },
+    )?
+    .collect_with_engine(Engine::Streaming)
+    .map_err(anyhow::Error::from)
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Rows of a local Parquet file, from its metadata.
+pub fn parquet_rows(path: &std::path::Path) -> anyhow::Result<usize> {
+    let lf = LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, ScanArgsParquet::default())?;
+    let n = lf.select([len()]).collect()?;
+    Ok(n.column("len")?.u32()?.get(0).unwrap_or(0) as usize)
+}
+
+pub fn scan_local(path: &std::path::Path) -> anyhow::Result<LazyFrame> {
+    Ok(LazyFrame::scan_parquet(
+        PlRefPath::try_from_path(path)?,
+        ScanArgsParquet::default(),
+    )?)
+}
+
 pub fn from_parquet(bytes: Vec<u8>) -> PolarsResult<DataFrame> {
     ParquetReader::new(Cursor::new(bytes)).finish()
 }

@@ -113,6 +113,50 @@ impl<'a> RunContext<'a> {
         Ok(())
     }
 
+    /// A local directory for files a step writes before staging them (a plan sunk
+    /// by the streaming engine): inside the store's staging area when the store is
+    /// local (so staging is a rename), else in the system's temporary directory.
+    pub fn scratch_dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        let dir = match self
+            .store
+            .local_path(&format!("_staging/{}/_scratch", self.run_id))
+        {
+            Some(dir) => dir,
+            None => std::env::temp_dir().join(format!("sgml-{}", self.run_id)),
+        };
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Stages a file written in [`RunContext::scratch_dir`] under `key`.
+    pub fn stage_file(
+        &mut self,
+        key: &str,
+        file: &std::path::Path,
+        rows: usize,
+    ) -> anyhow::Result<()> {
+        let staging = format!("_staging/{}/{key}", self.run_id);
+        let sha256 = sha256_file(file)?;
+        match self.store.local_path(&staging) {
+            Some(path) => {
+                std::fs::create_dir_all(path.parent().expect("staging keys have a parent"))?;
+                std::fs::rename(file, &path)?;
+            }
+            None => {
+                let bytes = std::fs::read(file)?;
+                self.store.put(&staging, &bytes, Condition::Always)?;
+                std::fs::remove_file(file)?;
+            }
+        }
+        self.manifest.outputs.push(OutputRecord {
+            uri: self.store.uri(key),
+            rows,
+            sha256,
+        });
+        self.staged.push((key.to_string(), staging));
+        Ok(())
+    }
+
     /// Declares that every key under `prefix` belongs to this run's output: keys
     /// there that this run did not stage are removed on commit.
     pub fn replace_partition(&mut self, prefix: &str) {
@@ -169,6 +213,21 @@ impl<'a> RunContext<'a> {
             let _ = self.store.delete(staging);
         }
     }
+
+    /// Removes the scratch directory, whatever the outcome.
+    fn clean_scratch(&self) {
+        if let Some(dir) = self.store.local_path(&format!("_staging/{}", self.run_id)) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sgml-{}", self.run_id)));
+    }
+}
+
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 pub fn new_run_id(step: &str) -> String {
@@ -230,6 +289,7 @@ pub fn execute(
     };
     let result = step.run(&mut ctx).and_then(|_| ctx.commit());
     ctx.bar.finish_and_clear();
+    ctx.clean_scratch();
     let mut manifest = ctx.manifest.clone();
     manifest.run_date = ctx.run_date;
     manifest.finished_at = Some(Utc::now().to_rfc3339());

@@ -161,3 +161,32 @@ pub fn strings(df: &DataFrame, column: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Same columns and rows; floats may differ in the last bits (parallel sums add in
+/// varying order), everything else must be equal.
+pub fn assert_frames_close(a: &DataFrame, b: &DataFrame, what: &str) {
+    assert_eq!(a.shape(), b.shape(), "{what}");
+    for (x, y) in a.columns().iter().zip(b.columns()) {
+        assert_eq!(x.name(), y.name(), "{what}");
+        if x.dtype() == &DataType::Float64 {
+            let (x, y) = (x.f64().unwrap(), y.f64().unwrap());
+            for (i, (p, q)) in x.iter().zip(y.iter()).enumerate() {
+                let close = match (p, q) {
+                    (Some(p), Some(q)) => {
+                        (p - q).abs() <= 1e-9 * p.abs().max(1.0) || (p.is_nan() && q.is_nan())
+                    }
+                    (None, None) => true,
+                    _ => false,
+                };
+                assert!(close, "{what}: {} row {i}: {p:?} vs {q:?}", x.name());
+            }
+        } else {
+            assert!(
+                x.as_materialized_series()
+                    .equals_missing(y.as_materialized_series()),
+                "{what}: column {}",
+                x.name()
+            );
+        }
+    }
+}

@@ -58,16 +58,31 @@ impl Step for Features {
         let rates = fx::resolve(&needed, fx_rates.as_ref(), &self.base_currency)?;
         ctx.note(format!("base currency {}", rates.base));
 
-        ctx.progress("building feature tables");
+        // order_lines streams from the raw scans into a file; the aggregates then
+        // stream over that file. Neither is ever whole in memory.
+        ctx.progress("building order_lines");
         let inputs = Inputs {
             orders,
-            products,
+            products: products.clone(),
             rates: rates.table.lazy(),
             run_date,
         };
-        let plans = builders::build(&inputs)?;
+        let lines_file = ctx.scratch_dir()?.join("order_lines.parquet");
+        io::sink_parquet(builders::order_lines(&inputs)?, &lines_file)?;
+        let rows = io::parquet_rows(&lines_file)?;
+        let lines = io::scan_local(&lines_file)?;
+
+        ctx.progress("building aggregates");
+        let plans = builders::aggregates(lines, products, run_date);
         let names: Vec<&str> = plans.iter().map(|(n, _)| *n).collect();
-        let frames = builders::collect_all(plans.into_iter().map(|(_, lf)| lf).collect())?;
+        let frames = builders::collect_all_with(
+            plans.into_iter().map(|(_, lf)| lf).collect(),
+            Engine::Streaming,
+        )?;
+
+        let part = io::partition("features", "order_lines", run_date);
+        ctx.stage_file(&format!("{part}{}", io::PART), &lines_file, rows)?;
+        ctx.replace_partition(&part);
         for (name, mut df) in names.into_iter().zip(frames) {
             ctx.progress(format!("writing {name}"));
             let part = io::partition("features", name, run_date);

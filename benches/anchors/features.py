@@ -108,21 +108,24 @@ def prepare(uci_gz, work, copies):
             subprocess.run(["gzip", "-dc", str(uci_gz)], stdout=f, check=True)
     ten = work / f"uci_x{copies}.csv"
     if not ten.exists():
+        # Streamed copy by copy, so this process stays small: children forked from it
+        # would otherwise report its memory as their peak RSS.
         import csv
-        with open(one, newline="", encoding="utf-8") as src, open(ten, "w", newline="", encoding="utf-8") as dst:
-            reader = csv.reader(src)
+        with open(ten, "w", newline="", encoding="utf-8") as dst:
             writer = csv.writer(dst)
-            header = next(reader)
-            rows = list(reader)
-            writer.writerow(header)
             for k in range(copies):
-                for r in rows:
-                    inv = r[0]
-                    prefix = inv.rstrip("0123456789")
-                    digits = inv[len(prefix):]
-                    r2 = list(r)
-                    r2[0] = prefix + str(int(digits) + k * 1_000_000) if digits else inv
-                    writer.writerow(r2)
+                with open(one, newline="", encoding="utf-8") as src:
+                    reader = csv.reader(src)
+                    header = next(reader)
+                    if k == 0:
+                        writer.writerow(header)
+                    for r in reader:
+                        inv = r[0]
+                        prefix = inv.rstrip("0123456789")
+                        digits = inv[len(prefix):]
+                        if digits:
+                            r[0] = prefix + str(int(digits) + k * 1_000_000)
+                        writer.writerow(r)
     return one, ten
 
 

@@ -174,6 +174,9 @@ fn parse_query(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected TABLE=SQL, got `{s}`"))
 }
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);

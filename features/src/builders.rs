@@ -76,15 +76,26 @@ fn regions() -> LazyFrame {
         .lazy()
 }
 
-/// Adds `name` = price / the median sale price of the line's `group`. A group-by
-/// joined back rather than a window, so the plan can stream; null is a group of its
-/// own, as in a window.
-fn with_relative_price(lines: LazyFrame, group: &str, name: &str) -> LazyFrame {
-    let medians = lines
-        .clone()
+/// The groups whose median sale price each line is compared with: (group column,
+/// feature name).
+pub const RELATIVE_PRICES: [(&str, &str); 3] = [
+    ("category", "price_rel_category"),
+    ("brand", "price_rel_brand"),
+    ("buyer_country", "price_rel_market"),
+];
+
+/// The median sale price per value of `group` over [`priced_lines`]: a small table,
+/// computed in its own pass so that the line table itself can stream.
+pub fn group_medians(priced: LazyFrame, group: &str) -> LazyFrame {
+    priced
         .filter(col("is_sale"))
         .group_by([col(group)])
-        .agg([col("unit_price_base").median().alias("_median")]);
+        .agg([col("unit_price_base").median().alias("_median")])
+}
+
+/// Adds `name` = price / the group's median (a join rather than a window, so the
+/// plan streams; null is a group of its own, as in a window).
+fn with_relative_price(lines: LazyFrame, medians: LazyFrame, group: &str, name: &str) -> LazyFrame {
     let mut args = JoinArgs::new(JoinType::Left);
     args.nulls_equal = true;
     lines
@@ -93,7 +104,16 @@ fn with_relative_price(lines: LazyFrame, group: &str, name: &str) -> LazyFrame {
         .drop(cols(["_median"]))
 }
 
+/// The line table in one plan (inputs that fit in memory).
 pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
+    let priced = priced_lines(inputs)?;
+    let medians = RELATIVE_PRICES.map(|(group, _)| group_medians(priced.clone(), group));
+    Ok(order_lines_from(priced, medians.to_vec()))
+}
+
+/// Order lines with prices in the base currency and everything that needs only the
+/// line and its product: one streaming pass over the inputs.
+pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
     let run_days = days_since_epoch(inputs.run_date);
     let products = inputs.products.clone().select([
         col("product_id"),
@@ -176,55 +196,62 @@ pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
                 .alias("log_price_base"),
             (lit(1.0) - col("unit_price_base") / col("list_price_base")).alias("discount_vs_list"),
         ]);
-    let lines = [
-        ("category", "price_rel_category"),
-        ("brand", "price_rel_brand"),
-        ("buyer_country", "price_rel_market"),
-    ]
-    .into_iter()
-    .fold(lines, |lf, (group, name)| {
-        with_relative_price(lf, group, name)
-    })
-    .select([
-        col("order_id"),
-        col("line_no"),
-        col("order_ts"),
-        col("order_date"),
-        col("customer_key"),
-        col("product_id"),
-        col("seller_id"),
-        col("seller_country"),
-        col("category"),
-        col("brand"),
-        col("condition"),
-        col("title_chars"),
-        col("title_tokens"),
-        col("channel"),
-        col("status"),
-        col("is_sale"),
-        col("quantity"),
-        col("unit_price"),
-        col("currency"),
-        col("rate").alias("fx_rate"),
-        col("unit_price_base"),
-        col("log_price_base"),
-        col("list_price_base"),
-        col("discount_vs_list"),
-        col("price_rel_category"),
-        col("price_rel_brand"),
-        col("price_rel_market"),
-        col("buyer_country"),
-        col("ship_country"),
-        col("cross_border"),
-        col("same_region"),
-        col("country_pair"),
-        col("month"),
-        col("weekday"),
-        col("hour"),
-        col("is_weekend"),
-        col("days_before_run"),
-    ]);
     Ok(lines)
+}
+
+/// The line table from [`priced_lines`] and the [`group_medians`] of each of
+/// [`RELATIVE_PRICES`], in that order.
+pub fn order_lines_from(priced: LazyFrame, medians: Vec<LazyFrame>) -> LazyFrame {
+    assert_eq!(
+        medians.len(),
+        RELATIVE_PRICES.len(),
+        "one median table per relative price"
+    );
+    RELATIVE_PRICES
+        .into_iter()
+        .zip(medians)
+        .fold(priced, |lf, ((group, name), m)| {
+            with_relative_price(lf, m, group, name)
+        })
+        .select([
+            col("order_id"),
+            col("line_no"),
+            col("order_ts"),
+            col("order_date"),
+            col("customer_key"),
+            col("product_id"),
+            col("seller_id"),
+            col("seller_country"),
+            col("category"),
+            col("brand"),
+            col("condition"),
+            col("title_chars"),
+            col("title_tokens"),
+            col("channel"),
+            col("status"),
+            col("is_sale"),
+            col("quantity"),
+            col("unit_price"),
+            col("currency"),
+            col("rate").alias("fx_rate"),
+            col("unit_price_base"),
+            col("log_price_base"),
+            col("list_price_base"),
+            col("discount_vs_list"),
+            col("price_rel_category"),
+            col("price_rel_brand"),
+            col("price_rel_market"),
+            col("buyer_country"),
+            col("ship_country"),
+            col("cross_border"),
+            col("same_region"),
+            col("country_pair"),
+            col("month"),
+            col("weekday"),
+            col("hour"),
+            col("is_weekend"),
+            col("days_before_run"),
+        ])
 }
 
 fn revenue() -> Expr {

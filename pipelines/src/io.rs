@@ -2,6 +2,7 @@
 //! `<area>/<table>/dt=YYYY-MM-DD/part-0.parquet`.
 
 use std::io::Cursor;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -38,8 +39,11 @@ pub fn sink_parquet(lf: LazyFrame, path: &std::path::Path) -> anyhow::Result<()>
             target: SinkTarget::Path(PlRefPath::try_from_path(path)?),
         },
         FileWriteFormat::Parquet(std::sync::Arc::new(options)),
+        // Row order is not part of the table's contract; keeping it would make the
+        // engine buffer rows that finish out of order.
         UnifiedSinkArgs {
             mkdir: true,
+            maintain_order: false,
             ..Default::default()
         },
     )?
@@ -47,6 +51,12 @@ pub fn sink_parquet(lf: LazyFrame, path: &std::path::Path) -> anyhow::Result<()>
     .map_err(anyhow::Error::from)
     .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Collects a plan with the streaming engine (bounded memory for scans, filters,
+/// joins against small tables and group-bys).
+pub fn collect_streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
+    Ok(lf.collect_with_engine(Engine::Streaming)?.unwrap_single())
 }
 
 /// Rows of a local Parquet file, from its metadata.
@@ -91,6 +101,19 @@ pub fn partitions(
     }
     out.sort();
     Ok(out)
+}
+
+/// Lineage of a local Parquet object: checksum of its bytes, rows from its metadata.
+fn local_record(store: &dyn Store, key: &str) -> anyhow::Result<InputRecord> {
+    let path = store.local_path(key).expect("local store");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let sha256 = crate::store::sha256_hex(&bytes);
+    drop(bytes);
+    Ok(InputRecord {
+        uri: store.uri(key),
+        sha256,
+        rows: parquet_rows(&path)?,
+    })
 }
 
 /// One stored Parquet object as a lazy frame: scanned in place when the store is
@@ -140,16 +163,36 @@ pub fn read_table(
         .filter(|(d, _)| up_to.is_none_or(|u| *d <= u))
         .collect();
     let dates: std::collections::BTreeSet<NaiveDate> = parts.iter().map(|(d, _)| *d).collect();
-    let mut frames = Vec::new();
-    for (_, k) in &parts {
-        let (lf, record) = scan(store, k)?;
-        lineage.push(record);
-        frames.push(lf);
-    }
-    let all = match frames.len() {
-        0 => return Ok(None),
-        1 => frames.pop().expect("one frame"),
-        _ => concat(frames, UnionArgs::default())?,
+    let local: Option<Vec<PathBuf>> = parts.iter().map(|(_, k)| store.local_path(k)).collect();
+    let all = match local {
+        // One multi-file scan streams; a concat of many scans makes the streaming
+        // engine buffer each of them in memory first.
+        Some(paths) if !paths.is_empty() => {
+            for (_, k) in &parts {
+                lineage.push(local_record(store, k)?);
+            }
+            let paths = paths
+                .into_iter()
+                .map(PlRefPath::try_from_pathbuf)
+                .collect::<PolarsResult<Vec<_>>>()?;
+            LazyFrame::scan_parquet_sources(
+                ScanSources::Paths(paths.into_iter().collect()),
+                ScanArgsParquet::default(),
+            )?
+        }
+        _ => {
+            let mut frames = Vec::new();
+            for (_, k) in &parts {
+                let (lf, record) = scan(store, k)?;
+                lineage.push(record);
+                frames.push(lf);
+            }
+            match frames.len() {
+                0 => return Ok(None),
+                1 => frames.pop().expect("one frame"),
+                _ => concat(frames, UnionArgs::default())?,
+            }
+        }
     };
     if dates.len() < 2 {
         return Ok(Some(all));

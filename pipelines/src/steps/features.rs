@@ -53,32 +53,43 @@ impl Step for Features {
         lineage.into_iter().for_each(|r| ctx.input(r));
 
         ctx.progress("resolving fx rates");
-        let needed =
-            builders::needed_rates(orders.clone(), products.clone(), run_date).collect()?;
+        let needed = io::collect_streaming(builders::needed_rates(
+            orders.clone(),
+            products.clone(),
+            run_date,
+        ))?;
         let rates = fx::resolve(&needed, fx_rates.as_ref(), &self.base_currency)?;
         ctx.note(format!("base currency {}", rates.base));
 
-        // order_lines streams from the raw scans into a file; the aggregates then
-        // stream over that file. Neither is ever whole in memory.
-        ctx.progress("building order_lines");
+        // Every pass below is a linear streaming plan, never a table whole in memory:
+        // the group medians (small), then order_lines sunk into a file, then each
+        // aggregate over that file. One plan feeding a scan into two consumers would
+        // make the engine buffer the whole scan.
         let inputs = Inputs {
             orders,
             products: products.clone(),
             rates: rates.table.lazy(),
             run_date,
         };
+        let priced = builders::priced_lines(&inputs)?;
+        let mut medians = Vec::new();
+        for (group, _) in builders::RELATIVE_PRICES {
+            ctx.progress(format!("median prices by {group}"));
+            let m = io::collect_streaming(builders::group_medians(priced.clone(), group))?;
+            medians.push(m.lazy());
+        }
+        ctx.progress("building order_lines");
         let lines_file = ctx.scratch_dir()?.join("order_lines.parquet");
-        io::sink_parquet(builders::order_lines(&inputs)?, &lines_file)?;
+        io::sink_parquet(builders::order_lines_from(priced, medians), &lines_file)?;
         let rows = io::parquet_rows(&lines_file)?;
-        let lines = io::scan_local(&lines_file)?;
 
-        ctx.progress("building aggregates");
-        let plans = builders::aggregates(lines, products, run_date);
-        let names: Vec<&str> = plans.iter().map(|(n, _)| *n).collect();
-        let frames = builders::collect_all_with(
-            plans.into_iter().map(|(_, lf)| lf).collect(),
-            Engine::Streaming,
-        )?;
+        let mut names = Vec::new();
+        let mut frames = Vec::new();
+        for (name, plan) in builders::aggregates(io::scan_local(&lines_file)?, products, run_date) {
+            ctx.progress(format!("building {name}"));
+            names.push(name);
+            frames.push(io::collect_streaming(plan)?);
+        }
 
         let part = io::partition("features", "order_lines", run_date);
         ctx.stage_file(&format!("{part}{}", io::PART), &lines_file, rows)?;

@@ -13,6 +13,7 @@ Run it through scripts/bench-features (builds release binaries, sets up .venv).
 Results: benches/results/features.json and features.md.
 """
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -176,7 +177,8 @@ def write(results, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "features.json").write_text(json.dumps(results, indent=2))
     lines = [f"# Feature benchmarks ({results['date']}, {results['machine']})", "",
-             f"Threads: {results['threads']} for polars and Rust; pandas is single-threaded. Best of {results['repeat']}.", "",
+             f"Threads: {results['threads']} for polars and Rust; pandas is single-threaded. Best of {results['repeat']}. "
+             f"Peers: " + ", ".join(f"{k} {v}" for k, v in results["peers"].items()) + ".", "",
              "## (a) Reference feature set on the raw UCI CSV (read + compute)", "",
              "| input | engine | seconds | peak RSS MB | vs Rust |", "|---|---|---:|---:|---:|"]
     for label in sorted({r["input"] for r in results["anchor"]}, key=lambda s: len(s)):
@@ -215,7 +217,10 @@ def main():
         env.pop(var, None)
     one, ten = prepare(args.uci, args.work, args.copies)
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
-               "threads": args.threads, "repeat": args.repeat, "anchor": [], "pipeline": []}
+               "threads": args.threads, "repeat": args.repeat, "anchor": [], "pipeline": [],
+               # Versions from metadata: importing the libraries here would inflate the
+               # peak RSS that forked children report.
+               "peers": {name: importlib.metadata.version(name) for name in ["pandas", "polars"]}}
     if args.skip != "a":
         results["anchor"] = anchor(args, env, [("uci", one), (f"uci x{args.copies}", ten)])
     if args.skip != "b":

@@ -61,21 +61,7 @@ impl Step for Ingest {
         };
         // Every deletion request ever seen applies to the orders read now; the input's
         // own requests arrive first (sources order them so) and join the set.
-        let mut deleted: HashSet<String> = HashSet::new();
-        let mut lineage = Vec::new();
-        if let Some(lf) = io::read_table(
-            ctx.store,
-            "raw",
-            "deletion_requests",
-            &["customer_key"],
-            None,
-            &mut lineage,
-        )? {
-            deleted.extend(string_values(
-                &lf.select([col("customer_key")]).collect()?,
-                "customer_key",
-            )?);
-        }
+        let deleted = super::deleted_customers(ctx)?;
 
         ctx.progress(format!(
             "reading {}",
@@ -188,7 +174,7 @@ impl IngestState {
         drop(raw);
         if table == Table::DeletionRequests {
             self.deleted
-                .extend(string_values(&chunk.accepted, "customer_key")?);
+                .extend(super::strings(&chunk.accepted, "customer_key")?);
         }
         if let Some(d) = latest_date(table, &chunk.accepted)? {
             let slot = if table == Table::Orders {
@@ -221,16 +207,6 @@ fn redact(input: &str) -> String {
     } else {
         input.to_string()
     }
-}
-
-fn string_values(df: &DataFrame, column: &str) -> anyhow::Result<Vec<String>> {
-    Ok(df
-        .column(column)?
-        .str()?
-        .iter()
-        .flatten()
-        .map(str::to_string)
-        .collect())
 }
 
 /// The latest date in a chunk of a table (orders: the order date), for the default

@@ -5,7 +5,46 @@ pub mod features;
 pub mod ingest;
 pub mod retention;
 
-use crate::run::StepSpec;
+use std::collections::HashSet;
+
+use polars::prelude::*;
+
+use crate::io;
+use crate::run::{RunContext, StepSpec};
 
 /// The steps of `sgml run all`, in order: the step graph as data.
 pub const GRAPH: &[StepSpec] = &[ingest::SPEC, retention::SPEC, features::SPEC];
+
+/// Every customer key with a stored deletion request (all partitions), recorded as
+/// the run's input.
+pub(crate) fn deleted_customers(ctx: &mut RunContext) -> anyhow::Result<HashSet<String>> {
+    let mut lineage = Vec::new();
+    let requests = io::read_table(
+        ctx.store,
+        "raw",
+        "deletion_requests",
+        &["customer_key"],
+        None,
+        &mut lineage,
+    )?;
+    lineage.into_iter().for_each(|r| ctx.input(r));
+    match requests {
+        Some(lf) => Ok(
+            strings(&lf.select([col("customer_key")]).collect()?, "customer_key")?
+                .into_iter()
+                .collect(),
+        ),
+        None => Ok(HashSet::new()),
+    }
+}
+
+/// The non-null values of a text column.
+pub(crate) fn strings(df: &DataFrame, column: &str) -> PolarsResult<Vec<String>> {
+    Ok(df
+        .column(column)?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect())
+}

@@ -2,7 +2,7 @@
 //! (moved, never deleted), and customers with a deletion request are unlinked in
 //! raw and feature tables.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
@@ -122,29 +122,11 @@ fn archive_crawled(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<
 /// table so their orders stay consistent as anonymous data; the link between old
 /// and new key lives only in this process's memory.
 fn unlink_deleted(ctx: &mut RunContext) -> anyhow::Result<()> {
-    let mut lineage = Vec::new();
-    let Some(requests) = io::read_table(
-        ctx.store,
-        "raw",
-        "deletion_requests",
-        &["customer_key"],
-        None,
-        &mut lineage,
-    )?
-    else {
+    let deleted = super::deleted_customers(ctx)?;
+    if deleted.is_empty() {
         ctx.note("no deletion requests");
         return Ok(());
-    };
-    let deleted: HashSet<String> = requests
-        .select([col("customer_key")])
-        .collect()?
-        .column("customer_key")?
-        .str()?
-        .iter()
-        .flatten()
-        .map(str::to_string)
-        .collect();
-    lineage.into_iter().for_each(|r| ctx.input(r));
+    }
     let mut replacement: HashMap<String, String> = HashMap::new();
     let mut rows_unlinked = 0usize;
     for (area, table) in CUSTOMER_TABLES {

@@ -76,6 +76,15 @@ fn regions() -> LazyFrame {
         .lazy()
 }
 
+/// A left join of the line table with a small table (products, rates, medians): the
+/// hash table is built on the small right side, so the lines stream through. Left
+/// to itself the streaming engine may build on the lines and hold them all.
+fn small_right_join() -> JoinArgs {
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.build_side = Some(JoinBuildSide::ForceRight);
+    args
+}
+
 /// The groups whose median sale price each line is compared with: (group column,
 /// feature name).
 pub const RELATIVE_PRICES: [(&str, &str); 3] = [
@@ -96,7 +105,7 @@ pub fn group_medians(priced: LazyFrame, group: &str) -> LazyFrame {
 /// Adds `name` = price / the group's median (a join rather than a window, so the
 /// plan streams; null is a group of its own, as in a window).
 fn with_relative_price(lines: LazyFrame, medians: LazyFrame, group: &str, name: &str) -> LazyFrame {
-    let mut args = JoinArgs::new(JoinType::Left);
+    let mut args = small_right_join();
     args.nulls_equal = true;
     lines
         .join(medians, [col(group)], [col(group)], args)
@@ -121,7 +130,12 @@ pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
         col("category"),
         col("brand"),
         col("condition"),
-        col("title"),
+        // Title features per product (not per line): the regex runs once per listing.
+        col("title").str().len_chars().alias("title_chars"),
+        col("title")
+            .str()
+            .count_matches(lit(r"\S+"), false)
+            .alias("title_tokens"),
         col("list_price"),
         col("currency").alias("list_currency"),
     ]);
@@ -131,7 +145,7 @@ pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
         col("rate").alias("list_rate"),
     ]);
     let region_of = |name: &str| regions().select([col("country"), col("region").alias(name)]);
-    let left = || JoinArgs::new(JoinType::Left);
+    let left = small_right_join;
 
     let lines = as_of(inputs.orders.clone(), inputs.run_date)
         .with_column(col("order_ts").dt().date().alias("order_date"))
@@ -163,11 +177,6 @@ pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
         .with_columns([
             (col("unit_price") * col("rate")).alias("unit_price_base"),
             (col("list_price") * col("list_rate")).alias("list_price_base"),
-            col("title").str().len_chars().alias("title_chars"),
-            col("title")
-                .str()
-                .count_matches(lit(r"\S+"), false)
-                .alias("title_tokens"),
             col("order_ts").dt().month().alias("month"),
             col("order_ts").dt().weekday().alias("weekday"),
             col("order_ts").dt().hour().alias("hour"),

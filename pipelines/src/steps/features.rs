@@ -61,10 +61,12 @@ impl Step for Features {
         let rates = fx::resolve(&needed, fx_rates.as_ref(), &self.base_currency)?;
         ctx.note(format!("base currency {}", rates.base));
 
-        // Every pass below is a linear streaming plan, never a table whole in memory:
-        // the group medians (small), then order_lines sunk into a file, then each
-        // aggregate over that file. One plan feeding a scan into two consumers would
-        // make the engine buffer the whole scan.
+        // Separate passes, so no plan feeds one scan into two consumers (the engine
+        // would buffer the whole scan): the group medians (small), then order_lines
+        // streamed into a file, then each aggregate over the columns of that file it
+        // needs. The aggregates run in memory: for their high-cardinality distinct
+        // counts polars 0.55's streaming engine peaked higher (3.5 GB vs 2.5 GB at
+        // 10M lines).
         let inputs = Inputs {
             orders,
             products: products.clone(),
@@ -88,7 +90,7 @@ impl Step for Features {
         for (name, plan) in builders::aggregates(io::scan_local(&lines_file)?, products, run_date) {
             ctx.progress(format!("building {name}"));
             names.push(name);
-            frames.push(io::collect_streaming(plan)?);
+            frames.push(plan.collect()?);
         }
 
         let part = io::partition("features", "order_lines", run_date);

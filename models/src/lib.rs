@@ -2,5 +2,11 @@
 //! loader — the one crate a scoring service embeds, so it never depends on polars
 //! or AWS.
 //!
-//! Thin until the pricing issue lands: the estimators (`Fit`/`Predict`), the bundle
-//! manifest and the checksum-verifying loader arrive with it.
+//! - [`bundle`]: the bundle (files in open formats + a checksummed manifest) and the
+//!   loader that refuses anything that does not verify.
+//!
+//! The estimators (`Fit`/`Predict`) arrive with the pricing issue.
+
+pub mod bundle;
+
+pub use bundle::{Bundle, BundleError, Manifest};

@@ -1,0 +1,444 @@
+//! The model bundle: a directory (or a set of store objects) holding a model's files in
+//! open formats plus `manifest.json`, which lists every file with its size and SHA-256.
+//!
+//! A bundle is only ever handed out verified: every listed file present with the listed
+//! size and checksum, no file that the manifest does not list, no path that escapes the
+//! bundle. Anything else is refused with an error naming the file — never half-loaded.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle has no {MANIFEST}")]
+    MissingManifest,
+    #[error("{MANIFEST} is not a valid manifest: {0}")]
+    BadManifest(String),
+    #[error("bundle file `{path}` is listed in the manifest but missing")]
+    MissingFile { path: String },
+    #[error("bundle file `{path}` is not listed in the manifest")]
+    UnlistedFile { path: String },
+    #[error("bundle file `{path}` has {found} bytes, the manifest says {expected}")]
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "bundle file `{path}` has sha256 {found}, the manifest says {expected} (corrupt or tampered)"
+    )]
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    #[error("bundle path `{0}` is not a plain relative path")]
+    BadPath(String),
+    #[error("bundle is a `{found}` model, expected `{expected}`")]
+    WrongKind { expected: String, found: String },
+    #[error("bundle input schema does not match: {0}")]
+    SchemaMismatch(String),
+    #[error("reading bundle {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One column a model reads or writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: String,
+    /// `str`, `f64`, `i64`, `bool`, `date`, `timestamp`.
+    pub dtype: String,
+    pub nullable: bool,
+}
+
+/// Which metric decides promotion, and which way is better.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    pub metric: String,
+    /// `lower` or `higher` is better.
+    pub direction: String,
+    /// Relative tolerance: a challenger may be this much worse and still pass.
+    pub tolerance: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub created_at: String,
+    pub code_version: String,
+    pub parameters: serde_json::Value,
+    pub seed: u64,
+    /// Input object keys with checksums and row counts.
+    pub training_data: serde_json::Value,
+    pub input_schema: Vec<Field>,
+    pub output_schema: Vec<Field>,
+    pub metrics: BTreeMap<String, f64>,
+    /// Statistics of the training inputs, for drift checks.
+    pub baseline: serde_json::Value,
+    pub gate: Gate,
+    pub files: Vec<FileEntry>,
+}
+
+/// A verified bundle: its manifest and the bytes of every listed file.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    manifest: Manifest,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn check_path(path: &str) -> Result<(), BundleError> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
+    if bad {
+        Err(BundleError::BadPath(path.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ-<12 hex of the content hash>`: versions sort by time and differ
+/// whenever the content does.
+pub fn version_id(created_compact_utc: &str, content: &[u8]) -> String {
+    format!("{created_compact_utc}-{}", &sha256_hex(content)[..12])
+}
+
+impl Bundle {
+    /// Builds a bundle from files: the manifest's `files` list is computed here.
+    pub fn new(
+        mut manifest: Manifest,
+        files: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Bundle, BundleError> {
+        for path in files.keys() {
+            check_path(path)?;
+            if path == MANIFEST {
+                return Err(BundleError::BadPath(path.clone()));
+            }
+        }
+        manifest.files = files
+            .iter()
+            .map(|(path, bytes)| FileEntry {
+                path: path.clone(),
+                size: bytes.len() as u64,
+                sha256: sha256_hex(bytes),
+            })
+            .collect();
+        Ok(Bundle { manifest, files })
+    }
+
+    /// Verifies and opens a bundle from its objects (manifest.json included).
+    pub fn from_files(mut objects: BTreeMap<String, Vec<u8>>) -> Result<Bundle, BundleError> {
+        let manifest_bytes = objects
+            .remove(MANIFEST)
+            .ok_or(BundleError::MissingManifest)?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| BundleError::BadManifest(e.to_string()))?;
+        for entry in &manifest.files {
+            check_path(&entry.path)?;
+            let bytes = objects
+                .get(&entry.path)
+                .ok_or_else(|| BundleError::MissingFile {
+                    path: entry.path.clone(),
+                })?;
+            if bytes.len() as u64 != entry.size {
+                return Err(BundleError::SizeMismatch {
+                    path: entry.path.clone(),
+                    expected: entry.size,
+                    found: bytes.len() as u64,
+                });
+            }
+            let found = sha256_hex(bytes);
+            if found != entry.sha256 {
+                return Err(BundleError::ChecksumMismatch {
+                    path: entry.path.clone(),
+                    expected: entry.sha256.clone(),
+                    found,
+                });
+            }
+        }
+        if let Some(extra) = objects
+            .keys()
+            .find(|p| !manifest.files.iter().any(|e| &e.path == *p))
+        {
+            return Err(BundleError::UnlistedFile {
+                path: extra.clone(),
+            });
+        }
+        Ok(Bundle {
+            manifest,
+            files: objects,
+        })
+    }
+
+    /// Verifies and opens a bundle directory.
+    pub fn load_dir(dir: &Path) -> Result<Bundle, BundleError> {
+        let mut objects = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| BundleError::Io { path, source }
+        };
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).map_err(io(&d))? {
+                let p = entry.map_err(io(&d))?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p
+                        .strip_prefix(dir)
+                        .expect("below the bundle")
+                        .to_string_lossy()
+                        .replace('\\', "/");
+                    objects.insert(rel, std::fs::read(&p).map_err(io(&p))?);
+                }
+            }
+        }
+        Bundle::from_files(objects)
+    }
+
+    /// Every object to write, the manifest last: a reader that finds the manifest
+    /// finds every file it lists.
+    pub fn to_files(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .files
+            .iter()
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect();
+        out.push((MANIFEST.to_string(), self.manifest_bytes()));
+        out
+    }
+
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(&self.manifest).expect("a manifest serializes")
+    }
+
+    /// What an alias points at and an event carries.
+    pub fn manifest_sha256(&self) -> String {
+        sha256_hex(&self.manifest_bytes())
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+
+    pub fn expect_kind(&self, kind: &str) -> Result<(), BundleError> {
+        if self.manifest.kind == kind {
+            Ok(())
+        } else {
+            Err(BundleError::WrongKind {
+                expected: kind.to_string(),
+                found: self.manifest.kind.clone(),
+            })
+        }
+    }
+
+    /// Refuses a bundle whose input schema lacks a field the caller will provide, or
+    /// has it with another type.
+    pub fn expect_inputs(&self, fields: &[Field]) -> Result<(), BundleError> {
+        for want in fields {
+            match self
+                .manifest
+                .input_schema
+                .iter()
+                .find(|f| f.name == want.name)
+            {
+                None => {
+                    return Err(BundleError::SchemaMismatch(format!(
+                        "no input `{}`",
+                        want.name
+                    )));
+                }
+                Some(f) if f.dtype != want.dtype => {
+                    return Err(BundleError::SchemaMismatch(format!(
+                        "input `{}` is {} in the bundle, {} expected",
+                        want.name, f.dtype, want.dtype
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "pricing".into(),
+            version: "20261125T120000Z-abc".into(),
+            kind: "pricing-linear".into(),
+            created_at: "2026-11-25T12:00:00Z".into(),
+            code_version: "test".into(),
+            parameters: serde_json::json!({"alpha": 0.1}),
+            seed: 42,
+            training_data: serde_json::json!([]),
+            input_schema: vec![Field {
+                name: "category".into(),
+                dtype: "str".into(),
+                nullable: true,
+            }],
+            output_schema: vec![Field {
+                name: "price".into(),
+                dtype: "f64".into(),
+                nullable: false,
+            }],
+            metrics: BTreeMap::from([("rmse_log".into(), 0.3)]),
+            baseline: serde_json::json!({}),
+            gate: Gate {
+                metric: "rmse_log".into(),
+                direction: "lower".into(),
+                tolerance: 0.005,
+            },
+            files: vec![],
+        }
+    }
+
+    fn bundle() -> Bundle {
+        let files = BTreeMap::from([
+            ("model.json".to_string(), b"{\"weights\": [1, 2]}".to_vec()),
+            ("lookups/category.json".to_string(), b"{\"a\": 1}".to_vec()),
+        ]);
+        Bundle::new(manifest(), files).unwrap()
+    }
+
+    fn objects(b: &Bundle) -> BTreeMap<String, Vec<u8>> {
+        b.to_files().into_iter().collect()
+    }
+
+    #[test]
+    fn round_trip_through_files_and_a_directory() {
+        let b = bundle();
+        let again = Bundle::from_files(objects(&b)).unwrap();
+        assert_eq!(again.manifest(), b.manifest());
+        assert_eq!(again.manifest_sha256(), b.manifest_sha256());
+        assert_eq!(again.file("model.json"), b.file("model.json"));
+        let dir = std::env::temp_dir().join(format!("sgml-bundle-test-{}", std::process::id()));
+        for (path, bytes) in b.to_files() {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        let loaded = Bundle::load_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.manifest(), b.manifest());
+        assert_eq!(loaded.manifest().files.len(), 2);
+    }
+
+    #[test]
+    fn tampering_is_refused_naming_the_file() {
+        let mut o = objects(&bundle());
+        o.get_mut("model.json").unwrap()[3] ^= 1;
+        let err = Bundle::from_files(o).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::ChecksumMismatch { path, .. } if path == "model.json"),
+            "{err}"
+        );
+
+        let mut o = objects(&bundle());
+        o.get_mut("lookups/category.json").unwrap().push(b' ');
+        assert!(matches!(
+            Bundle::from_files(o),
+            Err(BundleError::SizeMismatch { .. })
+        ));
+
+        let mut o = objects(&bundle());
+        o.remove("model.json");
+        assert!(matches!(
+            Bundle::from_files(o),
+            Err(BundleError::MissingFile { .. })
+        ));
+
+        let mut o = objects(&bundle());
+        o.insert("extra.bin".into(), vec![0]);
+        assert!(matches!(
+            Bundle::from_files(o),
+            Err(BundleError::UnlistedFile { .. })
+        ));
+
+        let mut o = objects(&bundle());
+        o.remove(MANIFEST);
+        assert!(matches!(
+            Bundle::from_files(o),
+            Err(BundleError::MissingManifest)
+        ));
+    }
+
+    #[test]
+    fn manifest_cannot_point_outside_the_bundle() {
+        let mut o = objects(&bundle());
+        let mut m: Manifest = serde_json::from_slice(&o[MANIFEST]).unwrap();
+        m.files[0].path = "../../etc/passwd".into();
+        o.insert(MANIFEST.into(), serde_json::to_vec(&m).unwrap());
+        assert!(matches!(
+            Bundle::from_files(o),
+            Err(BundleError::BadPath(_))
+        ));
+        let files = BTreeMap::from([("/abs".to_string(), vec![1])]);
+        assert!(matches!(
+            Bundle::new(manifest(), files),
+            Err(BundleError::BadPath(_))
+        ));
+    }
+
+    #[test]
+    fn kind_and_schema_checks() {
+        let b = bundle();
+        assert!(b.expect_kind("pricing-linear").is_ok());
+        assert!(matches!(
+            b.expect_kind("pricing-gbdt"),
+            Err(BundleError::WrongKind { .. })
+        ));
+        let want = |dtype: &str| {
+            vec![Field {
+                name: "category".into(),
+                dtype: dtype.into(),
+                nullable: true,
+            }]
+        };
+        assert!(b.expect_inputs(&want("str")).is_ok());
+        assert!(matches!(
+            b.expect_inputs(&want("f64")),
+            Err(BundleError::SchemaMismatch(_))
+        ));
+    }
+
+    #[test]
+    fn versions_sort_by_time_and_track_content() {
+        let a = version_id("20261125T120000Z", b"one");
+        assert_eq!(a.len(), "20261125T120000Z-".len() + 12);
+        assert_ne!(a, version_id("20261125T120000Z", b"two"));
+        assert!(version_id("20261124T235959Z", b"z") < a);
+    }
+}

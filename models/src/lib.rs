@@ -5,8 +5,12 @@
 //! - [`bundle`]: the bundle (files in open formats + a checksummed manifest) and the
 //!   loader that refuses anything that does not verify.
 //!
-//! The estimators (`Fit`/`Predict`) arrive with the pricing issue.
+//! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
+//!   every estimator makes on training data;
+//! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format.
 
 pub mod bundle;
+pub mod estimator;
+pub mod gbdt;
 
 pub use bundle::{Bundle, BundleError, Manifest};

@@ -16,7 +16,7 @@ impl Matrix {
                 "a matrix needs at least one column".into(),
             ));
         }
-        if values.len() % names.len() != 0 {
+        if !values.len().is_multiple_of(names.len()) {
             return Err(ModelError::Shape(format!(
                 "{} values do not fill rows of {} columns",
                 values.len(),

@@ -7,10 +7,12 @@
 //!
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
-//! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format.
+//! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
+//! - [`metrics`]: regression metrics on log price and price, split-conformal intervals.
 
 pub mod bundle;
 pub mod estimator;
 pub mod gbdt;
+pub mod metrics;
 
 pub use bundle::{Bundle, BundleError, Manifest};

@@ -8,11 +8,14 @@
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
 //! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
-//! - [`metrics`]: regression metrics on log price and price, split-conformal intervals.
+//! - [`metrics`]: regression metrics on log price and price, split-conformal intervals;
+//! - [`pricing`]: the pricing feature transform (raw attributes → matrix) with its
+//!   target-encoding lookups, shared by training, batch prediction and services.
 
 pub mod bundle;
 pub mod estimator;
 pub mod gbdt;
 pub mod metrics;
+pub mod pricing;
 
 pub use bundle::{Bundle, BundleError, Manifest};

@@ -11,9 +11,11 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sgml_features::anonymize::AnonKey;
+use sgml_models::gbdt::GbdtParams;
 use sgml_pipelines::generate::{self, Params};
 use sgml_pipelines::run::{self, RunManifest, Step};
 use sgml_pipelines::sources::SourceOptions;
+use sgml_pipelines::steps::train_pricing::{self, TrainPricing};
 use sgml_pipelines::steps::{self, features::Features, ingest::Ingest, retention::Retention};
 use sgml_pipelines::store::{self, Store};
 
@@ -70,6 +72,13 @@ enum Command {
     /// Build feature tables (order_lines, products, sellers, customers, markets) under
     /// features/<name>/dt=D/ from the raw tables as of the run date.
     Features(FeaturesArgs),
+    /// Train a model on the features of a run date and write a new immutable bundle
+    /// version under models/<name>/<version>/ (manifest with metrics and checksums).
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Inspect model bundles in the store.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Run a chain of steps.
     #[command(subcommand)]
     Run(RunCommand),
@@ -78,6 +87,41 @@ enum Command {
         /// As JSON, for generating the Airflow DAG.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// LightGBM on log price (base currency) from features/order_lines/dt=D: the latest
+    /// 20% of days are held out, intervals are split-conformal (90%).
+    Pricing(TrainPricingArgs),
+}
+
+#[derive(Args)]
+struct TrainPricingArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    /// Boosting rounds.
+    #[arg(long, default_value_t = 500)]
+    trees: usize,
+    #[arg(long, default_value_t = 0.05)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 31)]
+    num_leaves: usize,
+    /// Seed for LightGBM and the target-encoding folds.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Verify a model version (every checksum) and print its metrics.
+    Show {
+        /// The model name (pricing).
+        name: String,
+        /// A version (default: the newest).
+        #[arg(long)]
+        version: Option<String>,
     },
 }
 
@@ -261,6 +305,43 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             };
             let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
             print_manifest(&m);
+            Ok(())
+        }
+        Command::Train(TrainCommand::Pricing(a)) => {
+            let store = open_store(&cli.store)?;
+            let step = TrainPricing {
+                params: GbdtParams {
+                    trees: a.trees,
+                    learning_rate: a.learning_rate,
+                    num_leaves: a.num_leaves,
+                    seed: a.seed,
+                    ..GbdtParams::default()
+                },
+            };
+            let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
+            print_manifest(&m);
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Show { name, version }) => {
+            let store = open_store(&cli.store)?;
+            let version = match version {
+                Some(v) => v.clone(),
+                None => train_pricing::latest_version(store.as_ref(), name)?
+                    .with_context(|| format!("no versions of model {name} in {}", cli.store))?,
+            };
+            let bundle = train_pricing::load_version(store.as_ref(), name, &version)?;
+            let m = bundle.manifest();
+            println!(
+                "{} {} ({}, created {}), verified: {} files",
+                m.name,
+                m.version,
+                m.kind,
+                m.created_at,
+                m.files.len()
+            );
+            for (metric, value) in &m.metrics {
+                println!("  {metric:<36} {value:>12.4}");
+            }
             Ok(())
         }
         Command::Run(RunCommand::All(a)) => run_all(cli, a),

@@ -113,6 +113,16 @@ impl<'a> RunContext<'a> {
         Ok(())
     }
 
+    /// Records an output the step wrote itself (immutable objects written create-only,
+    /// which need no staging).
+    pub fn record_output(&mut self, key: &str, bytes: &[u8], rows: usize) {
+        self.manifest.outputs.push(OutputRecord {
+            uri: self.store.uri(key),
+            rows,
+            sha256: crate::store::sha256_hex(bytes),
+        });
+    }
+
     /// A local directory for files a step writes before staging them (a plan sunk
     /// by the streaming engine): inside the store's staging area when the store is
     /// local (so staging is a rename), else in the system's temporary directory.

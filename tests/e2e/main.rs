@@ -9,5 +9,6 @@ mod cli;
 mod online_retail;
 mod pii;
 mod postgres;
+mod pricing;
 mod retention;
 mod run_all;

@@ -4,6 +4,7 @@
 pub mod features;
 pub mod ingest;
 pub mod retention;
+pub mod train_pricing;
 
 use std::collections::HashSet;
 
@@ -14,6 +15,9 @@ use crate::run::{RunContext, StepSpec};
 
 /// The steps of `sgml run all`, in order: the step graph as data.
 pub const GRAPH: &[StepSpec] = &[ingest::SPEC, retention::SPEC, features::SPEC];
+
+/// Training steps: run on demand (not part of `run all` yet).
+pub const TRAINING: &[StepSpec] = &[train_pricing::SPEC];
 
 /// Every customer key with a stored deletion request (all partitions), recorded as
 /// the run's input.

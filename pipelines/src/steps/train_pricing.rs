@@ -1,0 +1,393 @@
+//! `sgml train pricing`: a GBDT on log price (base currency) from the order lines as of
+//! the run date, split by time, evaluated, with split-conformal intervals, written as
+//! an immutable bundle version under `models/pricing/<version>/`.
+//!
+//! Time split: sale lines are ordered by date; the last 20% of days is the holdout,
+//! and the last 10% of the remaining days calibrates the intervals. Target encodings
+//! are fitted on the fit rows only (out of fold for the fit rows themselves), so no
+//! later price reaches an earlier row's features.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use chrono::{NaiveDate, Utc};
+use polars::prelude::*;
+use sgml_features::Table;
+use sgml_models::bundle::{Bundle, Field, Gate, Manifest, version_id};
+use sgml_models::estimator::{Fit, Params, Predict};
+use sgml_models::gbdt::{Gbdt, GbdtParams};
+use sgml_models::metrics::{ConformalInterval, RegressionMetrics, regression};
+use sgml_models::pricing::{self, PriceInput, PricingLookups};
+
+use crate::io;
+use crate::run::{CODE_VERSION, RunContext, Step, StepSpec};
+use crate::store::Condition;
+
+pub const MODEL: &str = "pricing";
+pub const KIND: &str = "pricing-gbdt";
+/// Share of days (the latest) held out for evaluation.
+pub const HOLDOUT: f64 = 0.2;
+/// Share of the remaining days (the latest) that calibrates the intervals.
+pub const CALIBRATION: f64 = 0.1;
+pub const COVERAGE: f64 = 0.9;
+
+pub struct TrainPricing {
+    pub params: GbdtParams,
+}
+
+pub const SPEC: StepSpec = StepSpec {
+    name: "train-pricing",
+    reads: &["features/order_lines/dt=<run_date>/", "raw/products/dt=*"],
+    writes: &["models/pricing/<version>/"],
+    about: "train the price model (LightGBM on log price), evaluate on the latest days, write a bundle",
+};
+
+/// Training rows: attributes, log price, order day.
+struct Rows {
+    inputs: Vec<PriceInput>,
+    log_price: Vec<f64>,
+    day: Vec<i32>,
+}
+
+impl Step for TrainPricing {
+    fn spec(&self) -> StepSpec {
+        SPEC
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let p = &self.params;
+        serde_json::json!({
+            "trees": p.trees, "learning_rate": p.learning_rate, "num_leaves": p.num_leaves,
+            "min_data_in_leaf": p.min_data_in_leaf, "seed": p.seed,
+            "holdout": HOLDOUT, "calibration": CALIBRATION, "coverage": COVERAGE,
+        })
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let run_date = ctx.run_date.context("train pricing needs --run-date")?;
+        let params = self.params.check()?;
+        ctx.progress("reading order lines");
+        let rows = read_rows(ctx, run_date)?;
+        let (cut_eval, cut_cal) = cutoffs(&rows.day)?;
+        let part = |pred: &dyn Fn(i32) -> bool| -> Vec<usize> {
+            (0..rows.day.len()).filter(|&i| pred(rows.day[i])).collect()
+        };
+        let (fit_idx, cal_idx, eval_idx) = (
+            part(&|d| d < cut_cal),
+            part(&|d| d >= cut_cal && d < cut_eval),
+            part(&|d| d >= cut_eval),
+        );
+        if fit_idx.is_empty() || cal_idx.is_empty() || eval_idx.is_empty() {
+            bail!(
+                "too little history to split by time ({} fit, {} calibration, {} holdout rows)",
+                fit_idx.len(),
+                cal_idx.len(),
+                eval_idx.len()
+            );
+        }
+        let take = |idx: &[usize]| -> (Vec<PriceInput>, Vec<f64>) {
+            idx.iter()
+                .map(|&i| (rows.inputs[i].clone(), rows.log_price[i]))
+                .unzip()
+        };
+        let (fit_x, fit_y) = take(&fit_idx);
+        let (cal_x, cal_y) = take(&cal_idx);
+        let (eval_x, eval_y) = take(&eval_idx);
+        ctx.note(format!(
+            "time split: fit before {}, calibrate until {}, holdout from {} ({} / {} / {} lines)",
+            sgml_features::values::date_from_days(cut_cal),
+            sgml_features::values::date_from_days(cut_eval - 1),
+            sgml_features::values::date_from_days(cut_eval),
+            fit_y.len(),
+            cal_y.len(),
+            eval_y.len()
+        ));
+
+        ctx.progress(format!("training on {} lines", fit_y.len()));
+        let (matrix, lookups) = pricing::fit_transform(&fit_x, &fit_y, 5, self.params.seed)?;
+        let model = params.fit(&matrix, &fit_y)?;
+        let cal_pred = model.predict(&lookups.transform(&cal_x))?;
+        let residuals: Vec<f64> = cal_pred.iter().zip(&cal_y).map(|(p, y)| p - y).collect();
+        let interval = ConformalInterval::calibrate(&residuals, COVERAGE);
+        let eval_pred = model.predict(&lookups.transform(&eval_x))?;
+        let metrics = regression(&eval_pred, &eval_y);
+        let coverage = interval.empirical_coverage(&eval_pred, &eval_y);
+        let baseline = category_median_baseline(&fit_x, &fit_y, &eval_x, &eval_y);
+        ctx.note(format!(
+            "holdout: rmse_log {:.4} (category-median baseline {:.4}), median APE {:.3}, interval coverage {:.3}",
+            metrics.rmse_log, baseline.rmse_log, metrics.median_ape, coverage
+        ));
+
+        let bundle = build_bundle(
+            self, &model, &lookups, interval, &metrics, &baseline, coverage, ctx, &fit_y,
+        )?;
+        write_bundle(ctx, &bundle)?;
+        ctx.note(format!(
+            "wrote models/{MODEL}/{}/",
+            bundle.manifest().version
+        ));
+        Ok(())
+    }
+}
+
+fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> {
+    let key = format!(
+        "{}{}",
+        io::partition("features", "order_lines", run_date),
+        io::PART
+    );
+    if ctx.store.get(&key)?.is_none() {
+        bail!("no features for {run_date}: run `sgml features --run-date {run_date}` first");
+    }
+    let (lines, record) = io::scan(ctx.store, &key)?;
+    ctx.input(record);
+    let mut lineage = Vec::new();
+    let products = io::read_table(
+        ctx.store,
+        "raw",
+        "products",
+        Table::Products.key(),
+        Some(run_date),
+        &mut lineage,
+    )?
+    .context("no products ingested")?;
+    lineage.into_iter().for_each(|r| ctx.input(r));
+    let df = lines
+        .filter(col("is_sale").and(col("log_price_base").is_not_null()))
+        .select([
+            col("product_id"),
+            col("category"),
+            col("brand"),
+            col("condition"),
+            col("buyer_country"),
+            col("seller_country"),
+            col("order_date").cast(DataType::Int32).alias("day"),
+            col("order_date")
+                .dt()
+                .month()
+                .cast(DataType::UInt32)
+                .alias("month"),
+            col("log_price_base"),
+        ])
+        .join(
+            products.select([col("product_id"), col("title")]),
+            [col("product_id")],
+            [col("product_id")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .collect()?;
+    let text = |c: &str| -> PolarsResult<Vec<Option<String>>> {
+        Ok(df
+            .column(c)?
+            .str()?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    };
+    let (category, brand, condition, market, seller, title) = (
+        text("category")?,
+        text("brand")?,
+        text("condition")?,
+        text("buyer_country")?,
+        text("seller_country")?,
+        text("title")?,
+    );
+    let month = df.column("month")?.u32()?;
+    let inputs = (0..df.height())
+        .map(|i| PriceInput {
+            category: category[i].clone(),
+            brand: brand[i].clone(),
+            condition: condition[i].clone(),
+            market: market[i].clone().unwrap_or_default(),
+            seller_country: seller[i].clone(),
+            title: title[i].clone(),
+            month: month.get(i).unwrap_or(0),
+        })
+        .collect();
+    Ok(Rows {
+        inputs,
+        log_price: df
+            .column("log_price_base")?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect(),
+        day: df
+            .column("day")?
+            .i32()?
+            .iter()
+            .map(|v| v.unwrap_or(i32::MIN))
+            .collect(),
+    })
+}
+
+/// First day of the holdout and first day of the calibration window.
+fn cutoffs(days: &[i32]) -> anyhow::Result<(i32, i32)> {
+    let (Some(&first), Some(&last)) = (days.iter().min(), days.iter().max()) else {
+        bail!("no priced sale lines to train on");
+    };
+    let span = f64::from(last - first + 1);
+    let cut_eval = last + 1 - (span * HOLDOUT).ceil() as i32;
+    let cut_cal = cut_eval - (f64::from(cut_eval - first) * CALIBRATION).ceil() as i32;
+    Ok((cut_eval, cut_cal))
+}
+
+/// What a model must beat: the median training log price of the row's category.
+fn category_median_baseline(
+    fit_x: &[PriceInput],
+    fit_y: &[f64],
+    eval_x: &[PriceInput],
+    eval_y: &[f64],
+) -> RegressionMetrics {
+    let mut by: BTreeMap<Option<String>, Vec<f64>> = BTreeMap::new();
+    for (r, y) in fit_x.iter().zip(fit_y) {
+        by.entry(r.category.clone()).or_default().push(*y);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut all = fit_y.to_vec();
+    let global = median(&mut all);
+    let medians: BTreeMap<Option<String>, f64> = by
+        .into_iter()
+        .map(|(k, mut v)| (k, median(&mut v)))
+        .collect();
+    let pred: Vec<f64> = eval_x
+        .iter()
+        .map(|r| *medians.get(&r.category).unwrap_or(&global))
+        .collect();
+    regression(&pred, eval_y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_bundle(
+    step: &TrainPricing,
+    model: &Gbdt,
+    lookups: &PricingLookups,
+    interval: ConformalInterval,
+    metrics: &RegressionMetrics,
+    baseline: &RegressionMetrics,
+    coverage: f64,
+    ctx: &RunContext,
+    fit_y: &[f64],
+) -> anyhow::Result<Bundle> {
+    let files = BTreeMap::from([
+        ("model.txt".to_string(), model.to_text()?.into_bytes()),
+        (
+            "lookups.json".to_string(),
+            serde_json::to_vec_pretty(lookups)?,
+        ),
+        (
+            "interval.json".to_string(),
+            serde_json::to_vec_pretty(&interval)?,
+        ),
+    ]);
+    let content: Vec<u8> = files.values().flatten().copied().collect();
+    let now = Utc::now();
+    let field = |name: &str, dtype: &str, nullable: bool| Field {
+        name: name.into(),
+        dtype: dtype.into(),
+        nullable,
+    };
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("rmse_log", metrics.rmse_log),
+        ("mae_log", metrics.mae_log),
+        ("mape", metrics.mape),
+        ("median_ape", metrics.median_ape),
+        ("r2_log", metrics.r2_log),
+        ("interval_coverage", coverage),
+        ("holdout_rows", metrics.rows as f64),
+        ("baseline_category_median_rmse_log", baseline.rmse_log),
+    ] {
+        m.insert(k.to_string(), v);
+    }
+    let mean = fit_y.iter().sum::<f64>() / fit_y.len() as f64;
+    let manifest = Manifest {
+        name: MODEL.into(),
+        version: version_id(&now.format("%Y%m%dT%H%M%SZ").to_string(), &content),
+        kind: KIND.into(),
+        created_at: now.to_rfc3339(),
+        code_version: CODE_VERSION.into(),
+        parameters: step.parameters(),
+        seed: step.params.seed,
+        training_data: serde_json::json!({ "run_id": ctx.run_id, "run_date": ctx.run_date }),
+        input_schema: vec![
+            field("category", "str", true),
+            field("brand", "str", true),
+            field("condition", "str", true),
+            field("market", "str", false),
+            field("seller_country", "str", true),
+            field("title", "str", true),
+            field("month", "i64", true),
+        ],
+        output_schema: vec![
+            field("log_price_base", "f64", false),
+            field("price_base", "f64", false),
+            field("price_low", "f64", false),
+            field("price_high", "f64", false),
+        ],
+        metrics: m,
+        baseline: serde_json::json!({ "rows": fit_y.len(), "mean_log_price": mean, "categories": lookups.category.len() }),
+        gate: Gate {
+            metric: "rmse_log".into(),
+            direction: "lower".into(),
+            tolerance: 0.005,
+        },
+        files: Vec::new(),
+    };
+    Ok(Bundle::new(manifest, files)?)
+}
+
+/// Versions are immutable: every file is written create-only, the manifest last, so
+/// a version is visible (has a manifest) only once it is whole.
+fn write_bundle(ctx: &mut RunContext, bundle: &Bundle) -> anyhow::Result<()> {
+    let prefix = format!("models/{MODEL}/{}/", bundle.manifest().version);
+    for (path, bytes) in bundle.to_files() {
+        let key = format!("{prefix}{path}");
+        ctx.store.put(&key, &bytes, Condition::IfAbsent)?;
+        ctx.record_output(&key, &bytes, 0);
+    }
+    Ok(())
+}
+
+/// The newest version of a model in the store (versions sort by time).
+pub fn latest_version(
+    store: &dyn crate::store::Store,
+    model: &str,
+) -> anyhow::Result<Option<String>> {
+    let prefix = format!("models/{model}/");
+    let mut versions: Vec<String> = store
+        .list(&prefix)?
+        .into_iter()
+        .filter_map(|k| {
+            k[prefix.len()..]
+                .strip_suffix("/manifest.json")
+                .map(str::to_string)
+        })
+        .filter(|v| !v.contains('/'))
+        .collect();
+    versions.sort();
+    Ok(versions.pop())
+}
+
+/// Loads and verifies one version from the store.
+pub fn load_version(
+    store: &dyn crate::store::Store,
+    model: &str,
+    version: &str,
+) -> anyhow::Result<Bundle> {
+    let prefix = format!("models/{model}/{version}/");
+    let mut objects = BTreeMap::new();
+    for key in store.list(&prefix)? {
+        let object = store
+            .get(&key)?
+            .with_context(|| format!("{key} vanished"))?;
+        objects.insert(key[prefix.len()..].to_string(), object.bytes);
+    }
+    if objects.is_empty() {
+        bail!("no version {version} of model {model}");
+    }
+    Bundle::from_files(objects).with_context(|| format!("model {model} version {version}"))
+}

@@ -1,0 +1,56 @@
+use crate::common::*;
+
+/// Train on generated data: the bundle verifies, beats the category-median baseline on
+/// the time holdout, and a tampered bundle is refused.
+#[test]
+fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 3000, 31, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let run_date = last_manifest(&store, "ingest")["run_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(sgml(&store).args([
+        "train",
+        "pricing",
+        "--trees",
+        "200",
+        "--run-date",
+        &run_date,
+    ]));
+
+    let versions: Vec<_> = std::fs::read_dir(store.join("models/pricing"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(versions.len(), 1);
+    let bundle = sgml_models::Bundle::load_dir(&versions[0]).unwrap();
+    let m = bundle.manifest();
+    assert_eq!(m.kind, "pricing-gbdt");
+    let metric = |k: &str| m.metrics[k];
+    assert!(
+        metric("rmse_log") < metric("baseline_category_median_rmse_log"),
+        "{:?}",
+        m.metrics
+    );
+    assert!(metric("interval_coverage") > 0.75, "{:?}", m.metrics);
+    let shown = ok(sgml(&store).args(["models", "show", "pricing"]));
+    assert!(
+        shown.contains("rmse_log") && shown.contains(&m.version),
+        "{shown}"
+    );
+
+    // Flip one byte of the model: the loader names the file and refuses.
+    let model = versions[0].join("model.txt");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&model, bytes).unwrap();
+    let err = fails(sgml(&store).args(["models", "show", "pricing"]), 1);
+    assert!(
+        err.contains("model.txt") && err.contains("tampered"),
+        "{err}"
+    );
+}

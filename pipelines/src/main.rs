@@ -15,6 +15,7 @@ use sgml_models::gbdt::GbdtParams;
 use sgml_pipelines::generate::{self, Params};
 use sgml_pipelines::run::{self, RunManifest, Step};
 use sgml_pipelines::sources::SourceOptions;
+use sgml_pipelines::steps::predict_pricing::PredictPricing;
 use sgml_pipelines::steps::train_pricing::{self, TrainPricing};
 use sgml_pipelines::steps::{self, features::Features, ingest::Ingest, retention::Retention};
 use sgml_pipelines::store::{self, Store};
@@ -76,6 +77,9 @@ enum Command {
     /// version under models/<name>/<version>/ (manifest with metrics and checksums).
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Batch predictions from a verified bundle version.
+    #[command(subcommand)]
+    Predict(PredictCommand),
     /// Inspect model bundles in the store.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -111,6 +115,20 @@ struct TrainPricingArgs {
     /// Seed for LightGBM and the target-encoding folds.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+#[derive(Subcommand)]
+enum PredictCommand {
+    /// Suggested price and interval (base and market currency) for every product
+    /// ordered or listed in the 90 days before the run date, in each market it sold to
+    /// plus its seller's home market → predictions/pricing/<version>/dt=D/.
+    Pricing {
+        #[command(flatten)]
+        date: DateArgs,
+        /// A model version (default: the newest).
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -319,6 +337,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 },
             };
             let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
+            print_manifest(&m);
+            Ok(())
+        }
+        Command::Predict(PredictCommand::Pricing { date, version }) => {
+            let store = open_store(&cli.store)?;
+            let step = PredictPricing {
+                version: version.clone(),
+            };
+            let m = run::execute(store.as_ref(), &step, Some(date.run_date))?;
             print_manifest(&m);
             Ok(())
         }

@@ -42,6 +42,50 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         "{shown}"
     );
 
+    // Batch predictions equal a freshly loaded bundle scoring the same raw attributes.
+    ok(sgml(&store).args(["predict", "pricing", "--run-date", &run_date]));
+    let preds = read_parquet(&store.join(format!(
+        "predictions/pricing/{}/dt={run_date}/part-0.parquet",
+        m.version
+    )));
+    assert!(preds.height() > 100, "{}", preds.height());
+    assert_eq!(preds.column("price_base").unwrap().null_count(), 0);
+    let products = read_partition(&store.join(format!("raw/products/dt={run_date}")));
+    let model = sgml_pipelines::steps::predict_pricing::PriceModel::from_bundle(&bundle).unwrap();
+    let month = chrono::NaiveDate::parse_from_str(&run_date, "%Y-%m-%d").unwrap();
+    let text = |df: &polars::prelude::DataFrame, c: &str, i: usize| {
+        df.column(c)
+            .unwrap()
+            .str()
+            .unwrap()
+            .get(i)
+            .map(String::from)
+    };
+    for i in (0..preds.height()).step_by(preds.height() / 20) {
+        let id = text(&preds, "product_id", i).unwrap();
+        let j = (0..products.height())
+            .find(|&j| text(&products, "product_id", j).as_deref() == Some(id.as_str()))
+            .unwrap();
+        let input = sgml_models::pricing::PriceInput {
+            category: text(&products, "category", j),
+            brand: text(&products, "brand", j),
+            condition: text(&products, "condition", j),
+            market: text(&preds, "market", i).unwrap(),
+            seller_country: text(&products, "seller_country", j),
+            title: text(&products, "title", j),
+            month: chrono::Datelike::month(&month),
+        };
+        let served = model.price(&[input]).unwrap()[0].log_price.exp();
+        let batch = preds
+            .column("price_base")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(i)
+            .unwrap();
+        assert_eq!(served, batch, "row {i}: training/serving skew");
+    }
+
     // Flip one byte of the model: the loader names the file and refuses.
     let model = versions[0].join("model.txt");
     let mut bytes = std::fs::read(&model).unwrap();

@@ -3,6 +3,7 @@
 
 pub mod features;
 pub mod ingest;
+pub mod predict_pricing;
 pub mod retention;
 pub mod train_pricing;
 
@@ -17,7 +18,7 @@ use crate::run::{RunContext, StepSpec};
 pub const GRAPH: &[StepSpec] = &[ingest::SPEC, retention::SPEC, features::SPEC];
 
 /// Training steps: run on demand (not part of `run all` yet).
-pub const TRAINING: &[StepSpec] = &[train_pricing::SPEC];
+pub const TRAINING: &[StepSpec] = &[train_pricing::SPEC, predict_pricing::SPEC];
 
 /// Every customer key with a stored deletion request (all partitions), recorded as
 /// the run's input.

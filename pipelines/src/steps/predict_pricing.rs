@@ -1,0 +1,287 @@
+//! `sgml predict pricing`: a suggested price, with its interval, for every active
+//! product in each of its markets, from a verified bundle version, written to
+//! `predictions/pricing/<version>/dt=D/`.
+//!
+//! Active: ordered in the 90 days before the run date, or listed (created) in them.
+//! Markets: the buyer countries it sold to in that window, plus its seller's home
+//! market. Prices are in the base currency and in the market's currency (the currency
+//! most of that market's orders in the window used, converted at the latest rate);
+//! a market with no orders in the window gets base-currency prices only (local null).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context;
+use chrono::{Datelike, Duration, NaiveDate};
+use polars::prelude::*;
+use sgml_features::Table;
+use sgml_features::values::days_since_epoch;
+use sgml_models::Bundle;
+use sgml_models::estimator::Predict;
+use sgml_models::gbdt::Gbdt;
+use sgml_models::metrics::ConformalInterval;
+use sgml_models::pricing::{PriceInput, PricingLookups};
+
+use crate::io;
+use crate::run::{RunContext, Step, StepSpec};
+use crate::steps::train_pricing::{self, KIND, MODEL};
+
+pub const ACTIVE_DAYS: i64 = 90;
+
+pub struct PredictPricing {
+    pub version: Option<String>,
+}
+
+pub const SPEC: StepSpec = StepSpec {
+    name: "predict-pricing",
+    reads: &[
+        "models/pricing/<version>/",
+        "features/order_lines/dt=<run_date>/",
+        "raw/products/dt=*",
+        "raw/fx_rates/dt=*",
+    ],
+    writes: &["predictions/pricing/<version>/dt=<run_date>/"],
+    about: "suggested prices with intervals for every active product and market",
+};
+
+/// A loaded price model: everything needed to price raw attributes.
+pub struct PriceModel {
+    pub version: String,
+    gbdt: Gbdt,
+    lookups: PricingLookups,
+    interval: ConformalInterval,
+}
+
+/// One priced row: log price and bounds in the base currency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Priced {
+    pub log_price: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl PriceModel {
+    pub fn from_bundle(bundle: &Bundle) -> anyhow::Result<PriceModel> {
+        bundle.expect_kind(KIND)?;
+        let file = |p: &str| bundle.file(p).with_context(|| format!("bundle lacks {p}"));
+        Ok(PriceModel {
+            version: bundle.manifest().version.clone(),
+            gbdt: Gbdt::from_text(std::str::from_utf8(file("model.txt")?)?)?,
+            lookups: serde_json::from_slice(file("lookups.json")?)?,
+            interval: serde_json::from_slice(file("interval.json")?)?,
+        })
+    }
+
+    /// The one scoring path, for batch prediction and services alike.
+    pub fn price(&self, rows: &[PriceInput]) -> anyhow::Result<Vec<Priced>> {
+        let pred = self.gbdt.predict(&self.lookups.transform(rows))?;
+        Ok(pred
+            .into_iter()
+            .map(|p| {
+                let (low, high) = self.interval.bounds(p);
+                Priced {
+                    log_price: p,
+                    low,
+                    high,
+                }
+            })
+            .collect())
+    }
+}
+
+impl Step for PredictPricing {
+    fn spec(&self) -> StepSpec {
+        SPEC
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({ "version": self.version, "active_days": ACTIVE_DAYS })
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let run_date = ctx.run_date.context("predict pricing needs --run-date")?;
+        let version = match &self.version {
+            Some(v) => v.clone(),
+            None => train_pricing::latest_version(ctx.store, MODEL)?
+                .context("no pricing model: run `sgml train pricing` first")?,
+        };
+        let model =
+            PriceModel::from_bundle(&train_pricing::load_version(ctx.store, MODEL, &version)?)?;
+        ctx.progress("finding active products and markets");
+        let (rows, keys, currencies) = active_rows(ctx, run_date)?;
+        ctx.progress(format!("pricing {} product × market rows", rows.len()));
+        let priced = model.price(&rows)?;
+
+        let local = |(_, market): &(String, String), base: f64| -> (Option<String>, Option<f64>) {
+            match currencies.get(market) {
+                Some((cur, rate)) => (Some(cur.clone()), Some(base / rate)),
+                None => (None, None),
+            }
+        };
+        let mut product = Vec::new();
+        let mut market = Vec::new();
+        let (mut base, mut low, mut high) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut currency, mut price_local) = (Vec::new(), Vec::new());
+        for (key, p) in keys.iter().zip(&priced) {
+            let b = p.log_price.exp();
+            let (cur, loc) = local(key, b);
+            product.push(key.0.clone());
+            market.push(key.1.clone());
+            base.push(b);
+            low.push(p.low.exp());
+            high.push(p.high.exp());
+            currency.push(cur);
+            price_local.push(loc);
+        }
+        let n = product.len();
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                Column::new("product_id".into(), product),
+                Column::new("market".into(), market),
+                Column::new("price_base".into(), base),
+                Column::new("price_base_low".into(), low),
+                Column::new("price_base_high".into(), high),
+                Column::new("currency".into(), currency),
+                Column::new("price_local".into(), price_local),
+                Column::new("model_version".into(), vec![model.version.clone(); n]),
+            ],
+        )?;
+        let part = format!("predictions/{MODEL}/{}/dt={run_date}/", model.version);
+        let bytes = io::to_parquet(&mut df)?;
+        ctx.stage(&format!("{part}{}", io::PART), &bytes, n)?;
+        ctx.replace_partition(&part);
+        ctx.note(format!(
+            "priced {n} product × market rows with version {}",
+            model.version
+        ));
+        Ok(())
+    }
+}
+
+type Keys = Vec<(String, String)>;
+/// Market → (its main currency, base units per unit at the market's latest order).
+type Currencies = BTreeMap<String, (String, f64)>;
+
+/// Active (product, market) pairs with their attributes, and each market's currency.
+fn active_rows(
+    ctx: &mut RunContext,
+    run_date: NaiveDate,
+) -> anyhow::Result<(Vec<PriceInput>, Keys, Currencies)> {
+    let from = days_since_epoch(run_date - Duration::days(ACTIVE_DAYS));
+    let key = format!(
+        "{}{}",
+        io::partition("features", "order_lines", run_date),
+        io::PART
+    );
+    let (lines, record) = io::scan(ctx.store, &key)?;
+    ctx.input(record);
+    let recent = lines.filter(col("order_date").cast(DataType::Int32).gt_eq(lit(from)));
+    let sold = recent
+        .clone()
+        .select([col("product_id"), col("buyer_country")])
+        .unique(None, UniqueKeepStrategy::Any)
+        .collect()?;
+    // The rate each line was converted at is in order_lines (1 for the base currency),
+    // so the latest one per currency is the conversion back, with no fx table needed.
+    let market_currency = recent
+        .sort(["order_ts"], SortMultipleOptions::default())
+        .group_by([col("buyer_country"), col("currency")])
+        .agg([
+            len().alias("n"),
+            col("fx_rate").drop_nulls().last().alias("rate"),
+        ])
+        .sort(
+            ["n"],
+            SortMultipleOptions::default().with_order_descending(true),
+        )
+        .collect()?;
+    let mut currencies = Currencies::new();
+    let (m_col, c_col, r_col) = (
+        market_currency.column("buyer_country")?.str()?,
+        market_currency.column("currency")?.str()?,
+        market_currency.column("rate")?.f64()?,
+    );
+    for i in 0..market_currency.height() {
+        if let (Some(m), Some(c), Some(r)) = (m_col.get(i), c_col.get(i), r_col.get(i)) {
+            currencies
+                .entry(m.to_string())
+                .or_insert_with(|| (c.to_string(), r));
+        }
+    }
+
+    let mut lineage = Vec::new();
+    let products = io::read_table(
+        ctx.store,
+        "raw",
+        "products",
+        Table::Products.key(),
+        Some(run_date),
+        &mut lineage,
+    )?
+    .context("no products ingested")?
+    .collect()?;
+    lineage.into_iter().for_each(|r| ctx.input(r));
+    let text = |c: &str| -> PolarsResult<Vec<Option<String>>> {
+        Ok(products
+            .column(c)?
+            .str()?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    };
+    let ids = text("product_id")?;
+    let created: Vec<Option<i32>> = products
+        .column("created_ts")?
+        .cast(&DataType::Date)?
+        .cast(&DataType::Int32)?
+        .i32()?
+        .iter()
+        .collect();
+    let (category, brand, condition, seller, title) = (
+        text("category")?,
+        text("brand")?,
+        text("condition")?,
+        text("seller_country")?,
+        text("title")?,
+    );
+
+    let mut markets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let (sold_p, sold_m) = (
+        sold.column("product_id")?.str()?,
+        sold.column("buyer_country")?.str()?,
+    );
+    for (p, m) in sold_p.iter().zip(sold_m.iter()) {
+        if let (Some(p), Some(m)) = (p, m) {
+            markets
+                .entry(p.to_string())
+                .or_default()
+                .insert(m.to_string());
+        }
+    }
+    let month = run_date.month();
+    let (mut rows, mut keys) = (Vec::new(), Vec::new());
+    for i in 0..products.height() {
+        let Some(id) = &ids[i] else { continue };
+        let listed = created[i].is_some_and(|d| d >= from);
+        let mut set = markets.remove(id).unwrap_or_default();
+        if set.is_empty() && !listed {
+            continue;
+        }
+        if let Some(home) = &seller[i] {
+            set.insert(home.clone());
+        }
+        for m in set {
+            rows.push(PriceInput {
+                category: category[i].clone(),
+                brand: brand[i].clone(),
+                condition: condition[i].clone(),
+                market: m.clone(),
+                seller_country: seller[i].clone(),
+                title: title[i].clone(),
+                month,
+            });
+            keys.push((id.clone(), m));
+        }
+    }
+    Ok((rows, keys, currencies))
+}

@@ -288,6 +288,36 @@ mod tests {
         assert_eq!(again.transform(&rows), l.transform(&rows));
     }
 
+    /// A single category (or brand, or market) is a constant encoding: training still
+    /// works, the other columns carry the signal.
+    #[test]
+    fn a_single_category_still_trains() {
+        use crate::estimator::{Fit, Params, Predict};
+        let rows: Vec<PriceInput> = (0..200)
+            .map(|i| PriceInput {
+                condition: Some(["new", "used"][i % 2].into()),
+                title: Some("word ".repeat(1 + i % 5)),
+                ..row("Only", "DE")
+            })
+            .collect();
+        let y: Vec<f64> = (0..200)
+            .map(|i| if i % 2 == 0 { 3.0 } else { 2.0 })
+            .collect();
+        let (m, lookups) = fit_transform(&rows, &y, 5, 1).unwrap();
+        let params = crate::gbdt::GbdtParams {
+            trees: 30,
+            threads: 1,
+            min_data_in_leaf: 5,
+            ..Default::default()
+        };
+        let model = params.check().unwrap().fit(&m, &y).unwrap();
+        let p = model.predict(&lookups.transform(&rows[..2])).unwrap();
+        assert!(
+            (p[0] - 3.0).abs() < 0.1 && (p[1] - 2.0).abs() < 0.1,
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn folds_are_balanced_and_deterministic() {
         let f = fold_assignment(103, 5, 42);

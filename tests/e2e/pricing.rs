@@ -98,3 +98,71 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         "{err}"
     );
 }
+
+/// Leakage: prices after the fit window (calibration and holdout days) must not reach
+/// the model. Rewriting them wildly and retraining gives the same model bytes.
+#[test]
+fn later_prices_never_reach_the_fitted_model() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 5, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let run_date = last_manifest(&store, "ingest")["run_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let train = |store: &std::path::Path| {
+        ok(sgml(store).args(["train", "pricing", "--trees", "50", "--run-date", &run_date]));
+        let m = last_manifest(store, "train-pricing");
+        let model = m["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["uri"].as_str().unwrap().ends_with("model.txt"))
+            .unwrap()["uri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let notes = m["notes"].to_string();
+        let fit_end = notes.split("fit before ").nth(1).unwrap()[..10].to_string();
+        (std::fs::read(model).unwrap(), fit_end)
+    };
+    let (before, fit_end) = train(&store);
+
+    // Multiply every price from the first non-fit day on by 50.
+    let lines_path = store.join(format!("features/order_lines/dt={run_date}/part-0.parquet"));
+    let lines = read_parquet(&lines_path);
+    let cut = chrono::NaiveDate::parse_from_str(&fit_end, "%Y-%m-%d").unwrap();
+    let cut_days = (cut - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32;
+    let mut changed = lines
+        .lazy()
+        .with_column(
+            when(col("order_date").cast(DataType::Int32).gt_eq(lit(cut_days)))
+                .then(col("log_price_base") + lit(50f64.ln()))
+                .otherwise(col("log_price_base"))
+                .alias("log_price_base"),
+        )
+        .collect()
+        .unwrap();
+    let later = changed
+        .column("order_date")
+        .unwrap()
+        .cast(&DataType::Int32)
+        .unwrap()
+        .i32()
+        .unwrap()
+        .iter()
+        .filter(|d| d.unwrap() >= cut_days)
+        .count();
+    assert!(later > 100, "{later} later lines");
+    ParquetWriter::new(std::fs::File::create(&lines_path).unwrap())
+        .finish(&mut changed)
+        .unwrap();
+    let (after, fit_end_again) = train(&store);
+    assert_eq!(fit_end, fit_end_again);
+    assert!(
+        before == after,
+        "later prices changed the fitted model: leakage"
+    );
+}

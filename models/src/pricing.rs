@@ -306,6 +306,7 @@ mod tests {
         let (m, lookups) = fit_transform(&rows, &y, 5, 1).unwrap();
         let params = crate::gbdt::GbdtParams {
             trees: 30,
+            learning_rate: 0.3,
             threads: 1,
             min_data_in_leaf: 5,
             ..Default::default()

@@ -145,8 +145,9 @@ enum ModelsCommand {
 
 #[derive(Subcommand)]
 enum RunCommand {
-    /// ingest → retention → features. Without --input it uses the bundled synthetic
-    /// sample (demo mode) and ends with a summary of what it wrote.
+    /// ingest → retention → features → train pricing → predict pricing. Without --input
+    /// it uses the bundled synthetic sample (demo mode) and ends with a summary of what
+    /// it wrote.
     All(RunAllArgs),
 }
 
@@ -449,10 +450,27 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
     let features = Features {
         base_currency: a.base_currency.clone(),
     };
-    let chain: [&dyn Step; 2] = [&Retention, &features];
+    let train = TrainPricing {
+        params: GbdtParams::default(),
+    };
+    let chain: [&dyn Step; 3] = [&Retention, &features, &train];
     for step in chain {
         manifests.push(run::execute(store.as_ref(), step, Some(run_date))?);
     }
+    // Predict with the version just trained (not "the newest", which a concurrent run
+    // could change).
+    let version = manifests
+        .last()
+        .and_then(|m| {
+            m.outputs
+                .iter()
+                .find_map(|o| train_pricing::version_of(&o.uri))
+        })
+        .context("training wrote no bundle")?;
+    let predict = PredictPricing {
+        version: Some(version),
+    };
+    manifests.push(run::execute(store.as_ref(), &predict, Some(run_date))?);
     print_summary(&cli.store, run_date, &manifests);
     Ok(())
 }
@@ -462,6 +480,15 @@ struct TempDirGuard(PathBuf);
 impl Drop for TempDirGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rows of a table; bundle files are not tables.
+fn size(o: &sgml_pipelines::run::OutputRecord) -> String {
+    if o.uri.contains("/models/") {
+        "(bundle file)".into()
+    } else {
+        format!("{} rows", o.rows)
     }
 }
 
@@ -479,7 +506,7 @@ fn print_manifest(m: &RunManifest) {
         );
     }
     for o in &m.outputs {
-        println!("  wrote {} ({} rows)", o.uri, o.rows);
+        println!("  wrote {} {}", o.uri, size(o));
     }
     for n in &m.notes {
         println!("  note: {n}");
@@ -498,7 +525,7 @@ fn print_summary(store: &str, run_date: NaiveDate, manifests: &[RunManifest]) {
         }
         for o in &m.outputs {
             if !o.uri.contains("/raw/") || m.step != "ingest" {
-                println!("  {:<70} {:>9} rows", o.uri, o.rows);
+                println!("  {:<70} {:>14}", o.uri, size(o));
             }
         }
         for n in m.notes.iter().filter(|n| !n.contains("quarantined by")) {

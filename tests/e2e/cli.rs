@@ -33,7 +33,16 @@ fn steps_json_is_the_graph() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ingest", "retention", "features"]);
+    assert_eq!(
+        names,
+        [
+            "ingest",
+            "retention",
+            "features",
+            "train-pricing",
+            "predict-pricing"
+        ]
+    );
 }
 
 #[test]

@@ -21,11 +21,14 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         &run_date,
     ]));
 
-    let versions: Vec<_> = std::fs::read_dir(store.join("models/pricing"))
+    // `run all` trained one version, `train pricing` a second; versions sort by time.
+    let mut versions: Vec<_> = std::fs::read_dir(store.join("models/pricing"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(versions.len(), 1);
+    versions.sort();
+    assert_eq!(versions.len(), 2);
+    versions.remove(0);
     let bundle = sgml_models::Bundle::load_dir(&versions[0]).unwrap();
     let m = bundle.manifest();
     assert_eq!(m.kind, "pricing-gbdt");

@@ -135,10 +135,15 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
     let first = snapshot(&store);
     ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
     let second = snapshot(&store);
-    // Same data partitions with the same rows; only new run manifests added.
+    // Same data partitions with the same rows; only new run manifests added, and a
+    // new model version with its predictions (training never overwrites a version).
     let data = |s: &std::collections::BTreeMap<String, Vec<u8>>| -> Vec<String> {
         s.keys()
-            .filter(|k| !k.starts_with("runs/"))
+            .filter(|k| {
+                !["runs/", "models/", "predictions/"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
             .cloned()
             .collect()
     };
@@ -162,7 +167,11 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
             assert_frames_close(&drop_key(a), &drop_key(b), k);
         }
     }
-    assert_eq!(manifests(&store).len(), 6);
+    assert_eq!(manifests(&store).len(), 10);
+    let versions = std::fs::read_dir(store.join("models/pricing"))
+        .unwrap()
+        .count();
+    assert_eq!(versions, 2, "each run trains its own immutable version");
 }
 
 #[test]

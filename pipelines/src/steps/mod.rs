@@ -15,10 +15,13 @@ use crate::io;
 use crate::run::{RunContext, StepSpec};
 
 /// The steps of `sgml run all`, in order: the step graph as data.
-pub const GRAPH: &[StepSpec] = &[ingest::SPEC, retention::SPEC, features::SPEC];
-
-/// Training steps: run on demand (not part of `run all` yet).
-pub const TRAINING: &[StepSpec] = &[train_pricing::SPEC, predict_pricing::SPEC];
+pub const GRAPH: &[StepSpec] = &[
+    ingest::SPEC,
+    retention::SPEC,
+    features::SPEC,
+    train_pricing::SPEC,
+    predict_pricing::SPEC,
+];
 
 /// Every customer key with a stored deletion request (all partitions), recorded as
 /// the run's input.

@@ -283,8 +283,15 @@ fn build_bundle(
             serde_json::to_vec_pretty(&interval)?,
         ),
     ]);
-    let content: Vec<u8> = files.values().flatten().copied().collect();
     let now = Utc::now();
+    // The hash covers the files and the exact creation time: two trainings in the same
+    // second (identical content, say) still get distinct versions.
+    let content: Vec<u8> = files
+        .values()
+        .flatten()
+        .copied()
+        .chain(now.to_rfc3339().into_bytes())
+        .collect();
     let field = |name: &str, dtype: &str, nullable: bool| Field {
         name: name.into(),
         dtype: dtype.into(),
@@ -350,6 +357,12 @@ fn write_bundle(ctx: &mut RunContext, bundle: &Bundle) -> anyhow::Result<()> {
         ctx.record_output(&key, &bytes, 0);
     }
     Ok(())
+}
+
+/// The version in a bundle manifest's URI (`…/models/pricing/<version>/manifest.json`).
+pub fn version_of(uri: &str) -> Option<String> {
+    let rest = uri.rsplit_once(&format!("models/{MODEL}/"))?.1;
+    rest.strip_suffix("/manifest.json").map(str::to_string)
 }
 
 /// The newest version of a model in the store (versions sort by time).

@@ -8,6 +8,7 @@
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
 //! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
+//! - [`linear`]: the linear baseline (ElasticNet on standardised features), as JSON;
 //! - [`metrics`]: regression metrics on log price and price, split-conformal intervals;
 //! - [`pricing`]: the pricing feature transform (raw attributes → matrix) with its
 //!   target-encoding lookups, shared by training, batch prediction and services.
@@ -15,6 +16,7 @@
 pub mod bundle;
 pub mod estimator;
 pub mod gbdt;
+pub mod linear;
 pub mod metrics;
 pub mod pricing;
 

@@ -12,11 +12,12 @@ use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sgml_features::anonymize::AnonKey;
 use sgml_models::gbdt::GbdtParams;
+use sgml_models::linear::LinearParams;
 use sgml_pipelines::generate::{self, Params};
 use sgml_pipelines::run::{self, RunManifest, Step};
 use sgml_pipelines::sources::SourceOptions;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
-use sgml_pipelines::steps::train_pricing::{self, TrainPricing};
+use sgml_pipelines::steps::train_pricing::{self, Algo, TrainPricing};
 use sgml_pipelines::steps::{self, features::Features, ingest::Ingest, retention::Retention};
 use sgml_pipelines::store::{self, Store};
 
@@ -101,10 +102,20 @@ enum TrainCommand {
     Pricing(TrainPricingArgs),
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgoArg {
+    /// LightGBM gradient-boosted trees.
+    Gbdt,
+    /// ElasticNet on standardised features (the baseline).
+    Linear,
+}
+
 #[derive(Args)]
 struct TrainPricingArgs {
     #[command(flatten)]
     date: DateArgs,
+    #[arg(long, value_enum, default_value_t = AlgoArg::Gbdt)]
+    algo: AlgoArg,
     /// Boosting rounds.
     #[arg(long, default_value_t = 500)]
     trees: usize,
@@ -329,6 +340,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Train(TrainCommand::Pricing(a)) => {
             let store = open_store(&cli.store)?;
             let step = TrainPricing {
+                algo: match a.algo {
+                    AlgoArg::Gbdt => Algo::Gbdt,
+                    AlgoArg::Linear => Algo::Linear,
+                },
+                linear: LinearParams::default(),
                 params: GbdtParams {
                     trees: a.trees,
                     learning_rate: a.learning_rate,
@@ -451,7 +467,9 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
         base_currency: a.base_currency.clone(),
     };
     let train = TrainPricing {
+        algo: Algo::Gbdt,
         params: GbdtParams::default(),
+        linear: LinearParams::default(),
     };
     let chain: [&dyn Step; 3] = [&Retention, &features, &train];
     for step in chain {

@@ -21,14 +21,21 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         &run_date,
     ]));
 
-    // `run all` trained one version, `train pricing` a second; versions sort by time.
-    let mut versions: Vec<_> = std::fs::read_dir(store.join("models/pricing"))
+    // `run all` trained one version, `train pricing` a second.
+    assert_eq!(
+        std::fs::read_dir(store.join("models/pricing"))
+            .unwrap()
+            .count(),
+        2
+    );
+    let trained = last_manifest(&store, "train-pricing");
+    let version = trained["outputs"]
+        .as_array()
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    versions.sort();
-    assert_eq!(versions.len(), 2);
-    versions.remove(0);
+        .iter()
+        .find_map(|o| sgml_pipelines::steps::train_pricing::version_of(o["uri"].as_str().unwrap()))
+        .unwrap();
+    let versions = [store.join("models/pricing").join(&version)];
     let bundle = sgml_models::Bundle::load_dir(&versions[0]).unwrap();
     let m = bundle.manifest();
     assert_eq!(m.kind, "pricing-gbdt");
@@ -39,14 +46,44 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         m.metrics
     );
     assert!(metric("interval_coverage") > 0.75, "{:?}", m.metrics);
-    let shown = ok(sgml(&store).args(["models", "show", "pricing"]));
+    // The linear baseline on the same split: GBDT beats it, and it beats the category median.
+    ok(sgml(&store).args([
+        "train",
+        "pricing",
+        "--algo",
+        "linear",
+        "--run-date",
+        &run_date,
+    ]));
+    let linear = last_manifest(&store, "train-pricing");
+    let linear_note = linear["notes"].to_string();
+    let linear_rmse: f64 = linear_note.split("rmse_log ").nth(1).unwrap()[..6]
+        .parse()
+        .unwrap();
+    assert!(
+        metric("rmse_log") < linear_rmse,
+        "gbdt {} vs linear {linear_rmse}",
+        metric("rmse_log")
+    );
+    assert!(
+        linear_rmse < metric("baseline_category_median_rmse_log"),
+        "linear {linear_rmse}"
+    );
+    let shown = ok(sgml(&store).args(["models", "show", "pricing", "--version", &m.version]));
     assert!(
         shown.contains("rmse_log") && shown.contains(&m.version),
         "{shown}"
     );
 
     // Batch predictions equal a freshly loaded bundle scoring the same raw attributes.
-    ok(sgml(&store).args(["predict", "pricing", "--run-date", &run_date]));
+    ok(sgml(&store).args([
+        "predict",
+        "pricing",
+        "--version",
+        &m.version,
+        "--run-date",
+        &run_date,
+    ]));
     let preds = read_parquet(&store.join(format!(
         "predictions/pricing/{}/dt={run_date}/part-0.parquet",
         m.version
@@ -95,7 +132,10 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     let i = bytes.len() / 2;
     bytes[i] = if bytes[i] == b'1' { b'2' } else { b'1' };
     std::fs::write(&model, bytes).unwrap();
-    let err = fails(sgml(&store).args(["models", "show", "pricing"]), 1);
+    let err = fails(
+        sgml(&store).args(["models", "show", "pricing", "--version", &m.version]),
+        1,
+    );
     assert!(
         err.contains("model.txt") && err.contains("tampered"),
         "{err}"

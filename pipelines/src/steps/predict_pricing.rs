@@ -18,12 +18,13 @@ use sgml_features::values::days_since_epoch;
 use sgml_models::Bundle;
 use sgml_models::estimator::Predict;
 use sgml_models::gbdt::Gbdt;
+use sgml_models::linear::Linear;
 use sgml_models::metrics::ConformalInterval;
 use sgml_models::pricing::{PriceInput, PricingLookups};
 
 use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
-use crate::steps::train_pricing::{self, KIND, MODEL};
+use crate::steps::train_pricing::{self, KIND_GBDT, KIND_LINEAR, MODEL};
 
 pub const ACTIVE_DAYS: i64 = 90;
 
@@ -46,7 +47,7 @@ pub const SPEC: StepSpec = StepSpec {
 /// A loaded price model: everything needed to price raw attributes.
 pub struct PriceModel {
     pub version: String,
-    gbdt: Gbdt,
+    model: Box<dyn Predict>,
     lookups: PricingLookups,
     interval: ConformalInterval,
 }
@@ -61,11 +62,17 @@ pub struct Priced {
 
 impl PriceModel {
     pub fn from_bundle(bundle: &Bundle) -> anyhow::Result<PriceModel> {
-        bundle.expect_kind(KIND)?;
         let file = |p: &str| bundle.file(p).with_context(|| format!("bundle lacks {p}"));
+        let model: Box<dyn Predict> = match bundle.manifest().kind.as_str() {
+            KIND_GBDT => Box::new(Gbdt::from_text(std::str::from_utf8(file("model.txt")?)?)?),
+            KIND_LINEAR => Box::new(serde_json::from_slice::<Linear>(file("model.json")?)?),
+            other => anyhow::bail!(
+                "bundle kind `{other}` is not a price model ({KIND_GBDT}, {KIND_LINEAR})"
+            ),
+        };
         Ok(PriceModel {
             version: bundle.manifest().version.clone(),
-            gbdt: Gbdt::from_text(std::str::from_utf8(file("model.txt")?)?)?,
+            model,
             lookups: serde_json::from_slice(file("lookups.json")?)?,
             interval: serde_json::from_slice(file("interval.json")?)?,
         })
@@ -73,7 +80,7 @@ impl PriceModel {
 
     /// The one scoring path, for batch prediction and services alike.
     pub fn price(&self, rows: &[PriceInput]) -> anyhow::Result<Vec<Priced>> {
-        let pred = self.gbdt.predict(&self.lookups.transform(rows))?;
+        let pred = self.model.predict(&self.lookups.transform(rows))?;
         Ok(pred
             .into_iter()
             .map(|p| {

@@ -15,7 +15,8 @@ use polars::prelude::*;
 use sgml_features::Table;
 use sgml_models::bundle::{Bundle, Field, Gate, Manifest, version_id};
 use sgml_models::estimator::{Fit, Params, Predict};
-use sgml_models::gbdt::{Gbdt, GbdtParams};
+use sgml_models::gbdt::GbdtParams;
+use sgml_models::linear::LinearParams;
 use sgml_models::metrics::{ConformalInterval, RegressionMetrics, regression};
 use sgml_models::pricing::{self, PriceInput, PricingLookups};
 
@@ -24,7 +25,15 @@ use crate::run::{CODE_VERSION, RunContext, Step, StepSpec};
 use crate::store::Condition;
 
 pub const MODEL: &str = "pricing";
-pub const KIND: &str = "pricing-gbdt";
+pub const KIND_GBDT: &str = "pricing-gbdt";
+pub const KIND_LINEAR: &str = "pricing-linear";
+
+/// Which estimator prices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    Gbdt,
+    Linear,
+}
 /// Share of days (the latest) held out for evaluation.
 pub const HOLDOUT: f64 = 0.2;
 /// Share of the remaining days (the latest) that calibrates the intervals.
@@ -32,7 +41,9 @@ pub const CALIBRATION: f64 = 0.1;
 pub const COVERAGE: f64 = 0.9;
 
 pub struct TrainPricing {
+    pub algo: Algo,
     pub params: GbdtParams,
+    pub linear: LinearParams,
 }
 
 pub const SPEC: StepSpec = StepSpec {
@@ -57,6 +68,8 @@ impl Step for TrainPricing {
     fn parameters(&self) -> serde_json::Value {
         let p = &self.params;
         serde_json::json!({
+            "algo": format!("{:?}", self.algo).to_lowercase(),
+            "penalty": self.linear.penalty, "l1_ratio": self.linear.l1_ratio,
             "trees": p.trees, "learning_rate": p.learning_rate, "num_leaves": p.num_leaves,
             "min_data_in_leaf": p.min_data_in_leaf, "seed": p.seed,
             "holdout": HOLDOUT, "calibration": CALIBRATION, "coverage": COVERAGE,
@@ -65,7 +78,8 @@ impl Step for TrainPricing {
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("train pricing needs --run-date")?;
-        let params = self.params.check()?;
+        let gbdt_params = self.params.check()?;
+        let linear_params = self.linear.check()?;
         ctx.progress("reading order lines");
         let rows = read_rows(ctx, run_date)?;
         let (cut_eval, cut_cal) = cutoffs(&rows.day)?;
@@ -105,7 +119,18 @@ impl Step for TrainPricing {
 
         ctx.progress(format!("training on {} lines", fit_y.len()));
         let (matrix, lookups) = pricing::fit_transform(&fit_x, &fit_y, 5, self.params.seed)?;
-        let model = params.fit(&matrix, &fit_y)?;
+        let (model, file): (Box<dyn Predict>, (String, Vec<u8>)) = match self.algo {
+            Algo::Gbdt => {
+                let m = gbdt_params.fit(&matrix, &fit_y)?;
+                let text = m.to_text()?.into_bytes();
+                (Box::new(m), ("model.txt".into(), text))
+            }
+            Algo::Linear => {
+                let m = linear_params.fit(&matrix, &fit_y)?;
+                let json = serde_json::to_vec_pretty(&m)?;
+                (Box::new(m), ("model.json".into(), json))
+            }
+        };
         let cal_pred = model.predict(&lookups.transform(&cal_x))?;
         let residuals: Vec<f64> = cal_pred.iter().zip(&cal_y).map(|(p, y)| p - y).collect();
         let interval = ConformalInterval::calibrate(&residuals, COVERAGE);
@@ -119,7 +144,7 @@ impl Step for TrainPricing {
         ));
 
         let bundle = build_bundle(
-            self, &model, &lookups, interval, &metrics, &baseline, coverage, ctx, &fit_y,
+            self, file, &lookups, interval, &metrics, &baseline, coverage, ctx, &fit_y,
         )?;
         write_bundle(ctx, &bundle)?;
         ctx.note(format!(
@@ -263,7 +288,7 @@ fn category_median_baseline(
 #[allow(clippy::too_many_arguments)]
 fn build_bundle(
     step: &TrainPricing,
-    model: &Gbdt,
+    model_file: (String, Vec<u8>),
     lookups: &PricingLookups,
     interval: ConformalInterval,
     metrics: &RegressionMetrics,
@@ -273,7 +298,7 @@ fn build_bundle(
     fit_y: &[f64],
 ) -> anyhow::Result<Bundle> {
     let files = BTreeMap::from([
-        ("model.txt".to_string(), model.to_text()?.into_bytes()),
+        model_file,
         (
             "lookups.json".to_string(),
             serde_json::to_vec_pretty(lookups)?,
@@ -314,7 +339,11 @@ fn build_bundle(
     let manifest = Manifest {
         name: MODEL.into(),
         version: version_id(&now.format("%Y%m%dT%H%M%SZ").to_string(), &content),
-        kind: KIND.into(),
+        kind: match step.algo {
+            Algo::Gbdt => KIND_GBDT,
+            Algo::Linear => KIND_LINEAR,
+        }
+        .into(),
         created_at: now.to_rfc3339(),
         code_version: CODE_VERSION.into(),
         parameters: step.parameters(),

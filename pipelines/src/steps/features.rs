@@ -31,26 +31,16 @@ impl Step for Features {
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("features needs --run-date")?;
-        let mut lineage = Vec::new();
-        let mut read = |table: Table| {
-            io::read_table(
-                ctx.store,
-                "raw",
-                table.name(),
-                table.key(),
-                Some(run_date),
-                &mut lineage,
-            )
-        };
-        let Some(orders) = read(Table::Orders)? else {
+        let Some(orders) = super::read_raw(ctx, Table::Orders, run_date)? else {
             bail!("no orders ingested on or before {run_date}: run `sgml ingest` first");
         };
-        let products = match read(Table::Products)? {
+        let products = match super::read_raw(ctx, Table::Products, run_date)? {
             Some(p) => p,
             None => validate::empty(Table::Products).lazy(),
         };
-        let fx_rates = read(Table::FxRates)?.map(|lf| lf.collect()).transpose()?;
-        lineage.into_iter().for_each(|r| ctx.input(r));
+        let fx_rates = super::read_raw(ctx, Table::FxRates, run_date)?
+            .map(|lf| lf.collect())
+            .transpose()?;
 
         ctx.progress("resolving fx rates");
         let needed = io::collect_streaming(builders::needed_rates(

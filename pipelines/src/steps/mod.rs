@@ -56,3 +56,32 @@ pub(crate) fn strings(df: &DataFrame, column: &str) -> PolarsResult<Vec<String>>
         .map(str::to_string)
         .collect())
 }
+
+/// Every raw partition of a table up to the run date, recorded as the run's input.
+pub(crate) fn read_raw(
+    ctx: &mut RunContext,
+    table: sgml_features::Table,
+    up_to: chrono::NaiveDate,
+) -> anyhow::Result<Option<LazyFrame>> {
+    let mut lineage = Vec::new();
+    let lf = io::read_table(
+        ctx.store,
+        "raw",
+        table.name(),
+        table.key(),
+        Some(up_to),
+        &mut lineage,
+    )?;
+    lineage.into_iter().for_each(|r| ctx.input(r));
+    Ok(lf)
+}
+
+/// A text column as owned optional strings.
+pub(crate) fn texts(df: &DataFrame, column: &str) -> PolarsResult<Vec<Option<String>>> {
+    Ok(df
+        .column(column)?
+        .str()?
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect())
+}

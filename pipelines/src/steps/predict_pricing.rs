@@ -216,26 +216,10 @@ fn active_rows(
         }
     }
 
-    let mut lineage = Vec::new();
-    let products = io::read_table(
-        ctx.store,
-        "raw",
-        "products",
-        Table::Products.key(),
-        Some(run_date),
-        &mut lineage,
-    )?
-    .context("no products ingested")?
-    .collect()?;
-    lineage.into_iter().for_each(|r| ctx.input(r));
-    let text = |c: &str| -> PolarsResult<Vec<Option<String>>> {
-        Ok(products
-            .column(c)?
-            .str()?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect())
-    };
+    let products = super::read_raw(ctx, Table::Products, run_date)?
+        .context("no products ingested")?
+        .collect()?;
+    let text = |c: &str| super::texts(&products, c);
     let ids = text("product_id")?;
     let created: Vec<Option<i32>> = products
         .column("created_ts")?

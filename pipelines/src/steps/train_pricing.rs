@@ -166,17 +166,8 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
     }
     let (lines, record) = io::scan(ctx.store, &key)?;
     ctx.input(record);
-    let mut lineage = Vec::new();
-    let products = io::read_table(
-        ctx.store,
-        "raw",
-        "products",
-        Table::Products.key(),
-        Some(run_date),
-        &mut lineage,
-    )?
-    .context("no products ingested")?;
-    lineage.into_iter().for_each(|r| ctx.input(r));
+    let products =
+        super::read_raw(ctx, Table::Products, run_date)?.context("no products ingested")?;
     let df = lines
         .filter(col("is_sale").and(col("log_price_base").is_not_null()))
         .select([
@@ -201,14 +192,7 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
             JoinArgs::new(JoinType::Left),
         )
         .collect()?;
-    let text = |c: &str| -> PolarsResult<Vec<Option<String>>> {
-        Ok(df
-            .column(c)?
-            .str()?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect())
-    };
+    let text = |c: &str| super::texts(&df, c);
     let (category, brand, condition, market, seller, title) = (
         text("category")?,
         text("brand")?,

@@ -106,12 +106,10 @@ pub fn partitions(
 /// Lineage of a local Parquet object: checksum of its bytes, rows from its metadata.
 fn local_record(store: &dyn Store, key: &str) -> anyhow::Result<InputRecord> {
     let path = store.local_path(key).expect("local store");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let sha256 = crate::store::sha256_hex(&bytes);
-    drop(bytes);
     Ok(InputRecord {
         uri: store.uri(key),
-        sha256,
+        sha256: crate::store::sha256_file(&path)
+            .with_context(|| format!("reading {}", path.display()))?,
         rows: parquet_rows(&path)?,
     })
 }
@@ -121,22 +119,7 @@ fn local_record(store: &dyn Store, key: &str) -> anyhow::Result<InputRecord> {
 pub fn scan(store: &dyn Store, key: &str) -> anyhow::Result<(LazyFrame, InputRecord)> {
     let uri = store.uri(key);
     if let Some(path) = store.local_path(key) {
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {uri}"))?;
-        let sha256 = crate::store::sha256_hex(&bytes);
-        drop(bytes);
-        let lf = LazyFrame::scan_parquet(
-            PlRefPath::try_from_pathbuf(path)?,
-            ScanArgsParquet::default(),
-        )?;
-        let rows = lf
-            .clone()
-            .select([len()])
-            .collect()?
-            .column("len")?
-            .u32()?
-            .get(0)
-            .unwrap_or(0) as usize;
-        return Ok((lf, InputRecord { uri, sha256, rows }));
+        return Ok((scan_local(&path)?, local_record(store, key)?));
     }
     let object = store.get(key)?.with_context(|| format!("{uri}: missing"))?;
     let sha256 = crate::store::sha256_hex(&object.bytes);

@@ -146,7 +146,7 @@ impl<'a> RunContext<'a> {
         rows: usize,
     ) -> anyhow::Result<()> {
         let staging = format!("_staging/{}/{key}", self.run_id);
-        let sha256 = sha256_file(file)?;
+        let sha256 = crate::store::sha256_file(file)?;
         match self.store.local_path(&staging) {
             Some(path) => {
                 std::fs::create_dir_all(path.parent().expect("staging keys have a parent"))?;
@@ -231,13 +231,6 @@ impl<'a> RunContext<'a> {
         }
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sgml-{}", self.run_id)));
     }
-}
-
-fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 pub fn new_run_id(step: &str) -> String {

@@ -11,10 +11,7 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
     let store = dir.path().join("store");
     ok(sgml(&store).args(["ingest", "--input"]).arg(&good));
     let before = snapshot(&store);
-    let run_date = last_manifest(&store, "ingest")["run_date"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_date = ingested_run_date(&store);
 
     let orders = std::fs::read(good.join("orders.csv")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -144,6 +144,14 @@ pub fn last_manifest(store: &Path, step: &str) -> serde_json::Value {
     runs.pop().expect("a manifest for the step")
 }
 
+/// The run date the latest ingest chose.
+pub fn ingested_run_date(store: &Path) -> String {
+    last_manifest(store, "ingest")["run_date"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub fn shared_data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data")

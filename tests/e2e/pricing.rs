@@ -8,10 +8,7 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     let input = generate(dir.path(), 3000, 31, 0.0);
     let store = dir.path().join("store");
     ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
-    let run_date = last_manifest(&store, "ingest")["run_date"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_date = ingested_run_date(&store);
     ok(sgml(&store).args([
         "train",
         "pricing",
@@ -151,10 +148,7 @@ fn later_prices_never_reach_the_fitted_model() {
     let input = generate(dir.path(), 1500, 5, 0.0);
     let store = dir.path().join("store");
     ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
-    let run_date = last_manifest(&store, "ingest")["run_date"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_date = ingested_run_date(&store);
     let train = |store: &std::path::Path| {
         ok(sgml(store).args(["train", "pricing", "--trees", "50", "--run-date", &run_date]));
         let m = last_manifest(store, "train-pricing");

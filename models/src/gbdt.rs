@@ -114,6 +114,13 @@ impl Gbdt {
     pub fn columns(&self) -> &[String] {
         &self.columns
     }
+
+    /// Total gain of the splits on each column, in column order.
+    pub fn importance(&self) -> Result<Vec<f64>, ModelError> {
+        self.booster
+            .feature_importance(lightgbm3::ImportanceType::Gain)
+            .map_err(lgbm)
+    }
 }
 
 impl Predict for Gbdt {

@@ -5,19 +5,24 @@
 //! - [`bundle`]: the bundle (files in open formats + a checksummed manifest) and the
 //!   loader that refuses anything that does not verify.
 //!
+//! - [`baseline`]: training-data statistics for drift checks, stored in the manifest;
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
 //! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
 //! - [`linear`]: the linear baseline (ElasticNet on standardised features), as JSON;
 //! - [`metrics`]: regression metrics on log price and price, split-conformal intervals;
 //! - [`pricing`]: the pricing feature transform (raw attributes → matrix) with its
-//!   target-encoding lookups, shared by training, batch prediction and services.
+//!   target-encoding lookups, and [`pricing::PriceModel`], the one scoring path shared
+//!   by batch prediction and services;
+//! - [`report`]: the PNG charts and HTML page every bundle carries.
 
+pub mod baseline;
 pub mod bundle;
 pub mod estimator;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;
 pub mod pricing;
+pub mod report;
 
 pub use bundle::{Bundle, BundleError, Manifest};

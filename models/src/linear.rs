@@ -57,6 +57,12 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// Absolute standardised coefficients: the change in log price per standard
+    /// deviation of each column, in column order.
+    pub fn importance(&self) -> Vec<f64> {
+        self.coef.iter().map(|c| c.abs()).collect()
+    }
+
     fn standardise(&self, x: &Matrix) -> Array2<f64> {
         let mut out = Array2::zeros((x.rows(), x.cols()));
         for i in 0..x.rows() {

@@ -1,22 +1,41 @@
 //! The pricing feature transform: raw listing attributes → a model matrix.
 //!
 //! One transform serves training, batch prediction and services, so there is no
-//! training/serving skew. The nominal attributes with many levels (category, brand,
-//! market and category × market) are target-encoded: the smoothed mean log price of
-//! the level, learned at training time and shipped in the bundle as JSON lookups.
-//! Training rows are encoded out of fold, so a row's own price never enters its
-//! features. An unknown level (a new category, a missing brand) gets the global mean
-//! and a count of 0 — defined behaviour, never an error.
+//! training/serving skew. The nominal attributes with many levels (product, category,
+//! brand, market and category × market) are target-encoded: the smoothed mean log
+//! price of the level, learned at training time and shipped in the bundle as JSON
+//! lookups. The product's encoding is its price history: its smoothed mean, spread and
+//! number of priced sale lines. Training rows are encoded out of fold, so a row's own
+//! price never enters its features.
+//!
+//! Defined behaviour for inputs the model has not seen (never an error, never a panic):
+//! - an unknown or missing level (a new product, category, brand or market) encodes
+//!   as the global mean with a count of 0, the same as a level no training row had;
+//! - a missing condition, seller country, title or month is a missing value (NaN),
+//!   which LightGBM routes down the branch it learned for missing values and the
+//!   linear model scores as the training mean;
+//! - out-of-range values are treated as missing: a month outside 1..=12, a quantity
+//!   that is not a positive finite number, an unknown condition;
+//! - a missing quantity means one unit (batch suggestions price one unit).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::estimator::{Matrix, ModelError};
+use crate::bundle::{Bundle, BundleError, Field};
+use crate::estimator::{Matrix, ModelError, Predict};
+use crate::gbdt::Gbdt;
+use crate::linear::Linear;
+use crate::metrics::ConformalInterval;
+
+/// Bundle kinds of price models.
+pub const KIND_GBDT: &str = "pricing-gbdt";
+pub const KIND_LINEAR: &str = "pricing-linear";
 
 /// The raw attributes of one product in one market.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PriceInput {
+    pub product_id: Option<String>,
     pub category: Option<String>,
     pub brand: Option<String>,
     pub condition: Option<String>,
@@ -26,6 +45,9 @@ pub struct PriceInput {
     pub title: Option<String>,
     /// 1..=12; 0 when unknown.
     pub month: u32,
+    /// Units the unit price is for (wholesale lines are cheaper per unit); `None`
+    /// prices one unit.
+    pub quantity: Option<f64>,
 }
 
 /// Prior weight of the global mean in a level's smoothed mean (in rows).
@@ -35,6 +57,9 @@ pub const SMOOTHING: f64 = 20.0;
 pub struct Level {
     pub sum: f64,
     pub count: u64,
+    /// Sum of squared log prices: the level's spread.
+    #[serde(default)]
+    pub sum_sq: f64,
 }
 
 /// The encodings learned from training rows (ordered maps: the same rows give the
@@ -42,6 +67,10 @@ pub struct Level {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PricingLookups {
     pub global_mean: f64,
+    /// Standard deviation of all training log prices: the prior of a product's spread.
+    #[serde(default)]
+    pub global_std: f64,
+    pub product: BTreeMap<String, Level>,
     pub category: BTreeMap<String, Level>,
     pub brand: BTreeMap<String, Level>,
     pub market: BTreeMap<String, Level>,
@@ -49,7 +78,10 @@ pub struct PricingLookups {
 }
 
 /// The columns of the model matrix, in order.
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 15] = [
+    "product_price",
+    "product_price_std",
+    "product_rows_log",
     "category_price",
     "brand_price",
     "market_price",
@@ -61,6 +93,7 @@ pub const COLUMNS: [&str; 11] = [
     "title_chars",
     "title_tokens",
     "month",
+    "quantity_log",
 ];
 
 fn category_market(row: &PriceInput) -> Option<String> {
@@ -81,8 +114,17 @@ impl PricingLookups {
                 log_prices.len()
             )));
         }
+        let n = log_prices.len() as f64;
+        let global_mean = log_prices.iter().sum::<f64>() / n;
+        let variance = log_prices
+            .iter()
+            .map(|y| (y - global_mean).powi(2))
+            .sum::<f64>()
+            / n;
         let mut l = PricingLookups {
-            global_mean: log_prices.iter().sum::<f64>() / log_prices.len() as f64,
+            global_mean,
+            global_std: variance.sqrt(),
+            product: BTreeMap::new(),
             category: BTreeMap::new(),
             brand: BTreeMap::new(),
             market: BTreeMap::new(),
@@ -93,9 +135,11 @@ impl PricingLookups {
                 let level = map.entry(k.clone()).or_default();
                 level.sum += y;
                 level.count += 1;
+                level.sum_sq += y * y;
             }
         };
         for (row, &y) in rows.iter().zip(log_prices) {
+            add(&mut l.product, row.product_id.as_ref(), y);
             add(&mut l.category, row.category.as_ref(), y);
             add(&mut l.brand, row.brand.as_ref(), y);
             add(&mut l.market, Some(&row.market), y);
@@ -114,6 +158,20 @@ impl PricingLookups {
         }
     }
 
+    /// A level's spread: its standard deviation shrunk towards the global one, so a
+    /// product with two lines does not claim a spread of zero.
+    fn spread(&self, map: &BTreeMap<String, Level>, key: Option<&String>) -> f64 {
+        let prior = SMOOTHING * self.global_std * self.global_std;
+        match key.and_then(|k| map.get(k)) {
+            Some(l) if l.count > 0 => {
+                let n = l.count as f64;
+                let ss = (l.sum_sq - l.sum * l.sum / n).max(0.0);
+                ((ss + prior) / (n + SMOOTHING)).sqrt()
+            }
+            _ => self.global_std,
+        }
+    }
+
     /// The model matrix for rows (serving and batch prediction).
     pub fn transform(&self, rows: &[PriceInput]) -> Matrix {
         let mut values = Vec::with_capacity(rows.len() * COLUMNS.len());
@@ -123,7 +181,8 @@ impl PricingLookups {
         Matrix::new(COLUMNS.map(String::from).to_vec(), values).expect("row width matches COLUMNS")
     }
 
-    fn row_features(&self, row: &PriceInput) -> [f64; 11] {
+    fn row_features(&self, row: &PriceInput) -> [f64; COLUMNS.len()] {
+        let (product, product_rows) = self.encode(&self.product, row.product_id.as_ref());
         let (category, category_rows) = self.encode(&self.category, row.category.as_ref());
         let (brand, brand_rows) = self.encode(&self.brand, row.brand.as_ref());
         let (market, _) = self.encode(&self.market, Some(&row.market));
@@ -140,7 +199,15 @@ impl PricingLookups {
             None => f64::NAN,
         };
         let title = row.title.as_deref().unwrap_or("");
+        let quantity = match row.quantity {
+            None => 1.0,
+            Some(q) if q.is_finite() && q > 0.0 => q,
+            Some(_) => f64::NAN,
+        };
         [
+            product,
+            self.spread(&self.product, row.product_id.as_ref()),
+            (product_rows as f64).ln_1p(),
             category,
             brand,
             market,
@@ -151,11 +218,12 @@ impl PricingLookups {
             cross_border,
             title.chars().count() as f64,
             title.split_whitespace().count() as f64,
-            if row.month == 0 {
-                f64::NAN
-            } else {
+            if (1..=12).contains(&row.month) {
                 f64::from(row.month)
+            } else {
+                f64::NAN
             },
+            quantity.ln(),
         ]
     }
 }
@@ -221,12 +289,136 @@ fn fold_assignment(n: usize, folds: usize, seed: u64) -> Vec<usize> {
     fold
 }
 
+/// The raw inputs a price bundle consumes: [`PriceInput`]'s fields, as the manifest
+/// records them.
+pub fn input_schema() -> Vec<Field> {
+    [
+        ("product_id", "str", true),
+        ("category", "str", true),
+        ("brand", "str", true),
+        ("condition", "str", true),
+        ("market", "str", false),
+        ("seller_country", "str", true),
+        ("title", "str", true),
+        ("month", "i64", true),
+        ("quantity", "f64", true),
+    ]
+    .into_iter()
+    .map(|(name, dtype, nullable)| Field {
+        name: name.into(),
+        dtype: dtype.into(),
+        nullable,
+    })
+    .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PriceModelError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("bundle kind `{0}` is not a price model ({KIND_GBDT}, {KIND_LINEAR})")]
+    Kind(String),
+    #[error("bundle lacks {0}")]
+    MissingFile(&'static str),
+    #[error("bundle file {file} does not parse: {why}")]
+    Parse { file: &'static str, why: String },
+    #[error(
+        "the bundle's model was trained on feature columns {found:?}, this build computes {expected:?}: retrain, or score with the sgml version that trained it"
+    )]
+    Columns {
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// A loaded price model: everything needed to price raw attributes. The one scoring
+/// path for batch prediction and services alike.
+pub struct PriceModel {
+    pub version: String,
+    model: Box<dyn Predict>,
+    lookups: PricingLookups,
+    interval: ConformalInterval,
+}
+
+/// One priced row: log price and bounds in the base currency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Priced {
+    pub log_price: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl PriceModel {
+    /// From a verified bundle; refuses another kind, another input schema or a model
+    /// trained on other feature columns than this build's transform computes.
+    pub fn from_bundle(bundle: &Bundle) -> Result<PriceModel, PriceModelError> {
+        let file = |p: &'static str| bundle.file(p).ok_or(PriceModelError::MissingFile(p));
+        let parse = |file: &'static str| {
+            move |e: &dyn std::fmt::Display| PriceModelError::Parse {
+                file,
+                why: e.to_string(),
+            }
+        };
+        bundle.expect_inputs(&input_schema())?;
+        let (model, columns): (Box<dyn Predict>, Vec<String>) =
+            match bundle.manifest().kind.as_str() {
+                KIND_GBDT => {
+                    let text = std::str::from_utf8(file("model.txt")?)
+                        .map_err(|e| parse("model.txt")(&e))?;
+                    let m = Gbdt::from_text(text)?;
+                    let columns = m.columns().to_vec();
+                    (Box::new(m), columns)
+                }
+                KIND_LINEAR => {
+                    let m: Linear = serde_json::from_slice(file("model.json")?)
+                        .map_err(|e| parse("model.json")(&e))?;
+                    let columns = m.columns.clone();
+                    (Box::new(m), columns)
+                }
+                other => return Err(PriceModelError::Kind(other.to_string())),
+            };
+        if columns != COLUMNS {
+            return Err(PriceModelError::Columns {
+                expected: COLUMNS.map(String::from).to_vec(),
+                found: columns,
+            });
+        }
+        Ok(PriceModel {
+            version: bundle.manifest().version.clone(),
+            model,
+            lookups: serde_json::from_slice(file("lookups.json")?)
+                .map_err(|e| parse("lookups.json")(&e))?,
+            interval: serde_json::from_slice(file("interval.json")?)
+                .map_err(|e| parse("interval.json")(&e))?,
+        })
+    }
+
+    pub fn price(&self, rows: &[PriceInput]) -> Result<Vec<Priced>, ModelError> {
+        let pred = self.model.predict(&self.lookups.transform(rows))?;
+        Ok(pred
+            .into_iter()
+            .map(|p| {
+                let (low, high) = self.interval.bounds(p);
+                Priced {
+                    log_price: p,
+                    low,
+                    high,
+                }
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(category: &str, market: &str) -> PriceInput {
         PriceInput {
+            product_id: None,
+            quantity: None,
             category: Some(category.into()),
             brand: Some("Acme".into()),
             condition: Some("new".into()),
@@ -237,6 +429,15 @@ mod tests {
         }
     }
 
+    /// A cell by column name, so tests survive new columns.
+    fn at(m: &Matrix, row: usize, name: &str) -> f64 {
+        let j = COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .expect("known column");
+        m.row(row)[j]
+    }
+
     #[test]
     fn smoothed_means_and_unknown_levels() {
         let rows = vec![row("Mugs", "DE"), row("Mugs", "FR"), row("Lamps", "DE")];
@@ -245,21 +446,58 @@ mod tests {
         assert_eq!(l.global_mean, 3.0);
         let m = l.transform(&[row("Mugs", "DE"), row("Never seen", "JP")]);
         // Mugs: (1 + 3 + 20·3) / (2 + 20)
-        assert!((m.row(0)[0] - 64.0 / 22.0).abs() < 1e-12);
-        assert_eq!(m.row(0)[7], 0.0, "DE seller selling in DE");
-        assert_eq!(m.row(0)[9], 3.0, "title tokens");
+        assert!((at(&m, 0, "category_price") - 64.0 / 22.0).abs() < 1e-12);
+        assert_eq!(at(&m, 0, "cross_border"), 0.0, "DE seller selling in DE");
+        assert_eq!(at(&m, 0, "title_tokens"), 3.0);
+        assert_eq!(
+            at(&m, 0, "quantity_log"),
+            0.0,
+            "no quantity prices one unit"
+        );
         // Unknown category and market: the global mean, zero rows, cross-border.
-        assert_eq!(m.row(1)[0], 3.0);
-        assert_eq!(m.row(1)[2], 3.0);
-        assert_eq!(m.row(1)[4], 0.0);
-        assert_eq!(m.row(1)[7], 1.0);
+        assert_eq!(at(&m, 1, "category_price"), 3.0);
+        assert_eq!(at(&m, 1, "market_price"), 3.0);
+        assert_eq!(at(&m, 1, "category_rows_log"), 0.0);
+        assert_eq!(at(&m, 1, "cross_border"), 1.0);
         let missing = l.transform(&[PriceInput {
             market: "DE".into(),
             ..Default::default()
         }]);
-        assert!(
-            missing.row(0)[6].is_nan() && missing.row(0)[7].is_nan() && missing.row(0)[10].is_nan()
-        );
+        for c in ["condition", "cross_border", "month"] {
+            assert!(at(&missing, 0, c).is_nan(), "{c}");
+        }
+        assert_eq!(at(&missing, 0, "product_price"), 3.0);
+        assert_eq!(at(&missing, 0, "product_price_std"), l.global_std);
+    }
+
+    #[test]
+    fn product_history_and_out_of_range_inputs() {
+        let mut rows = vec![row("Mugs", "DE"); 4];
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.product_id = Some(if i < 3 { "P1" } else { "P2" }.into());
+        }
+        let y = [2.0, 2.0, 2.0, 6.0];
+        let l = PricingLookups::fit(&rows, &y).unwrap();
+        let probe = |product: &str, quantity: Option<f64>, month: u32| PriceInput {
+            product_id: Some(product.into()),
+            quantity,
+            month,
+            ..row("Mugs", "DE")
+        };
+        let m = l.transform(&[
+            probe("P1", Some(12.0), 3),
+            probe("P2", Some(-1.0), 13),
+            probe("P9", Some(f64::INFINITY), 0),
+        ]);
+        // P1: (3·2 + 20·3) / 23; its three equal prices shrink the spread below global.
+        assert!((at(&m, 0, "product_price") - 66.0 / 23.0).abs() < 1e-12);
+        assert!(at(&m, 0, "product_price_std") < l.global_std);
+        assert!((at(&m, 0, "product_rows_log") - 4f64.ln()).abs() < 1e-12);
+        assert!((at(&m, 0, "quantity_log") - 12f64.ln()).abs() < 1e-12);
+        // Out of range: a negative quantity and month 13 are missing, never a panic.
+        assert!(at(&m, 1, "quantity_log").is_nan() && at(&m, 1, "month").is_nan());
+        assert!(at(&m, 2, "quantity_log").is_nan());
+        assert_eq!(at(&m, 2, "product_rows_log"), 0.0, "unknown product");
     }
 
     #[test]
@@ -271,10 +509,10 @@ mod tests {
         let (m, full) = fit_transform(&rows, &y, 5, 7).unwrap();
         for (i, own) in y.iter().enumerate() {
             assert!(
-                (m.row(i)[0] - own).abs() > 1e-9,
+                (at(&m, i, "category_price") - own).abs() > 1e-9,
                 "row {i} leaked its own price"
             );
-            assert_eq!(m.row(i)[4], 0.0, "unseen out of fold");
+            assert_eq!(at(&m, i, "category_rows_log"), 0.0, "unseen out of fold");
         }
         assert_eq!(full.category.len(), 10);
     }

@@ -98,7 +98,10 @@ enum Command {
 #[derive(Subcommand)]
 enum TrainCommand {
     /// LightGBM on log price (base currency) from features/order_lines/dt=D: the latest
-    /// 20% of days are held out, intervals are split-conformal (90%).
+    /// 20% of days (or the days from --holdout-from) are held out, the last 10% of the
+    /// days before them calibrate split-conformal 90% intervals, the rest train. Writes
+    /// models/pricing/<version>/ with the model, its lookups, metrics, drift baseline
+    /// and a report (report/index.html).
     Pricing(TrainPricingArgs),
 }
 
@@ -116,6 +119,10 @@ struct TrainPricingArgs {
     date: DateArgs,
     #[arg(long, value_enum, default_value_t = AlgoArg::Gbdt)]
     algo: AlgoArg,
+    /// Hold out the sale lines from this date (YYYY-MM-DD) on, instead of the latest 20%
+    /// of days.
+    #[arg(long, value_name = "DATE")]
+    holdout_from: Option<chrono::NaiveDate>,
     /// Boosting rounds.
     #[arg(long, default_value_t = 500)]
     trees: usize,
@@ -344,6 +351,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                     AlgoArg::Gbdt => Algo::Gbdt,
                     AlgoArg::Linear => Algo::Linear,
                 },
+                holdout_from: a.holdout_from,
                 linear: LinearParams::default(),
                 params: GbdtParams {
                     trees: a.trees,
@@ -468,6 +476,7 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
     };
     let train = TrainPricing {
         algo: Algo::Gbdt,
+        holdout_from: None,
         params: GbdtParams::default(),
         linear: LinearParams::default(),
     };

@@ -84,6 +84,11 @@ impl<'a> RunContext<'a> {
         self.manifest.inputs.push(record);
     }
 
+    /// The inputs recorded so far (their keys and checksums are a step's lineage).
+    pub fn inputs(&self) -> &[InputRecord] {
+        &self.manifest.inputs
+    }
+
     pub fn count(&mut self, table: &str, counts: Counts) {
         self.manifest.counts.insert(table.to_string(), counts);
     }

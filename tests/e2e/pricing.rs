@@ -43,6 +43,39 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         m.metrics
     );
     assert!(metric("interval_coverage") > 0.75, "{:?}", m.metrics);
+    // Lineage: the fingerprint hashes the inputs the manifest lists, and the drift
+    // baseline profiles every model column.
+    let fingerprint = m.training_data["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 64);
+    let inputs = m.training_data["inputs"].as_array().unwrap();
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i["uri"].as_str().unwrap().contains("features/order_lines")),
+        "{inputs:?}"
+    );
+    assert_eq!(
+        m.baseline["columns"].as_array().unwrap().len(),
+        sgml_models::pricing::COLUMNS.len()
+    );
+    assert!(m.baseline["levels"]["market"].as_object().unwrap().len() > 3);
+    // The report travels in the bundle, checksummed like the model.
+    let html = String::from_utf8(bundle.file("report/index.html").unwrap().to_vec()).unwrap();
+    assert!(html.contains("rmse_log") && html.contains("Residuals by market"));
+    for png in [
+        "predicted_vs_actual",
+        "residuals_by_category",
+        "residuals_by_market",
+        "feature_importance",
+        "interval_coverage",
+    ] {
+        let bytes = bundle.file(&format!("report/{png}.png")).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+        assert!(
+            html.contains(&format!("alt=\"{png}.png\"")),
+            "{png} is embedded"
+        );
+    }
     // The linear baseline on the same split: GBDT beats it, and it beats the category median.
     ok(sgml(&store).args([
         "train",
@@ -88,7 +121,7 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     assert!(preds.height() > 100, "{}", preds.height());
     assert_eq!(preds.column("price_base").unwrap().null_count(), 0);
     let products = read_partition(&store.join(format!("raw/products/dt={run_date}")));
-    let model = sgml_pipelines::steps::predict_pricing::PriceModel::from_bundle(&bundle).unwrap();
+    let model = sgml_models::pricing::PriceModel::from_bundle(&bundle).unwrap();
     let month = chrono::NaiveDate::parse_from_str(&run_date, "%Y-%m-%d").unwrap();
     let text = |df: &polars::prelude::DataFrame, c: &str, i: usize| {
         df.column(c)
@@ -104,6 +137,8 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
             .find(|&j| text(&products, "product_id", j).as_deref() == Some(id.as_str()))
             .unwrap();
         let input = sgml_models::pricing::PriceInput {
+            product_id: Some(id.clone()),
+            quantity: None,
             category: text(&products, "category", j),
             brand: text(&products, "brand", j),
             condition: text(&products, "condition", j),
@@ -122,6 +157,54 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
             .unwrap();
         assert_eq!(served, batch, "row {i}: training/serving skew");
     }
+
+    // A bundle whose input schema differs from what this build provides is refused,
+    // by the loader and by the CLI, before any scoring.
+    let mismatched = store.join("models/pricing/schema-mismatch");
+    std::fs::create_dir_all(&mismatched).unwrap();
+    for entry in std::fs::read_dir(&versions[0]).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            let sub = mismatched.join(entry.file_name());
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in std::fs::read_dir(entry.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), sub.join(f.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(entry.path(), mismatched.join(entry.file_name())).unwrap();
+        }
+    }
+    let manifest_path = mismatched.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for field in manifest["input_schema"].as_array_mut().unwrap() {
+        if field["name"] == "month" {
+            field["dtype"] = "str".into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let loaded = sgml_models::Bundle::load_dir(&mismatched).expect("checksums still verify");
+    let refused = sgml_models::pricing::PriceModel::from_bundle(&loaded)
+        .err()
+        .expect("schema mismatch refused")
+        .to_string();
+    assert!(refused.contains("month"), "{refused}");
+    let err = fails(
+        sgml(&store).args([
+            "predict",
+            "pricing",
+            "--version",
+            "schema-mismatch",
+            "--run-date",
+            &run_date,
+        ]),
+        1,
+    );
+    assert!(
+        err.contains("input schema") && err.contains("month"),
+        "{err}"
+    );
 
     // Flip one byte of the model: the loader names the file and refuses.
     let model = versions[0].join("model.txt");

@@ -15,16 +15,11 @@ use chrono::{Datelike, Duration, NaiveDate};
 use polars::prelude::*;
 use sgml_features::Table;
 use sgml_features::values::days_since_epoch;
-use sgml_models::Bundle;
-use sgml_models::estimator::Predict;
-use sgml_models::gbdt::Gbdt;
-use sgml_models::linear::Linear;
-use sgml_models::metrics::ConformalInterval;
-use sgml_models::pricing::{PriceInput, PricingLookups};
+use sgml_models::pricing::{PriceInput, PriceModel};
 
 use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
-use crate::steps::train_pricing::{self, KIND_GBDT, KIND_LINEAR, MODEL};
+use crate::steps::train_pricing::{self, MODEL};
 
 pub const ACTIVE_DAYS: i64 = 90;
 
@@ -43,57 +38,6 @@ pub const SPEC: StepSpec = StepSpec {
     writes: &["predictions/pricing/<version>/dt=<run_date>/"],
     about: "suggested prices with intervals for every active product and market",
 };
-
-/// A loaded price model: everything needed to price raw attributes.
-pub struct PriceModel {
-    pub version: String,
-    model: Box<dyn Predict>,
-    lookups: PricingLookups,
-    interval: ConformalInterval,
-}
-
-/// One priced row: log price and bounds in the base currency.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Priced {
-    pub log_price: f64,
-    pub low: f64,
-    pub high: f64,
-}
-
-impl PriceModel {
-    pub fn from_bundle(bundle: &Bundle) -> anyhow::Result<PriceModel> {
-        let file = |p: &str| bundle.file(p).with_context(|| format!("bundle lacks {p}"));
-        let model: Box<dyn Predict> = match bundle.manifest().kind.as_str() {
-            KIND_GBDT => Box::new(Gbdt::from_text(std::str::from_utf8(file("model.txt")?)?)?),
-            KIND_LINEAR => Box::new(serde_json::from_slice::<Linear>(file("model.json")?)?),
-            other => anyhow::bail!(
-                "bundle kind `{other}` is not a price model ({KIND_GBDT}, {KIND_LINEAR})"
-            ),
-        };
-        Ok(PriceModel {
-            version: bundle.manifest().version.clone(),
-            model,
-            lookups: serde_json::from_slice(file("lookups.json")?)?,
-            interval: serde_json::from_slice(file("interval.json")?)?,
-        })
-    }
-
-    /// The one scoring path, for batch prediction and services alike.
-    pub fn price(&self, rows: &[PriceInput]) -> anyhow::Result<Vec<Priced>> {
-        let pred = self.model.predict(&self.lookups.transform(rows))?;
-        Ok(pred
-            .into_iter()
-            .map(|p| {
-                let (low, high) = self.interval.bounds(p);
-                Priced {
-                    log_price: p,
-                    low,
-                    high,
-                }
-            })
-            .collect())
-    }
-}
 
 impl Step for PredictPricing {
     fn spec(&self) -> StepSpec {
@@ -263,6 +207,9 @@ fn active_rows(
         }
         for m in set {
             rows.push(PriceInput {
+                product_id: Some(id.clone()),
+                // Suggestions are unit prices for one unit.
+                quantity: None,
                 category: category[i].clone(),
                 brand: brand[i].clone(),
                 condition: condition[i].clone(),

@@ -18,15 +18,14 @@ use sgml_models::estimator::{Fit, Params, Predict};
 use sgml_models::gbdt::GbdtParams;
 use sgml_models::linear::LinearParams;
 use sgml_models::metrics::{ConformalInterval, RegressionMetrics, regression};
-use sgml_models::pricing::{self, PriceInput, PricingLookups};
+use sgml_models::pricing::{self, KIND_GBDT, KIND_LINEAR, PriceInput};
+use sgml_models::{baseline, report};
 
 use crate::io;
 use crate::run::{CODE_VERSION, RunContext, Step, StepSpec};
 use crate::store::Condition;
 
 pub const MODEL: &str = "pricing";
-pub const KIND_GBDT: &str = "pricing-gbdt";
-pub const KIND_LINEAR: &str = "pricing-linear";
 
 /// Which estimator prices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +41,8 @@ pub const COVERAGE: f64 = 0.9;
 
 pub struct TrainPricing {
     pub algo: Algo,
+    /// First day of the holdout; by default the latest [`HOLDOUT`] share of days.
+    pub holdout_from: Option<NaiveDate>,
     pub params: GbdtParams,
     pub linear: LinearParams,
 }
@@ -52,6 +53,9 @@ pub const SPEC: StepSpec = StepSpec {
     writes: &["models/pricing/<version>/"],
     about: "train the price model (LightGBM on log price), evaluate on the latest days, write a bundle",
 };
+
+/// The fitted model's file in the bundle: path and bytes.
+type ModelFile = (String, Vec<u8>);
 
 /// Training rows: attributes, log price, order day.
 struct Rows {
@@ -72,7 +76,7 @@ impl Step for TrainPricing {
             "penalty": self.linear.penalty, "l1_ratio": self.linear.l1_ratio,
             "trees": p.trees, "learning_rate": p.learning_rate, "num_leaves": p.num_leaves,
             "min_data_in_leaf": p.min_data_in_leaf, "seed": p.seed,
-            "holdout": HOLDOUT, "calibration": CALIBRATION, "coverage": COVERAGE,
+            "holdout": HOLDOUT, "holdout_from": self.holdout_from, "calibration": CALIBRATION, "coverage": COVERAGE,
         })
     }
 
@@ -82,7 +86,7 @@ impl Step for TrainPricing {
         let linear_params = self.linear.check()?;
         ctx.progress("reading order lines");
         let rows = read_rows(ctx, run_date)?;
-        let (cut_eval, cut_cal) = cutoffs(&rows.day)?;
+        let (cut_eval, cut_cal) = cutoffs(&rows.day, self.holdout_from)?;
         let part = |pred: &dyn Fn(i32) -> bool| -> Vec<usize> {
             (0..rows.day.len()).filter(|&i| pred(rows.day[i])).collect()
         };
@@ -119,16 +123,18 @@ impl Step for TrainPricing {
 
         ctx.progress(format!("training on {} lines", fit_y.len()));
         let (matrix, lookups) = pricing::fit_transform(&fit_x, &fit_y, 5, self.params.seed)?;
-        let (model, file): (Box<dyn Predict>, (String, Vec<u8>)) = match self.algo {
+        let (model, file, importance): (Box<dyn Predict>, ModelFile, Vec<f64>) = match self.algo {
             Algo::Gbdt => {
                 let m = gbdt_params.fit(&matrix, &fit_y)?;
                 let text = m.to_text()?.into_bytes();
-                (Box::new(m), ("model.txt".into(), text))
+                let importance = m.importance()?;
+                (Box::new(m), ("model.txt".into(), text), importance)
             }
             Algo::Linear => {
                 let m = linear_params.fit(&matrix, &fit_y)?;
                 let json = serde_json::to_vec_pretty(&m)?;
-                (Box::new(m), ("model.json".into(), json))
+                let importance = m.importance();
+                (Box::new(m), ("model.json".into(), json), importance)
             }
         };
         let cal_pred = model.predict(&lookups.transform(&cal_x))?;
@@ -143,9 +149,64 @@ impl Step for TrainPricing {
             metrics.rmse_log, baseline.rmse_log, metrics.median_ape, coverage
         ));
 
-        let bundle = build_bundle(
-            self, file, &lookups, interval, &metrics, &baseline, coverage, ctx, &fit_y,
-        )?;
+        let metrics = metrics_map(&metrics, coverage, &baseline);
+        ctx.progress("drawing the report");
+        let mut files = BTreeMap::from([
+            file,
+            (
+                "lookups.json".to_string(),
+                serde_json::to_vec_pretty(&lookups)?,
+            ),
+            (
+                "interval.json".to_string(),
+                serde_json::to_vec_pretty(&interval)?,
+            ),
+        ]);
+        let level = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        let kind = self.kind();
+        files.extend(report::render(&report::Evaluation {
+            title: &format!("{MODEL} model ({kind}), trained for {run_date}"),
+            metrics: &metrics,
+            predicted: &eval_pred,
+            actual: &eval_y,
+            half_width: interval.half_width,
+            coverage_target: COVERAGE,
+            groups: vec![
+                (
+                    "category",
+                    eval_x.iter().map(|r| level(&r.category)).collect(),
+                ),
+                ("market", eval_x.iter().map(|r| r.market.clone()).collect()),
+            ],
+            importance: pricing::COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .zip(importance)
+                .collect(),
+        })?);
+        let training_data = serde_json::json!({
+            "run_id": ctx.run_id,
+            "run_date": ctx.run_date,
+            "fingerprint": fingerprint(ctx.inputs()),
+            "inputs": ctx.inputs(),
+            "split": {
+                "fit_until": sgml_features::values::date_from_days(cut_cal - 1),
+                "calibration_from": sgml_features::values::date_from_days(cut_cal),
+                "holdout_from": sgml_features::values::date_from_days(cut_eval),
+            },
+            "rows": { "fit": fit_y.len(), "calibration": cal_y.len(), "holdout": eval_y.len() },
+        });
+        let baseline = serde_json::json!({
+            "rows": fit_y.len(),
+            "mean_log_price": fit_y.iter().sum::<f64>() / fit_y.len() as f64,
+            "columns": baseline::profile_columns(&matrix),
+            "levels": {
+                "category": baseline::level_shares(fit_x.iter().map(|r| r.category.as_deref()), 50),
+                "market": baseline::level_shares(fit_x.iter().map(|r| Some(r.market.as_str())), 50),
+                "condition": baseline::level_shares(fit_x.iter().map(|r| r.condition.as_deref()), 10),
+            },
+        });
+        let bundle = build_bundle(self, files, metrics, training_data, baseline)?;
         write_bundle(ctx, &bundle)?;
         ctx.note(format!(
             "wrote models/{MODEL}/{}/",
@@ -177,6 +238,7 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
             col("condition"),
             col("buyer_country"),
             col("seller_country"),
+            col("quantity").cast(DataType::Float64),
             col("order_date").cast(DataType::Int32).alias("day"),
             col("order_date")
                 .dt()
@@ -202,8 +264,12 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
         text("title")?,
     );
     let month = df.column("month")?.u32()?;
+    let quantity = df.column("quantity")?.f64()?;
+    let product = text("product_id")?;
     let inputs = (0..df.height())
         .map(|i| PriceInput {
+            product_id: product[i].clone(),
+            quantity: quantity.get(i),
             category: category[i].clone(),
             brand: brand[i].clone(),
             condition: condition[i].clone(),
@@ -231,12 +297,30 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
 }
 
 /// First day of the holdout and first day of the calibration window.
-fn cutoffs(days: &[i32]) -> anyhow::Result<(i32, i32)> {
+fn cutoffs(days: &[i32], holdout_from: Option<NaiveDate>) -> anyhow::Result<(i32, i32)> {
     let (Some(&first), Some(&last)) = (days.iter().min(), days.iter().max()) else {
         bail!("no priced sale lines to train on");
     };
     let span = f64::from(last - first + 1);
-    let cut_eval = last + 1 - (span * HOLDOUT).ceil() as i32;
+    let cut_eval = match holdout_from {
+        Some(d) => {
+            let day = sgml_features::values::days_since_epoch(d);
+            if day <= first || day > last {
+                bail!(
+                    "--holdout-from {d} leaves no {} (sale lines run from {} to {})",
+                    if day <= first {
+                        "training rows"
+                    } else {
+                        "holdout rows"
+                    },
+                    sgml_features::values::date_from_days(first),
+                    sgml_features::values::date_from_days(last)
+                );
+            }
+            day
+        }
+        None => last + 1 - (span * HOLDOUT).ceil() as i32,
+    };
     let cut_cal = cut_eval - (f64::from(cut_eval - first) * CALIBRATION).ceil() as i32;
     Ok((cut_eval, cut_cal))
 }
@@ -269,29 +353,53 @@ fn category_median_baseline(
     regression(&pred, eval_y)
 }
 
-#[allow(clippy::too_many_arguments)]
+fn metrics_map(
+    metrics: &RegressionMetrics,
+    coverage: f64,
+    baseline: &RegressionMetrics,
+) -> BTreeMap<String, f64> {
+    [
+        ("rmse_log", metrics.rmse_log),
+        ("mae_log", metrics.mae_log),
+        ("mape", metrics.mape),
+        ("median_ape", metrics.median_ape),
+        ("r2_log", metrics.r2_log),
+        ("interval_coverage", coverage),
+        ("holdout_rows", metrics.rows as f64),
+        ("baseline_category_median_rmse_log", baseline.rmse_log),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// One hash over the keys and checksums of every input read: two trainings on the
+/// same data have the same fingerprint, whatever their run ids.
+fn fingerprint(inputs: &[crate::sources::InputRecord]) -> String {
+    let mut lines: Vec<String> = inputs
+        .iter()
+        .map(|i| format!("{} {}\n", i.uri, i.sha256))
+        .collect();
+    lines.sort();
+    crate::store::sha256_hex(lines.concat().as_bytes())
+}
+
+impl TrainPricing {
+    fn kind(&self) -> &'static str {
+        match self.algo {
+            Algo::Gbdt => KIND_GBDT,
+            Algo::Linear => KIND_LINEAR,
+        }
+    }
+}
+
 fn build_bundle(
     step: &TrainPricing,
-    model_file: (String, Vec<u8>),
-    lookups: &PricingLookups,
-    interval: ConformalInterval,
-    metrics: &RegressionMetrics,
-    baseline: &RegressionMetrics,
-    coverage: f64,
-    ctx: &RunContext,
-    fit_y: &[f64],
+    files: BTreeMap<String, Vec<u8>>,
+    metrics: BTreeMap<String, f64>,
+    training_data: serde_json::Value,
+    baseline: serde_json::Value,
 ) -> anyhow::Result<Bundle> {
-    let files = BTreeMap::from([
-        model_file,
-        (
-            "lookups.json".to_string(),
-            serde_json::to_vec_pretty(lookups)?,
-        ),
-        (
-            "interval.json".to_string(),
-            serde_json::to_vec_pretty(&interval)?,
-        ),
-    ]);
     let now = Utc::now();
     // The hash covers the files and the exact creation time: two trainings in the same
     // second (identical content, say) still get distinct versions.
@@ -306,50 +414,24 @@ fn build_bundle(
         dtype: dtype.into(),
         nullable,
     };
-    let mut m = BTreeMap::new();
-    for (k, v) in [
-        ("rmse_log", metrics.rmse_log),
-        ("mae_log", metrics.mae_log),
-        ("mape", metrics.mape),
-        ("median_ape", metrics.median_ape),
-        ("r2_log", metrics.r2_log),
-        ("interval_coverage", coverage),
-        ("holdout_rows", metrics.rows as f64),
-        ("baseline_category_median_rmse_log", baseline.rmse_log),
-    ] {
-        m.insert(k.to_string(), v);
-    }
-    let mean = fit_y.iter().sum::<f64>() / fit_y.len() as f64;
     let manifest = Manifest {
         name: MODEL.into(),
         version: version_id(&now.format("%Y%m%dT%H%M%SZ").to_string(), &content),
-        kind: match step.algo {
-            Algo::Gbdt => KIND_GBDT,
-            Algo::Linear => KIND_LINEAR,
-        }
-        .into(),
+        kind: step.kind().into(),
         created_at: now.to_rfc3339(),
         code_version: CODE_VERSION.into(),
         parameters: step.parameters(),
         seed: step.params.seed,
-        training_data: serde_json::json!({ "run_id": ctx.run_id, "run_date": ctx.run_date }),
-        input_schema: vec![
-            field("category", "str", true),
-            field("brand", "str", true),
-            field("condition", "str", true),
-            field("market", "str", false),
-            field("seller_country", "str", true),
-            field("title", "str", true),
-            field("month", "i64", true),
-        ],
+        training_data,
+        input_schema: pricing::input_schema(),
         output_schema: vec![
             field("log_price_base", "f64", false),
             field("price_base", "f64", false),
             field("price_low", "f64", false),
             field("price_high", "f64", false),
         ],
-        metrics: m,
-        baseline: serde_json::json!({ "rows": fit_y.len(), "mean_log_price": mean, "categories": lookups.category.len() }),
+        metrics,
+        baseline,
         gate: Gate {
             metric: "rmse_log".into(),
             direction: "lower".into(),

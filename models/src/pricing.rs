@@ -48,18 +48,105 @@ pub struct PriceInput {
     /// Units the unit price is for (wholesale lines are cheaper per unit); `None`
     /// prices one unit.
     pub quantity: Option<f64>,
+    /// The buyer checks out without a customer account. Guest (retail) and account
+    /// (often trade) buyers pay different prices: on UCI retail guests pay 66% more
+    /// for the same goods. `None` is unknown.
+    pub guest: Option<bool>,
 }
 
-/// Prior weight of the global mean in a level's smoothed mean (in rows).
-pub const SMOOTHING: f64 = 20.0;
+/// Bounds on the prior weight (in rows) an encoding gives the global mean.
+pub const MIN_PRIOR_ROWS: f64 = 0.5;
+pub const MAX_PRIOR_ROWS: f64 = 1000.0;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Level {
     pub sum: f64,
     pub count: u64,
     /// Sum of squared log prices: the level's spread.
-    #[serde(default)]
     pub sum_sq: f64,
+}
+
+/// A target encoding: per level its price sums, and how many rows' worth of weight
+/// the global mean gets in a level's smoothed mean.
+///
+/// The prior weight is estimated from the data (empirical Bayes): the within-level
+/// variance over the variance of the level means. Levels that differ a lot and vary
+/// little inside (products) get a light prior, so a product's own prices count from
+/// the first few lines; levels that barely differ (months, say) get a heavy one. A
+/// fixed weight of 20 rows cost 0.05 RMSE on UCI retail's products.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Encoding {
+    pub prior_rows: f64,
+    pub levels: BTreeMap<String, Level>,
+}
+
+impl Encoding {
+    fn fit<'a>(pairs: impl Iterator<Item = (Option<&'a str>, f64)>, global_var: f64) -> Encoding {
+        let mut levels: BTreeMap<String, Level> = BTreeMap::new();
+        for (key, y) in pairs {
+            if let Some(k) = key {
+                let level = match levels.get_mut(k) {
+                    Some(l) => l,
+                    None => levels.entry(k.to_string()).or_default(),
+                };
+                level.sum += y;
+                level.count += 1;
+                level.sum_sq += y * y;
+            }
+        }
+        let (rows, within_ss) = levels.values().fold((0.0, 0.0), |(n, ss), l| {
+            let c = l.count as f64;
+            (n + c, ss + (l.sum_sq - l.sum * l.sum / c).max(0.0))
+        });
+        let k = levels.len() as f64;
+        let within = if rows > k {
+            within_ss / (rows - k)
+        } else {
+            global_var
+        };
+        let means: Vec<f64> = levels.values().map(|l| l.sum / l.count as f64).collect();
+        let mean_of_means = means.iter().sum::<f64>() / k.max(1.0);
+        let var_of_means = means
+            .iter()
+            .map(|m| (m - mean_of_means).powi(2))
+            .sum::<f64>()
+            / (k - 1.0).max(1.0);
+        // The spread of level means includes sampling noise (within / rows per level);
+        // what is left is the true between-level variance.
+        let noise =
+            within * levels.values().map(|l| 1.0 / l.count as f64).sum::<f64>() / k.max(1.0);
+        let between = (var_of_means - noise).max(1e-9);
+        Encoding {
+            prior_rows: (within / between).clamp(MIN_PRIOR_ROWS, MAX_PRIOR_ROWS),
+            levels,
+        }
+    }
+
+    /// Smoothed mean log price of a level and its training rows; the global mean and 0
+    /// for a level never seen.
+    fn encode(&self, key: Option<&str>, global_mean: f64) -> (f64, u64) {
+        match key.and_then(|k| self.levels.get(k)) {
+            Some(l) => (
+                (l.sum + self.prior_rows * global_mean) / (l.count as f64 + self.prior_rows),
+                l.count,
+            ),
+            None => (global_mean, 0),
+        }
+    }
+
+    /// A level's spread: its standard deviation shrunk towards the global one, so a
+    /// product with two lines does not claim a spread of zero.
+    fn spread(&self, key: Option<&str>, global_std: f64) -> f64 {
+        match key.and_then(|k| self.levels.get(k)) {
+            Some(l) if l.count > 0 => {
+                let n = l.count as f64;
+                let ss = (l.sum_sq - l.sum * l.sum / n).max(0.0);
+                let prior = self.prior_rows * global_std * global_std;
+                ((ss + prior) / (n + self.prior_rows)).sqrt()
+            }
+            _ => global_std,
+        }
+    }
 }
 
 /// The encodings learned from training rows (ordered maps: the same rows give the
@@ -68,20 +155,22 @@ pub struct Level {
 pub struct PricingLookups {
     pub global_mean: f64,
     /// Standard deviation of all training log prices: the prior of a product's spread.
-    #[serde(default)]
     pub global_std: f64,
-    pub product: BTreeMap<String, Level>,
-    pub category: BTreeMap<String, Level>,
-    pub brand: BTreeMap<String, Level>,
-    pub market: BTreeMap<String, Level>,
-    pub category_market: BTreeMap<String, Level>,
+    pub product: Encoding,
+    /// Product × quantity tier: wholesale tiers are priced per product.
+    pub product_quantity: Encoding,
+    pub category: Encoding,
+    pub brand: Encoding,
+    pub market: Encoding,
+    pub category_market: Encoding,
 }
 
 /// The columns of the model matrix, in order.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 17] = [
     "product_price",
     "product_price_std",
     "product_rows_log",
+    "product_quantity_price",
     "category_price",
     "brand_price",
     "market_price",
@@ -94,12 +183,39 @@ pub const COLUMNS: [&str; 15] = [
     "title_tokens",
     "month",
     "quantity_log",
+    "guest",
 ];
 
+/// Units the price is for: a missing quantity is one unit; one that is not a positive
+/// finite number is missing (NaN).
+fn units(row: &PriceInput) -> f64 {
+    match row.quantity {
+        None => 1.0,
+        Some(q) if q.is_finite() && q > 0.0 => q,
+        Some(_) => f64::NAN,
+    }
+}
+
+/// Keys of the combined encodings (the unit separator cannot occur in ids).
 fn category_market(row: &PriceInput) -> Option<String> {
     row.category
         .as_ref()
         .map(|c| format!("{c}\u{1f}{}", row.market))
+}
+
+fn product_quantity(row: &PriceInput) -> Option<String> {
+    let q = units(row);
+    // Tiers as wholesale price lists break them: 1, 2–5, 6–11, 12–23, 24–99, 100+.
+    let tier = [2.0, 6.0, 12.0, 24.0, 100.0]
+        .iter()
+        .take_while(|b| q >= **b)
+        .count();
+    let tier = if q.is_nan() {
+        "?".to_string()
+    } else {
+        tier.to_string()
+    };
+    row.product_id.as_ref().map(|p| format!("{p}\u{1f}{tier}"))
 }
 
 impl PricingLookups {
@@ -116,60 +232,30 @@ impl PricingLookups {
         }
         let n = log_prices.len() as f64;
         let global_mean = log_prices.iter().sum::<f64>() / n;
-        let variance = log_prices
+        let var = log_prices
             .iter()
             .map(|y| (y - global_mean).powi(2))
             .sum::<f64>()
             / n;
-        let mut l = PricingLookups {
+        let fit = |key: &dyn Fn(&PriceInput) -> Option<String>| {
+            let keys: Vec<Option<String>> = rows.iter().map(key).collect();
+            Encoding::fit(
+                keys.iter()
+                    .map(Option::as_deref)
+                    .zip(log_prices.iter().copied()),
+                var,
+            )
+        };
+        Ok(PricingLookups {
             global_mean,
-            global_std: variance.sqrt(),
-            product: BTreeMap::new(),
-            category: BTreeMap::new(),
-            brand: BTreeMap::new(),
-            market: BTreeMap::new(),
-            category_market: BTreeMap::new(),
-        };
-        let add = |map: &mut BTreeMap<String, Level>, key: Option<&String>, y: f64| {
-            if let Some(k) = key {
-                let level = map.entry(k.clone()).or_default();
-                level.sum += y;
-                level.count += 1;
-                level.sum_sq += y * y;
-            }
-        };
-        for (row, &y) in rows.iter().zip(log_prices) {
-            add(&mut l.product, row.product_id.as_ref(), y);
-            add(&mut l.category, row.category.as_ref(), y);
-            add(&mut l.brand, row.brand.as_ref(), y);
-            add(&mut l.market, Some(&row.market), y);
-            add(&mut l.category_market, category_market(row).as_ref(), y);
-        }
-        Ok(l)
-    }
-
-    fn encode(&self, map: &BTreeMap<String, Level>, key: Option<&String>) -> (f64, u64) {
-        match key.and_then(|k| map.get(k)) {
-            Some(level) => (
-                (level.sum + SMOOTHING * self.global_mean) / (level.count as f64 + SMOOTHING),
-                level.count,
-            ),
-            None => (self.global_mean, 0),
-        }
-    }
-
-    /// A level's spread: its standard deviation shrunk towards the global one, so a
-    /// product with two lines does not claim a spread of zero.
-    fn spread(&self, map: &BTreeMap<String, Level>, key: Option<&String>) -> f64 {
-        let prior = SMOOTHING * self.global_std * self.global_std;
-        match key.and_then(|k| map.get(k)) {
-            Some(l) if l.count > 0 => {
-                let n = l.count as f64;
-                let ss = (l.sum_sq - l.sum * l.sum / n).max(0.0);
-                ((ss + prior) / (n + SMOOTHING)).sqrt()
-            }
-            _ => self.global_std,
-        }
+            global_std: var.sqrt(),
+            product: fit(&|r| r.product_id.clone()),
+            product_quantity: fit(&product_quantity),
+            category: fit(&|r| r.category.clone()),
+            brand: fit(&|r| r.brand.clone()),
+            market: fit(&|r| Some(r.market.clone())),
+            category_market: fit(&category_market),
+        })
     }
 
     /// The model matrix for rows (serving and batch prediction).
@@ -182,12 +268,17 @@ impl PricingLookups {
     }
 
     fn row_features(&self, row: &PriceInput) -> [f64; COLUMNS.len()] {
-        let (product, product_rows) = self.encode(&self.product, row.product_id.as_ref());
-        let (category, category_rows) = self.encode(&self.category, row.category.as_ref());
-        let (brand, brand_rows) = self.encode(&self.brand, row.brand.as_ref());
-        let (market, _) = self.encode(&self.market, Some(&row.market));
-        let (category_market, _) =
-            self.encode(&self.category_market, category_market(row).as_ref());
+        let g = self.global_mean;
+        let (product, product_rows) = self.product.encode(row.product_id.as_deref(), g);
+        let (product_quantity, _) = self
+            .product_quantity
+            .encode(product_quantity(row).as_deref(), g);
+        let (category, category_rows) = self.category.encode(row.category.as_deref(), g);
+        let (brand, brand_rows) = self.brand.encode(row.brand.as_deref(), g);
+        let (market, _) = self.market.encode(Some(&row.market), g);
+        let (category_market, _) = self
+            .category_market
+            .encode(category_market(row).as_deref(), g);
         let condition = match row.condition.as_deref() {
             Some("new") => 0.0,
             Some("refurbished") => 1.0,
@@ -199,15 +290,12 @@ impl PricingLookups {
             None => f64::NAN,
         };
         let title = row.title.as_deref().unwrap_or("");
-        let quantity = match row.quantity {
-            None => 1.0,
-            Some(q) if q.is_finite() && q > 0.0 => q,
-            Some(_) => f64::NAN,
-        };
         [
             product,
-            self.spread(&self.product, row.product_id.as_ref()),
+            self.product
+                .spread(row.product_id.as_deref(), self.global_std),
             (product_rows as f64).ln_1p(),
+            product_quantity,
             category,
             brand,
             market,
@@ -223,7 +311,8 @@ impl PricingLookups {
             } else {
                 f64::NAN
             },
-            quantity.ln(),
+            units(row).ln(),
+            row.guest.map_or(f64::NAN, |g| f64::from(u8::from(g))),
         ]
     }
 }
@@ -302,6 +391,7 @@ pub fn input_schema() -> Vec<Field> {
         ("title", "str", true),
         ("month", "i64", true),
         ("quantity", "f64", true),
+        ("guest", "bool", true),
     ]
     .into_iter()
     .map(|(name, dtype, nullable)| Field {
@@ -419,6 +509,7 @@ mod tests {
         PriceInput {
             product_id: None,
             quantity: None,
+            guest: Some(false),
             category: Some(category.into()),
             brand: Some("Acme".into()),
             condition: Some("new".into()),
@@ -445,8 +536,9 @@ mod tests {
         let l = PricingLookups::fit(&rows, &y).unwrap();
         assert_eq!(l.global_mean, 3.0);
         let m = l.transform(&[row("Mugs", "DE"), row("Never seen", "JP")]);
-        // Mugs: (1 + 3 + 20·3) / (2 + 20)
-        assert!((at(&m, 0, "category_price") - 64.0 / 22.0).abs() < 1e-12);
+        // Mugs: (1 + 3 + k·3) / (2 + k), k the category encoding's prior weight.
+        let k = l.category.prior_rows;
+        assert!((at(&m, 0, "category_price") - (4.0 + 3.0 * k) / (2.0 + k)).abs() < 1e-12);
         assert_eq!(at(&m, 0, "cross_border"), 0.0, "DE seller selling in DE");
         assert_eq!(at(&m, 0, "title_tokens"), 3.0);
         assert_eq!(
@@ -463,7 +555,7 @@ mod tests {
             market: "DE".into(),
             ..Default::default()
         }]);
-        for c in ["condition", "cross_border", "month"] {
+        for c in ["condition", "cross_border", "month", "guest"] {
             assert!(at(&missing, 0, c).is_nan(), "{c}");
         }
         assert_eq!(at(&missing, 0, "product_price"), 3.0);
@@ -489,8 +581,9 @@ mod tests {
             probe("P2", Some(-1.0), 13),
             probe("P9", Some(f64::INFINITY), 0),
         ]);
-        // P1: (3·2 + 20·3) / 23; its three equal prices shrink the spread below global.
-        assert!((at(&m, 0, "product_price") - 66.0 / 23.0).abs() < 1e-12);
+        // P1: (3·2 + k·3) / (3 + k); its three equal prices shrink the spread below global.
+        let k = l.product.prior_rows;
+        assert!((at(&m, 0, "product_price") - (6.0 + 3.0 * k) / (3.0 + k)).abs() < 1e-12);
         assert!(at(&m, 0, "product_price_std") < l.global_std);
         assert!((at(&m, 0, "product_rows_log") - 4f64.ln()).abs() < 1e-12);
         assert!((at(&m, 0, "quantity_log") - 12f64.ln()).abs() < 1e-12);
@@ -498,6 +591,37 @@ mod tests {
         assert!(at(&m, 1, "quantity_log").is_nan() && at(&m, 1, "month").is_nan());
         assert!(at(&m, 2, "quantity_log").is_nan());
         assert_eq!(at(&m, 2, "product_rows_log"), 0.0, "unknown product");
+    }
+
+    #[test]
+    fn prior_weight_follows_the_data() {
+        // Levels far apart with little spread inside: the level's own mean dominates.
+        let distinct = (0..400).map(|i| (i % 20, f64::from(i % 20) + 0.01 * f64::from(i % 3)));
+        let keys: Vec<(String, f64)> = distinct.map(|(k, y)| (format!("L{k}"), y)).collect();
+        let e = Encoding::fit(keys.iter().map(|(k, y)| (Some(k.as_str()), *y)), 30.0);
+        assert_eq!(e.prior_rows, MIN_PRIOR_ROWS);
+        // Levels that do not differ at all: the global mean dominates.
+        let same: Vec<(String, f64)> = (0..400)
+            .map(|i| (format!("L{}", i % 20), f64::from(i % 7)))
+            .collect();
+        let e = Encoding::fit(same.iter().map(|(k, y)| (Some(k.as_str()), *y)), 4.0);
+        assert!(e.prior_rows > 50.0, "{}", e.prior_rows);
+    }
+
+    #[test]
+    fn quantity_tiers_price_per_product() {
+        let rows: Vec<PriceInput> = [1.0, 1.0, 48.0, 48.0]
+            .iter()
+            .map(|q| PriceInput {
+                product_id: Some("P".into()),
+                quantity: Some(*q),
+                ..row("Mugs", "DE")
+            })
+            .collect();
+        let l = PricingLookups::fit(&rows, &[2.0, 2.0, 1.0, 1.0]).unwrap();
+        let m = l.transform(&rows);
+        assert!(at(&m, 0, "product_quantity_price") > at(&m, 2, "product_quantity_price"));
+        assert_eq!(l.product_quantity.levels.len(), 2);
     }
 
     #[test]
@@ -514,7 +638,7 @@ mod tests {
             );
             assert_eq!(at(&m, i, "category_rows_log"), 0.0, "unseen out of fold");
         }
-        assert_eq!(full.category.len(), 10);
+        assert_eq!(full.category.levels.len(), 10);
     }
 
     #[test]

@@ -391,8 +391,32 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 m.created_at,
                 m.files.len()
             );
+            let t = &m.training_data;
+            if let Some(split) = t.get("split") {
+                println!(
+                    "  trained for {} on {} lines (until {}), intervals calibrated on {}, held out {} from {}",
+                    t["run_date"].as_str().unwrap_or("?"),
+                    t["rows"]["train"],
+                    split["train_until"].as_str().unwrap_or("?"),
+                    t["rows"]["calibration"],
+                    t["rows"]["holdout"],
+                    split["holdout_from"].as_str().unwrap_or("?"),
+                );
+                println!(
+                    "  training data fingerprint {}",
+                    t["fingerprint"].as_str().unwrap_or("?")
+                );
+            }
+            println!("\n  {:<36} {:>12}", "holdout metric", "value");
             for (metric, value) in &m.metrics {
                 println!("  {metric:<36} {value:>12.4}");
+            }
+            let report = format!("models/{name}/{version}/report/index.html");
+            if bundle.file("report/index.html").is_some() {
+                match store.local_path(&report) {
+                    Some(path) => println!("\n  report: {}", path.display()),
+                    None => println!("\n  report: {}/{report}", cli.store),
+                }
             }
             Ok(())
         }

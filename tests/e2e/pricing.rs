@@ -139,6 +139,7 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         let input = sgml_models::pricing::PriceInput {
             product_id: Some(id.clone()),
             quantity: None,
+            guest: Some(false),
             category: text(&products, "category", j),
             brand: text(&products, "brand", j),
             condition: text(&products, "condition", j),
@@ -222,8 +223,8 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     );
 }
 
-/// Leakage: prices after the fit window (calibration and holdout days) must not reach
-/// the model. Rewriting them wildly and retraining gives the same model bytes.
+/// Leakage: holdout prices must not reach the model. Rewriting them wildly and
+/// retraining gives the same model bytes.
 #[test]
 fn later_prices_never_reach_the_fitted_model() {
     use polars::prelude::*;
@@ -245,12 +246,12 @@ fn later_prices_never_reach_the_fitted_model() {
             .unwrap()
             .to_string();
         let notes = m["notes"].to_string();
-        let fit_end = notes.split("fit before ").nth(1).unwrap()[..10].to_string();
+        let fit_end = notes.split("holdout from ").nth(1).unwrap()[..10].to_string();
         (std::fs::read(model).unwrap(), fit_end)
     };
     let (before, fit_end) = train(&store);
 
-    // Multiply every price from the first non-fit day on by 50.
+    // Multiply every price from the first holdout day on by 50.
     let lines_path = store.join(format!("features/order_lines/dt={run_date}/part-0.parquet"));
     let lines = read_parquet(&lines_path);
     let cut = chrono::NaiveDate::parse_from_str(&fit_end, "%Y-%m-%d").unwrap();

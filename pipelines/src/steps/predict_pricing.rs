@@ -7,6 +7,7 @@
 //! market. Prices are in the base currency and in the market's currency (the currency
 //! most of that market's orders in the window used, converted at the latest rate);
 //! a market with no orders in the window gets base-currency prices only (local null).
+//! A suggestion is the price of one unit to a buyer with a customer account.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -208,8 +209,9 @@ fn active_rows(
         for m in set {
             rows.push(PriceInput {
                 product_id: Some(id.clone()),
-                // Suggestions are unit prices for one unit.
+                // Suggestions are the price of one unit to a buyer with an account.
                 quantity: None,
+                guest: Some(false),
                 category: category[i].clone(),
                 brand: brand[i].clone(),
                 condition: condition[i].clone(),

@@ -2,10 +2,12 @@
 //! the run date, split by time, evaluated, with split-conformal intervals, written as
 //! an immutable bundle version under `models/pricing/<version>/`.
 //!
-//! Time split: sale lines are ordered by date; the last 20% of days is the holdout,
-//! and the last 10% of the remaining days calibrates the intervals. Target encodings
-//! are fitted on the fit rows only (out of fold for the fit rows themselves), so no
-//! later price reaches an earlier row's features.
+//! Time split: sale lines are ordered by date; the last 20% of days (or the days from
+//! `--holdout-from`) is the holdout. The last 10% of the days before it calibrate the
+//! intervals with a model fitted on the days before them; the model that ships is
+//! fitted on every day before the holdout and is the one the holdout metrics measure.
+//! Target encodings are fitted on training rows only (out of fold for the training
+//! rows themselves), so no holdout price reaches the model or its features.
 
 use std::collections::BTreeMap;
 
@@ -14,11 +16,13 @@ use chrono::{NaiveDate, Utc};
 use polars::prelude::*;
 use sgml_features::Table;
 use sgml_models::bundle::{Bundle, Field, Gate, Manifest, version_id};
-use sgml_models::estimator::{Fit, Params, Predict};
+use sgml_models::estimator::{Fit, Matrix, Params, Predict};
 use sgml_models::gbdt::GbdtParams;
+use sgml_models::gbdt::ValidGbdtParams;
 use sgml_models::linear::LinearParams;
+use sgml_models::linear::ValidLinearParams;
 use sgml_models::metrics::{ConformalInterval, RegressionMetrics, regression};
-use sgml_models::pricing::{self, KIND_GBDT, KIND_LINEAR, PriceInput};
+use sgml_models::pricing::{self, KIND_GBDT, KIND_LINEAR, PriceInput, PricingLookups};
 use sgml_models::{baseline, report};
 
 use crate::io;
@@ -111,39 +115,35 @@ impl Step for TrainPricing {
         let (fit_x, fit_y) = take(&fit_idx);
         let (cal_x, cal_y) = take(&cal_idx);
         let (eval_x, eval_y) = take(&eval_idx);
+        let (train_x, train_y) = take(&[fit_idx.as_slice(), &cal_idx].concat());
         ctx.note(format!(
-            "time split: fit before {}, calibrate until {}, holdout from {} ({} / {} / {} lines)",
-            sgml_features::values::date_from_days(cut_cal),
-            sgml_features::values::date_from_days(cut_eval - 1),
+            "time split: train before {} ({} lines; intervals calibrated on {} lines from {} by a model fitted before it), holdout from {} ({} lines)",
             sgml_features::values::date_from_days(cut_eval),
-            fit_y.len(),
+            train_y.len(),
             cal_y.len(),
+            sgml_features::values::date_from_days(cut_cal),
+            sgml_features::values::date_from_days(cut_eval),
             eval_y.len()
         ));
 
-        ctx.progress(format!("training on {} lines", fit_y.len()));
-        let (matrix, lookups) = pricing::fit_transform(&fit_x, &fit_y, 5, self.params.seed)?;
-        let (model, file, importance): (Box<dyn Predict>, ModelFile, Vec<f64>) = match self.algo {
-            Algo::Gbdt => {
-                let m = gbdt_params.fit(&matrix, &fit_y)?;
-                let text = m.to_text()?.into_bytes();
-                let importance = m.importance()?;
-                (Box::new(m), ("model.txt".into(), text), importance)
-            }
-            Algo::Linear => {
-                let m = linear_params.fit(&matrix, &fit_y)?;
-                let json = serde_json::to_vec_pretty(&m)?;
-                let importance = m.importance();
-                (Box::new(m), ("model.json".into(), json), importance)
-            }
-        };
-        let cal_pred = model.predict(&lookups.transform(&cal_x))?;
+        // Split-conformal needs residuals of a model that never saw the calibration
+        // days; the model that ships is then refitted on every day before the holdout
+        // (the calibration days are the most recent prices, and hold products first
+        // sold in them). Its residuals are, if anything, smaller than the calibration
+        // model's, so the interval errs wide; the holdout coverage in the manifest is
+        // measured on the shipped model.
+        ctx.progress(format!("calibrating on {} lines", cal_y.len()));
+        let (cal_model, cal_lookups, _) = self.fit(&fit_x, &fit_y, &gbdt_params, &linear_params)?;
+        let cal_pred = cal_model.predict(&cal_lookups.transform(&cal_x))?;
         let residuals: Vec<f64> = cal_pred.iter().zip(&cal_y).map(|(p, y)| p - y).collect();
         let interval = ConformalInterval::calibrate(&residuals, COVERAGE);
+        ctx.progress(format!("training on {} lines", train_y.len()));
+        let (model, lookups, (file, importance, matrix)) =
+            self.fit(&train_x, &train_y, &gbdt_params, &linear_params)?;
         let eval_pred = model.predict(&lookups.transform(&eval_x))?;
         let metrics = regression(&eval_pred, &eval_y);
         let coverage = interval.empirical_coverage(&eval_pred, &eval_y);
-        let baseline = category_median_baseline(&fit_x, &fit_y, &eval_x, &eval_y);
+        let baseline = category_median_baseline(&train_x, &train_y, &eval_x, &eval_y);
         ctx.note(format!(
             "holdout: rmse_log {:.4} (category-median baseline {:.4}), median APE {:.3}, interval coverage {:.3}",
             metrics.rmse_log, baseline.rmse_log, metrics.median_ape, coverage
@@ -190,20 +190,20 @@ impl Step for TrainPricing {
             "fingerprint": fingerprint(ctx.inputs()),
             "inputs": ctx.inputs(),
             "split": {
-                "fit_until": sgml_features::values::date_from_days(cut_cal - 1),
+                "train_until": sgml_features::values::date_from_days(cut_eval - 1),
                 "calibration_from": sgml_features::values::date_from_days(cut_cal),
                 "holdout_from": sgml_features::values::date_from_days(cut_eval),
             },
-            "rows": { "fit": fit_y.len(), "calibration": cal_y.len(), "holdout": eval_y.len() },
+            "rows": { "train": train_y.len(), "calibration": cal_y.len(), "holdout": eval_y.len() },
         });
         let baseline = serde_json::json!({
-            "rows": fit_y.len(),
-            "mean_log_price": fit_y.iter().sum::<f64>() / fit_y.len() as f64,
+            "rows": train_y.len(),
+            "mean_log_price": train_y.iter().sum::<f64>() / train_y.len() as f64,
             "columns": baseline::profile_columns(&matrix),
             "levels": {
-                "category": baseline::level_shares(fit_x.iter().map(|r| r.category.as_deref()), 50),
-                "market": baseline::level_shares(fit_x.iter().map(|r| Some(r.market.as_str())), 50),
-                "condition": baseline::level_shares(fit_x.iter().map(|r| r.condition.as_deref()), 10),
+                "category": baseline::level_shares(train_x.iter().map(|r| r.category.as_deref()), 50),
+                "market": baseline::level_shares(train_x.iter().map(|r| Some(r.market.as_str())), 50),
+                "condition": baseline::level_shares(train_x.iter().map(|r| r.condition.as_deref()), 10),
             },
         });
         let bundle = build_bundle(self, files, metrics, training_data, baseline)?;
@@ -239,6 +239,7 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
             col("buyer_country"),
             col("seller_country"),
             col("quantity").cast(DataType::Float64),
+            col("customer_key").is_null().alias("guest"),
             col("order_date").cast(DataType::Int32).alias("day"),
             col("order_date")
                 .dt()
@@ -265,11 +266,13 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
     );
     let month = df.column("month")?.u32()?;
     let quantity = df.column("quantity")?.f64()?;
+    let guest = df.column("guest")?.bool()?;
     let product = text("product_id")?;
     let inputs = (0..df.height())
         .map(|i| PriceInput {
             product_id: product[i].clone(),
             quantity: quantity.get(i),
+            guest: guest.get(i),
             category: category[i].clone(),
             brand: brand[i].clone(),
             condition: condition[i].clone(),
@@ -384,7 +387,36 @@ fn fingerprint(inputs: &[crate::sources::InputRecord]) -> String {
     crate::store::sha256_hex(lines.concat().as_bytes())
 }
 
+/// What a fit yields besides the model and lookups: the model's bundle file, feature
+/// importance by column, and the training matrix (for the drift baseline).
+type FitOutputs = (ModelFile, Vec<f64>, Matrix);
+
 impl TrainPricing {
+    /// Encodes the rows (out of fold) and fits the chosen estimator on them.
+    fn fit(
+        &self,
+        x: &[PriceInput],
+        y: &[f64],
+        gbdt: &ValidGbdtParams,
+        linear: &ValidLinearParams,
+    ) -> anyhow::Result<(Box<dyn Predict>, PricingLookups, FitOutputs)> {
+        let (matrix, lookups) = pricing::fit_transform(x, y, 5, self.params.seed)?;
+        Ok(match self.algo {
+            Algo::Gbdt => {
+                let m = gbdt.fit(&matrix, y)?;
+                let file = ("model.txt".to_string(), m.to_text()?.into_bytes());
+                let importance = m.importance()?;
+                (Box::new(m), lookups, (file, importance, matrix))
+            }
+            Algo::Linear => {
+                let m = linear.fit(&matrix, y)?;
+                let file = ("model.json".to_string(), serde_json::to_vec_pretty(&m)?);
+                let importance = m.importance();
+                (Box::new(m), lookups, (file, importance, matrix))
+            }
+        })
+    }
+
     fn kind(&self) -> &'static str {
         match self.algo {
             Algo::Gbdt => KIND_GBDT,

@@ -107,7 +107,26 @@ impl Gbdt {
 
     pub fn from_text(text: &str) -> Result<Gbdt, ModelError> {
         let booster = Booster::from_string(text).map_err(lgbm)?;
-        let columns = booster.feature_name().map_err(lgbm)?;
+        // The column names come from the model text's `feature_names=` line, not from
+        // `Booster::feature_name`: lightgbm3 1.0.11 frees the name buffers it allocated
+        // at 65 bytes through `CString::from_raw`, which re-measures them with strlen,
+        // so a sized-deallocation allocator (jemalloc, which `sgml` uses) is handed the
+        // wrong size and its heap is corrupted (seen as garbage in later JSON and rare
+        // segfaults).
+        let columns: Vec<String> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("feature_names="))
+            .ok_or_else(|| ModelError::LightGbm("the model text has no feature_names line".into()))?
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        if columns.len() as i32 != booster.num_features() {
+            return Err(ModelError::LightGbm(format!(
+                "the model text names {} features, its trees use {}",
+                columns.len(),
+                booster.num_features()
+            )));
+        }
         Ok(Gbdt { booster, columns })
     }
 

@@ -5,6 +5,7 @@
 pub mod generate;
 pub mod io;
 pub mod mapping;
+pub mod publish;
 pub mod run;
 pub mod sources;
 pub mod steps;

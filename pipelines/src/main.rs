@@ -14,6 +14,7 @@ use sgml_features::anonymize::AnonKey;
 use sgml_models::gbdt::GbdtParams;
 use sgml_models::linear::LinearParams;
 use sgml_pipelines::generate::{self, Params};
+use sgml_pipelines::publish;
 use sgml_pipelines::run::{self, RunManifest, Step};
 use sgml_pipelines::sources::SourceOptions;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
@@ -33,7 +34,9 @@ use sgml_pipelines::store::{self, Store};
         Start with `sgml run all`: it ingests the bundled synthetic sample and builds features."
 )]
 struct Cli {
-    /// The store: a directory (created if missing).
+    /// The store: a directory (created if missing) or s3://bucket/prefix (region and
+    /// credentials from the standard AWS settings: AWS_REGION, AWS_PROFILE,
+    /// AWS_ACCESS_KEY_ID, ...).
     #[arg(
         long,
         global = true,
@@ -41,6 +44,11 @@ struct Cli {
         default_value = "./sgml-store"
     )]
     store: String,
+
+    /// An S3-compatible endpoint for s3:// stores (overrides AWS_ENDPOINT_URL); requests
+    /// then use path-style addressing.
+    #[arg(long, global = true, env = "SGML_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
 
     /// Log format on stderr: `text` for people, `json` for Airflow and log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -133,6 +141,10 @@ struct TrainPricingArgs {
     /// Seed for LightGBM and the target-encoding folds.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Do not promote the new version to `champion` (by default it is promoted when
+    /// it passes the gate).
+    #[arg(long)]
+    no_promote: bool,
 }
 
 #[derive(Subcommand)]
@@ -143,7 +155,7 @@ enum PredictCommand {
     Pricing {
         #[command(flatten)]
         date: DateArgs,
-        /// A model version (default: the newest).
+        /// A model version (default: the champion, else the newest).
         #[arg(long)]
         version: Option<String>,
     },
@@ -158,6 +170,34 @@ enum ModelsCommand {
         /// A version (default: the newest).
         #[arg(long)]
         version: Option<String>,
+    },
+    /// Point an alias at an existing version: verifies every file, applies the gate
+    /// (the version's gate metric against the champion's on the same holdout), flips
+    /// the alias by compare-and-swap and appends to the promotion history.
+    Publish {
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "champion")]
+        alias: String,
+        /// Publish even if the gate fails (recorded in the history and the log).
+        #[arg(long)]
+        force: bool,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Versions of a model, newest first, with their aliases and gate metric.
+    List { name: String },
+    /// Every promotion and rollback of a model, oldest first.
+    History { name: String },
+    /// Point an alias back at the version it named before its last promotion.
+    Rollback {
+        name: String,
+        #[arg(long, default_value = "champion")]
+        alias: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -323,20 +363,20 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(a) => {
-            let store = open_store(&cli.store)?;
+            let store = open_store(cli)?;
             let step = ingest_step(&a.source, false)?;
             let m = run::execute(store.as_ref(), &step, a.run_date)?;
             print_manifest(&m);
             Ok(())
         }
         Command::Retention(a) => {
-            let store = open_store(&cli.store)?;
+            let store = open_store(cli)?;
             let m = run::execute(store.as_ref(), &Retention, Some(a.run_date))?;
             print_manifest(&m);
             Ok(())
         }
         Command::Features(a) => {
-            let store = open_store(&cli.store)?;
+            let store = open_store(cli)?;
             let step = Features {
                 base_currency: a.base_currency.clone(),
             };
@@ -345,7 +385,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(TrainCommand::Pricing(a)) => {
-            let store = open_store(&cli.store)?;
+            let store = open_store(cli)?;
             let step = TrainPricing {
                 algo: match a.algo {
                     AlgoArg::Gbdt => Algo::Gbdt,
@@ -363,10 +403,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             };
             let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
             print_manifest(&m);
+            if !a.no_promote {
+                promote_trained(store.as_ref(), &m)?;
+            }
             Ok(())
         }
         Command::Predict(PredictCommand::Pricing { date, version }) => {
-            let store = open_store(&cli.store)?;
+            let store = open_store(cli)?;
             let step = PredictPricing {
                 version: version.clone(),
             };
@@ -375,7 +418,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Models(ModelsCommand::Show { name, version }) => {
-            let store = open_store(&cli.store)?;
+            let store = open_store(cli)?;
             let version = match version {
                 Some(v) => v.clone(),
                 None => train_pricing::latest_version(store.as_ref(), name)?
@@ -420,12 +463,146 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Models(ModelsCommand::Publish {
+            name,
+            version,
+            alias,
+            force,
+            reason,
+        }) => {
+            let store = open_store(cli)?;
+            let p = publish::promote(store.as_ref(), name, version, alias, *force, reason)?;
+            println!(
+                "{name}: {alias} → {} (was {}); {}",
+                p.to,
+                p.from.as_deref().unwrap_or("unset"),
+                p.reason
+            );
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Rollback {
+            name,
+            alias,
+            reason,
+        }) => {
+            let store = open_store(cli)?;
+            let p = publish::rollback(store.as_ref(), name, alias, reason)?;
+            println!(
+                "{name}: {alias} rolled back to {} (was {})",
+                p.to,
+                p.from.as_deref().unwrap_or("unset")
+            );
+            Ok(())
+        }
+        Command::Models(ModelsCommand::List { name }) => {
+            let store = open_store(cli)?;
+            list_versions(store.as_ref(), name)
+        }
+        Command::Models(ModelsCommand::History { name }) => {
+            let store = open_store(cli)?;
+            for p in publish::history(store.as_ref(), name)? {
+                println!(
+                    "{:>4}  {}  {:<8} {:<10} {} → {}  by {}{}: {}",
+                    p.seq,
+                    p.at,
+                    p.action,
+                    p.alias,
+                    p.from.as_deref().unwrap_or("unset"),
+                    p.to,
+                    p.by,
+                    if p.forced { " (forced)" } else { "" },
+                    p.reason
+                );
+            }
+            Ok(())
+        }
         Command::Run(RunCommand::All(a)) => run_all(cli, a),
     }
 }
 
-fn open_store(uri: &str) -> anyhow::Result<Box<dyn Store>> {
-    store::open(uri).with_context(|| format!("opening store {uri}"))
+/// Promotes the version a training run wrote to `champion` when it passes the gate;
+/// a failed gate is reported, not an error (the version stays, unpublished).
+fn promote_trained(store: &dyn Store, m: &run::RunManifest) -> anyhow::Result<Option<String>> {
+    let Some(version) = m
+        .outputs
+        .iter()
+        .find_map(|o| train_pricing::version_of(&o.uri))
+    else {
+        return Ok(None);
+    };
+    match publish::promote(
+        store,
+        train_pricing::MODEL,
+        &version,
+        "champion",
+        false,
+        "trained",
+    ) {
+        Ok(p) => {
+            println!("  promoted {} to champion ({})", p.to, p.reason);
+            Ok(Some(p.to))
+        }
+        Err(publish::PublishError::Gate(why)) => {
+            println!("  not promoted: {why}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn list_versions(store: &dyn Store, name: &str) -> anyhow::Result<()> {
+    let prefix = format!("models/{name}/");
+    let mut versions: Vec<String> = store
+        .list(&prefix)?
+        .into_iter()
+        .filter_map(|k| {
+            k[prefix.len()..]
+                .strip_suffix("/manifest.json")
+                .filter(|v| !v.contains('/'))
+                .map(str::to_string)
+        })
+        .collect();
+    versions.sort();
+    versions.reverse();
+    let mut aliases: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for key in store.list(&format!("{prefix}aliases/"))? {
+        let alias = key
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(".json");
+        if let Some((a, _)) = publish::read_alias(store, name, alias)? {
+            aliases
+                .entry(a.version)
+                .or_default()
+                .push(alias.to_string());
+        }
+    }
+    for v in versions {
+        let manifest = store
+            .get(&format!("{prefix}{v}/manifest.json"))?
+            .and_then(|o| serde_json::from_slice::<sgml_models::Manifest>(&o.bytes).ok());
+        let (kind, metric) = match &manifest {
+            Some(m) => (
+                m.kind.clone(),
+                m.metrics
+                    .get(&m.gate.metric)
+                    .map(|x| format!("{} {x:.4}", m.gate.metric))
+                    .unwrap_or_default(),
+            ),
+            None => ("(unreadable manifest)".into(), String::new()),
+        };
+        let tags = aliases.remove(&v).unwrap_or_default().join(", ");
+        println!("{v}  {kind:<16} {metric:<18} {tags}");
+    }
+    Ok(())
+}
+
+fn open_store(cli: &Cli) -> anyhow::Result<Box<dyn Store>> {
+    let s3 = store::S3Options {
+        endpoint: cli.s3_endpoint.clone(),
+    };
+    store::open(&cli.store, &s3).with_context(|| format!("opening store {}", cli.store))
 }
 
 fn read_key(args: &SourceArgs) -> anyhow::Result<Option<AnonKey>> {
@@ -464,7 +641,7 @@ fn bundled_sample() -> Option<PathBuf> {
 }
 
 fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
-    let store = open_store(&cli.store)?;
+    let store = open_store(cli)?;
     let mut source = a.source.clone();
     let demo = source.inputs.is_empty();
     let _generated; // keeps a generated sample alive for the run
@@ -508,16 +685,18 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
     for step in chain {
         manifests.push(run::execute(store.as_ref(), step, Some(run_date))?);
     }
-    // Predict with the version just trained (not "the newest", which a concurrent run
-    // could change).
-    let version = manifests
-        .last()
-        .and_then(|m| {
-            m.outputs
-                .iter()
-                .find_map(|o| train_pricing::version_of(&o.uri))
-        })
-        .context("training wrote no bundle")?;
+    let trained = manifests.last().expect("train ran");
+    promote_trained(store.as_ref(), trained)?;
+    // Predict with the champion as of now, by version (not "whatever champion is when
+    // predict reads it", which a concurrent publish could change).
+    let version = match publish::read_alias(store.as_ref(), train_pricing::MODEL, "champion")? {
+        Some((a, _)) => a.version,
+        None => trained
+            .outputs
+            .iter()
+            .find_map(|o| train_pricing::version_of(&o.uri))
+            .context("training wrote no bundle")?,
+    };
     let predict = PredictPricing {
         version: Some(version),
     };

@@ -1,5 +1,6 @@
 //! End-to-end tests: they drive the `sgml` binary that `cargo test` builds, against
-//! real files, the real PostgreSQL at 127.0.0.1:5432 and the shared UCI export.
+//! real files, the real PostgreSQL at 127.0.0.1:5432, a real S3 protocol server on
+//! loopback (moto, started by scripts/test) and the shared UCI export.
 //! One test binary with modules, because each debug link of polars costs GBs.
 
 mod common;
@@ -10,5 +11,7 @@ mod online_retail;
 mod pii;
 mod postgres;
 mod pricing;
+mod publish;
 mod retention;
 mod run_all;
+mod s3;

@@ -53,8 +53,17 @@ impl Step for PredictPricing {
         let run_date = ctx.run_date.context("predict pricing needs --run-date")?;
         let version = match &self.version {
             Some(v) => v.clone(),
-            None => train_pricing::latest_version(ctx.store, MODEL)?
-                .context("no pricing model: run `sgml train pricing` first")?,
+            None => match crate::publish::read_alias(ctx.store, MODEL, "champion")? {
+                Some((alias, _)) => alias.version,
+                None => {
+                    let v = train_pricing::latest_version(ctx.store, MODEL)?
+                        .context("no pricing model: run `sgml train pricing` first")?;
+                    ctx.note(format!(
+                        "no champion published: using the newest version {v}"
+                    ));
+                    v
+                }
+            },
         };
         let model =
             PriceModel::from_bundle(&train_pricing::load_version(ctx.store, MODEL, &version)?)?;

@@ -149,7 +149,16 @@ impl Step for TrainPricing {
             metrics.rmse_log, baseline.rmse_log, metrics.median_ape, coverage
         ));
 
-        let metrics = metrics_map(&metrics, coverage, &baseline);
+        let mut metrics = metrics_map(&metrics, coverage, &baseline);
+        // The gate compares challenger and champion on the same rows: score the current
+        // champion on this holdout now, while the rows are at hand.
+        let champion = champion_on(ctx, &eval_x, &eval_y);
+        if let Some((version, rmse)) = &champion {
+            metrics.insert("champion_rmse_log".into(), *rmse);
+            ctx.note(format!(
+                "champion {version} on this holdout: rmse_log {rmse:.4}"
+            ));
+        }
         ctx.progress("drawing the report");
         let mut files = BTreeMap::from([
             file,
@@ -185,6 +194,7 @@ impl Step for TrainPricing {
                 .collect(),
         })?);
         let training_data = serde_json::json!({
+            "champion_version": champion.map(|(v, _)| v),
             "run_id": ctx.run_id,
             "run_date": ctx.run_date,
             "fingerprint": fingerprint(ctx.inputs()),
@@ -374,6 +384,29 @@ fn metrics_map(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// The champion's version and its RMSE of log price on these rows; `None` when there
+/// is no champion or it cannot score this build's inputs (noted: the gate will then
+/// ask for `--force`).
+fn champion_on(ctx: &mut RunContext, x: &[PriceInput], y: &[f64]) -> Option<(String, f64)> {
+    let outcome = (|| -> anyhow::Result<Option<(String, f64)>> {
+        let Some(bundle) = crate::publish::load_alias(ctx.store, MODEL, "champion")? else {
+            return Ok(None);
+        };
+        let model = pricing::PriceModel::from_bundle(&bundle)?;
+        let pred: Vec<f64> = model.price(x)?.iter().map(|p| p.log_price).collect();
+        Ok(Some((model.version, regression(&pred, y).rmse_log)))
+    })();
+    match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.note(format!(
+                "the champion could not score this holdout, so the gate cannot compare: {e:#}"
+            ));
+            None
+        }
+    }
 }
 
 /// One hash over the keys and checksums of every input read: two trainings on the

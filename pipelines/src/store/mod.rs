@@ -1,12 +1,14 @@
-//! The object store every step reads and writes: a local directory now, S3 next.
+//! The object store every step reads and writes: a local directory or an S3 bucket.
 //!
 //! The trait is the small set of operations both can do atomically: whole-object
 //! get and put, conditional puts (create-only, compare-and-swap on the ETag), list
 //! by prefix, delete, move. Keys are `/`-separated paths relative to the store root.
 
 mod local;
+mod s3;
 
 pub use local::LocalStore;
+pub use s3::{MAX_ATTEMPTS, MULTIPART_THRESHOLD, S3Options, S3Store};
 
 use std::path::PathBuf;
 
@@ -38,6 +40,8 @@ pub enum StoreError {
     },
     #[error("invalid key `{0}`: keys are relative `/`-separated paths without `..`")]
     InvalidKey(String),
+    #[error("{uri}: {message}")]
+    S3 { uri: String, message: String },
 }
 
 /// A stored object's bytes and its entity tag (changes whenever the bytes change).
@@ -83,16 +87,11 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// Opens a store from its URI: a directory path (or `file://` URL).
-pub fn open(uri: &str) -> Result<Box<dyn Store>, StoreError> {
+/// Opens a store from its URI: `s3://bucket/prefix`, or a directory path (or
+/// `file://` URL).
+pub fn open(uri: &str, s3: &S3Options) -> Result<Box<dyn Store>, StoreError> {
     if uri.starts_with("s3://") {
-        return Err(StoreError::Io {
-            uri: uri.to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "S3 stores are not built yet (issue 5); use a local directory",
-            ),
-        });
+        return Ok(Box::new(S3Store::open(uri, s3)?));
     }
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     Ok(Box::new(LocalStore::new(path)?))

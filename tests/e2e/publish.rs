@@ -1,0 +1,175 @@
+use sgml_pipelines::publish::{self, PublishError};
+use sgml_pipelines::store::{LocalStore, Store};
+
+use crate::common::*;
+
+fn trained_version(store: &std::path::Path) -> String {
+    last_manifest(store, "train-pricing")["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| sgml_pipelines::steps::train_pricing::version_of(o["uri"].as_str().unwrap()))
+        .unwrap()
+}
+
+fn champion(store: &std::path::Path) -> String {
+    let s = LocalStore::new(store).unwrap();
+    publish::read_alias(&s, "pricing", "champion")
+        .unwrap()
+        .unwrap()
+        .0
+        .version
+}
+
+/// `run all` publishes its model; a worse challenger is stopped by the gate unless
+/// forced; rollback restores the previous champion and its predictions; the history
+/// records every move; a tampered champion is never loaded.
+#[test]
+fn gate_force_history_and_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 11, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let run_date = ingested_run_date(&store);
+    let v1 = trained_version(&store);
+    assert_eq!(champion(&store), v1, "run all promotes its model");
+
+    // A deliberately weak challenger (3 trees): measured against v1 on its holdout.
+    let out = ok(sgml(&store).args([
+        "train",
+        "pricing",
+        "--trees",
+        "3",
+        "--learning-rate",
+        "0.05",
+        "--run-date",
+        &run_date,
+    ]));
+    let v2 = trained_version(&store);
+    assert!(out.contains("not promoted: gate"), "{out}");
+    assert_eq!(champion(&store), v1);
+    let manifest = sgml_models::Bundle::load_dir(&store.join("models/pricing").join(&v2)).unwrap();
+    assert_eq!(
+        manifest.manifest().training_data["champion_version"],
+        v1.as_str()
+    );
+    let err = fails(
+        sgml(&store).args(["models", "publish", "pricing", "--version", &v2]),
+        1,
+    );
+    assert!(err.contains("gate") && err.contains(&v1), "{err}");
+
+    let out = ok(sgml(&store).args([
+        "models",
+        "publish",
+        "pricing",
+        "--version",
+        &v2,
+        "--force",
+        "--reason",
+        "test",
+    ]));
+    assert!(out.contains(&v2), "{out}");
+    assert_eq!(champion(&store), v2);
+    ok(sgml(&store).args(["predict", "pricing", "--run-date", &run_date]));
+    let listed = ok(sgml(&store).args(["models", "list", "pricing"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&v2) && l.contains("champion")),
+        "{listed}"
+    );
+
+    ok(sgml(&store).args(["models", "rollback", "pricing"]));
+    assert_eq!(
+        champion(&store),
+        v1,
+        "rollback restores the previous champion"
+    );
+    // Predictions after rollback are v1's again, identical to the first run's.
+    let first = read_parquet(&store.join(format!(
+        "predictions/pricing/{v1}/dt={run_date}/part-0.parquet"
+    )));
+    ok(sgml(&store).args(["predict", "pricing", "--run-date", &run_date]));
+    let again = read_parquet(&store.join(format!(
+        "predictions/pricing/{v1}/dt={run_date}/part-0.parquet"
+    )));
+    assert!(
+        first.equals_missing(&again),
+        "rollback restores the predictions"
+    );
+
+    let history = ok(sgml(&store).args(["models", "history", "pricing"]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 3, "{history}");
+    assert!(lines[0].contains("promote") && lines[0].contains(&v1));
+    assert!(lines[1].contains("(forced)") && lines[1].contains(&v2));
+    assert!(lines[2].contains("rollback") && lines[2].contains(&v1));
+    // Nothing left to roll back to: v1 replaced no one.
+    let err = fails(sgml(&store).args(["models", "rollback", "pricing"]), 1);
+    assert!(err.contains("no earlier version"), "{err}");
+
+    // Tamper with the champion's model: loading the alias refuses it.
+    let model = store.join("models/pricing").join(&v1).join("model.txt");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len() - 10;
+    bytes[n] ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let s = LocalStore::new(&store).unwrap();
+    let err = publish::load_alias(&s, "pricing", "champion")
+        .err()
+        .expect("tampered champion refused")
+        .to_string();
+    assert!(err.contains("model.txt"), "{err}");
+    let err = fails(
+        sgml(&store).args(["predict", "pricing", "--run-date", &run_date]),
+        1,
+    );
+    assert!(err.contains("model.txt"), "{err}");
+}
+
+/// Two publishers prepared against the same alias state: the first flip wins, the
+/// second fails naming the winner, and the history records one promotion.
+#[test]
+fn racing_publishers_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 12, 0.0);
+    let store_dir = dir.path().join("store");
+    ok(sgml(&store_dir).args(["run", "all", "--input"]).arg(&input));
+    let run_date = ingested_run_date(&store_dir);
+    let mut versions = Vec::new();
+    for seed in ["1", "2"] {
+        ok(sgml(&store_dir).args([
+            "train",
+            "pricing",
+            "--no-promote",
+            "--trees",
+            "40",
+            "--seed",
+            seed,
+            "--run-date",
+            &run_date,
+        ]));
+        versions.push(trained_version(&store_dir));
+    }
+    let store = LocalStore::new(&store_dir).unwrap();
+    let before = publish::history(&store, "pricing").unwrap().len();
+    let a = publish::prepare(&store, "pricing", &versions[0], "champion", true, "a").unwrap();
+    let b = publish::prepare(&store, "pricing", &versions[1], "champion", true, "b").unwrap();
+    publish::commit(&store, a).unwrap();
+    match publish::commit(&store, b) {
+        Err(PublishError::LostRace { winner, .. }) => assert_eq!(winner, versions[0]),
+        other => panic!("expected a lost race, got {:?}", other.map(|p| p.to)),
+    }
+    assert_eq!(champion(&store_dir), versions[0]);
+    let history = publish::history(&store, "pricing").unwrap();
+    assert_eq!(history.len(), before + 1);
+    assert_eq!(history.last().unwrap().to, versions[0]);
+    // The alias object is whole JSON naming a verified version.
+    let alias = store
+        .get(&publish::alias_key("pricing", "champion"))
+        .unwrap()
+        .unwrap();
+    let parsed: publish::Alias = serde_json::from_slice(&alias.bytes).unwrap();
+    assert_eq!(parsed.version, versions[0]);
+}

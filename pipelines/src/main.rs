@@ -543,7 +543,7 @@ fn promote_trained(store: &dyn Store, m: &run::RunManifest) -> anyhow::Result<Op
             Ok(Some(p.to))
         }
         Err(publish::PublishError::Gate(why)) => {
-            println!("  not promoted: {why}");
+            println!("  not promoted (gate): {why}");
             Ok(None)
         }
         Err(e) => Err(e.into()),

@@ -84,7 +84,9 @@ pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                // Dot files are the local store's own (temporary files, the CAS lock),
+                // never objects: the store does not list them either.
                 let key = p
                     .strip_prefix(store)
                     .unwrap()
@@ -95,6 +97,15 @@ pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// Versions of a model in a local store (directories with a manifest; not aliases/
+/// or history/).
+pub fn model_versions(store: &Path, model: &str) -> usize {
+    std::fs::read_dir(store.join("models").join(model))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("manifest.json").exists())
+        .count()
 }
 
 pub fn parquet_bytes(bytes: &[u8]) -> DataFrame {

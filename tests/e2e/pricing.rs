@@ -19,12 +19,7 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     ]));
 
     // `run all` trained one version, `train pricing` a second.
-    assert_eq!(
-        std::fs::read_dir(store.join("models/pricing"))
-            .unwrap()
-            .count(),
-        2
-    );
+    assert_eq!(model_versions(&store, "pricing"), 2);
     let trained = last_manifest(&store, "train-pricing");
     let version = trained["outputs"]
         .as_array()

@@ -46,7 +46,7 @@ fn gate_force_history_and_rollback() {
         &run_date,
     ]));
     let v2 = trained_version(&store);
-    assert!(out.contains("not promoted: gate"), "{out}");
+    assert!(out.contains("not promoted (gate)"), "{out}");
     assert_eq!(champion(&store), v1);
     let manifest = sgml_models::Bundle::load_dir(&store.join("models/pricing").join(&v2)).unwrap();
     assert_eq!(

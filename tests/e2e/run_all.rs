@@ -168,10 +168,11 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
         }
     }
     assert_eq!(manifests(&store).len(), 10);
-    let versions = std::fs::read_dir(store.join("models/pricing"))
-        .unwrap()
-        .count();
-    assert_eq!(versions, 2, "each run trains its own immutable version");
+    assert_eq!(
+        model_versions(&store, "pricing"),
+        2,
+        "each run trains its own immutable version"
+    );
 }
 
 #[test]

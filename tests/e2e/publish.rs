@@ -117,8 +117,7 @@ fn gate_force_history_and_rollback() {
     std::fs::write(&model, bytes).unwrap();
     let s = LocalStore::new(&store).unwrap();
     let err = publish::load_alias(&s, "pricing", "champion")
-        .err()
-        .expect("tampered champion refused")
+        .expect_err("tampered champion refused")
         .to_string();
     assert!(err.contains("model.txt"), "{err}");
     let err = fails(

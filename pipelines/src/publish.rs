@@ -226,6 +226,7 @@ pub fn prepare(
     reason: &str,
 ) -> Result<Prepared, PublishError> {
     let bundle = verified(store, name, version)?;
+    crash_point("after-verify");
     let current = read_alias(store, name, alias)?;
     let (verdict, forced) = match gate(&bundle, current.as_ref().map(|(a, _)| a)) {
         Ok(v) => (v, false),
@@ -337,6 +338,7 @@ fn flip(
         None => Condition::IfAbsent,
     };
     let key = alias_key(name, alias);
+    crash_point("before-alias");
     match store.put(&key, &bytes, condition) {
         Ok(_) => {}
         Err(StoreError::PreconditionFailed { .. }) => {
@@ -351,6 +353,7 @@ fn flip(
         }
         Err(e) => return Err(e.into()),
     }
+    crash_point("after-alias");
     append_history(
         store,
         name,
@@ -367,6 +370,17 @@ fn flip(
             forced,
         },
     )
+}
+
+/// Crash-safety tests kill the publisher between the protocol's steps: with
+/// `SGML_CRASH_AT=<point>` the process aborts there (SIGABRT: no unwinding, no
+/// cleanup, as a SIGKILL would leave it). A kill cannot be timed from outside between
+/// two requests, so this seam is how the tests cause that fault for real.
+fn crash_point(point: &str) {
+    if std::env::var("SGML_CRASH_AT").is_ok_and(|p| p == point) {
+        eprintln!("SGML_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
 }
 
 /// Appends with a create-only put at the next sequence number; a writer that loses
@@ -386,7 +400,10 @@ fn append_history(
             &bytes,
             Condition::IfAbsent,
         ) {
-            Ok(_) => return Ok(p),
+            Ok(_) => {
+                crash_point("after-history");
+                return Ok(p);
+            }
             Err(StoreError::PreconditionFailed { .. }) => seq += 1,
             Err(e) => return Err(e.into()),
         }

@@ -172,3 +172,60 @@ fn racing_publishers_one_wins() {
     let parsed: publish::Alias = serde_json::from_slice(&alias.bytes).unwrap();
     assert_eq!(parsed.version, versions[0]);
 }
+
+/// Kill the publisher at each step of a publish (local store and S3): a reader always
+/// loads the old champion or the new one, verified; never an error or a mix.
+#[test]
+fn a_publisher_killed_at_any_step_leaves_a_loadable_champion() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 13, 0.0);
+    let store_dir = dir.path().join("store");
+    ok(sgml(&store_dir).args(["run", "all", "--input"]).arg(&input));
+    let run_date = ingested_run_date(&store_dir);
+    let old = champion(&store_dir);
+    ok(sgml(&store_dir).args([
+        "train",
+        "pricing",
+        "--no-promote",
+        "--trees",
+        "30",
+        "--seed",
+        "5",
+        "--run-date",
+        &run_date,
+    ]));
+    let new = trained_version(&store_dir);
+    let store = LocalStore::new(&store_dir).unwrap();
+    for point in [
+        "after-verify",
+        "before-alias",
+        "after-alias",
+        "after-history",
+    ] {
+        // Start from the old champion each time (a forced publish back, if needed).
+        if champion(&store_dir) != old {
+            publish::promote(&store, "pricing", &old, "champion", true, "reset").unwrap();
+        }
+        let out = sgml(&store_dir)
+            .env("SGML_CRASH_AT", point)
+            .args(["models", "publish", "pricing", "--version", &new, "--force"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the publisher was not killed"
+        );
+        let loaded = publish::load_alias(&store, "pricing", "champion")
+            .unwrap_or_else(|e| panic!("{point}: the champion does not load: {e}"))
+            .expect("a champion");
+        let v = loaded.manifest().version.clone();
+        let expected = if point.starts_with("after-alias") || point == "after-history" {
+            &new
+        } else {
+            &old
+        };
+        assert_eq!(&v, expected, "{point}");
+        // And the model it names scores.
+        sgml_models::pricing::PriceModel::from_bundle(&loaded).unwrap();
+    }
+}

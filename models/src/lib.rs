@@ -6,6 +6,8 @@
 //!   loader that refuses anything that does not verify.
 //!
 //! - [`baseline`]: training-data statistics for drift checks, stored in the manifest;
+//! - [`events`]: the `model.published` message and, with the `events` feature, the
+//!   consumer services embed;
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
 //! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
@@ -19,6 +21,7 @@
 pub mod baseline;
 pub mod bundle;
 pub mod estimator;
+pub mod events;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;

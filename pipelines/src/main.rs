@@ -45,6 +45,12 @@ struct Cli {
     )]
     store: String,
 
+    /// RabbitMQ to announce alias moves on (`model.published`, topic exchange
+    /// sgml.models), e.g. amqp://guest:guest@127.0.0.1:5672/%2f. Without it, no event
+    /// is sent and services notice new champions by polling.
+    #[arg(long, global = true, env = "SGML_AMQP_URL", value_name = "URL")]
+    amqp_url: Option<String>,
+
     /// An S3-compatible endpoint for s3:// stores (overrides AWS_ENDPOINT_URL); requests
     /// then use path-style addressing.
     #[arg(long, global = true, env = "SGML_S3_ENDPOINT", value_name = "URL")]
@@ -404,7 +410,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
             print_manifest(&m);
             if !a.no_promote {
-                promote_trained(store.as_ref(), &m)?;
+                promote_trained(cli, store.as_ref(), &m)?;
             }
             Ok(())
         }
@@ -478,7 +484,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 p.from.as_deref().unwrap_or("unset"),
                 p.reason
             );
-            Ok(())
+            announce(cli, name, &p)
         }
         Command::Models(ModelsCommand::Rollback {
             name,
@@ -492,7 +498,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 p.to,
                 p.from.as_deref().unwrap_or("unset")
             );
-            Ok(())
+            announce(cli, name, &p)
         }
         Command::Models(ModelsCommand::List { name }) => {
             let store = open_store(cli)?;
@@ -520,9 +526,34 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Sends `model.published` for an alias move when an AMQP URL is configured.
+fn announce(cli: &Cli, name: &str, p: &publish::Promotion) -> anyhow::Result<()> {
+    let Some(url) = &cli.amqp_url else {
+        tracing::info!("no AMQP URL (--amqp-url, SGML_AMQP_URL): no model.published event sent");
+        return Ok(());
+    };
+    let event = sgml_pipelines::events::event_for(name, p);
+    sgml_pipelines::events::send(url, &event).with_context(|| {
+        format!(
+            "{name} {} now points at {}, but the model.published event was not delivered (services still find it by polling; publishing the version again re-sends)",
+            p.alias, p.to
+        )
+    })?;
+    println!(
+        "  announced {} ({})",
+        event.idempotency_key,
+        sgml_models::events::EVENT
+    );
+    Ok(())
+}
+
 /// Promotes the version a training run wrote to `champion` when it passes the gate;
 /// a failed gate is reported, not an error (the version stays, unpublished).
-fn promote_trained(store: &dyn Store, m: &run::RunManifest) -> anyhow::Result<Option<String>> {
+fn promote_trained(
+    cli: &Cli,
+    store: &dyn Store,
+    m: &run::RunManifest,
+) -> anyhow::Result<Option<String>> {
     let Some(version) = m
         .outputs
         .iter()
@@ -540,6 +571,7 @@ fn promote_trained(store: &dyn Store, m: &run::RunManifest) -> anyhow::Result<Op
     ) {
         Ok(p) => {
             println!("  promoted {} to champion ({})", p.to, p.reason);
+            announce(cli, train_pricing::MODEL, &p)?;
             Ok(Some(p.to))
         }
         Err(publish::PublishError::Gate(why)) => {
@@ -686,7 +718,7 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
         manifests.push(run::execute(store.as_ref(), step, Some(run_date))?);
     }
     let trained = manifests.last().expect("train ran");
-    promote_trained(store.as_ref(), trained)?;
+    promote_trained(cli, store.as_ref(), trained)?;
     // Predict with the champion as of now, by version (not "whatever champion is when
     // predict reads it", which a concurrent publish could change).
     let version = match publish::read_alias(store.as_ref(), train_pricing::MODEL, "champion")? {

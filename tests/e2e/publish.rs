@@ -3,6 +3,14 @@ use sgml_pipelines::store::{LocalStore, Store};
 
 use crate::common::*;
 
+pub fn last_trained(store: &std::path::Path) -> String {
+    trained_version(store)
+}
+
+pub fn champion_of(store: &std::path::Path) -> String {
+    champion(store)
+}
+
 fn trained_version(store: &std::path::Path) -> String {
     last_manifest(store, "train-pricing")["outputs"]
         .as_array()

@@ -93,7 +93,7 @@ fn alias_moves_are_announced_once() {
     let mut marker = events[2].clone();
     marker.idempotency_key = format!("{}-marker", marker.idempotency_key);
     sgml_pipelines::events::send(AMQP_URL, &marker).unwrap();
-    let after = rt.block_on(collect(&mut sub, &[v1.clone()], 1));
+    let after = rt.block_on(collect(&mut sub, std::slice::from_ref(&v1), 1));
     assert_eq!(after.len(), 1);
     assert_eq!(
         after[0].idempotency_key, marker.idempotency_key,

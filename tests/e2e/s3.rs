@@ -194,3 +194,75 @@ fn unreachable_s3_is_a_clear_error() {
     assert!(err.contains("s3://nowhere/sgml/"), "{err}");
     assert!(err.contains("attempts") || err.contains("connect"), "{err}");
 }
+
+/// The publisher killed between the protocol's steps on S3 (see publish.rs for the
+/// local store): the champion always loads verified, the old one or the new one.
+#[test]
+fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
+    use sgml_pipelines::publish;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 23, 0.0);
+    let bucket = bucket("crash");
+    let uri = format!("s3://{bucket}/sgml");
+    ok(sgml_s3(&uri).args(["run", "all", "--input"]).arg(&input));
+    let s = open(&uri);
+    let champion = |s: &S3Store| {
+        publish::read_alias(s, "pricing", "champion")
+            .unwrap()
+            .unwrap()
+            .0
+            .version
+    };
+    let old = champion(&s);
+    let run_date = s
+        .list("features/order_lines/")
+        .unwrap()
+        .iter()
+        .find_map(|k| k.split("dt=").nth(1).map(|d| d[..10].to_string()))
+        .unwrap();
+    let out = ok(sgml_s3(&uri).args([
+        "train",
+        "pricing",
+        "--no-promote",
+        "--trees",
+        "30",
+        "--seed",
+        "9",
+        "--run-date",
+        &run_date,
+    ]));
+    let new = out
+        .lines()
+        .find_map(|l| {
+            sgml_pipelines::steps::train_pricing::version_of(l.split_whitespace().nth(1)?)
+        })
+        .expect("train printed its bundle");
+    for point in [
+        "after-verify",
+        "before-alias",
+        "after-alias",
+        "after-history",
+    ] {
+        if champion(&s) != old {
+            publish::promote(&s, "pricing", &old, "champion", true, "reset").unwrap();
+        }
+        let out = sgml_s3(&uri)
+            .env("SGML_CRASH_AT", point)
+            .args(["models", "publish", "pricing", "--version", &new, "--force"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the publisher was not killed"
+        );
+        let loaded = publish::load_alias(&s, "pricing", "champion")
+            .unwrap_or_else(|e| panic!("{point}: the champion does not load: {e}"))
+            .expect("a champion");
+        let expected = if point.starts_with("after-alias") || point == "after-history" {
+            &new
+        } else {
+            &old
+        };
+        assert_eq!(&loaded.manifest().version, expected, "{point}");
+    }
+}

@@ -127,19 +127,18 @@ impl Step for TrainPricing {
         ));
 
         // Split-conformal needs residuals of a model that never saw the calibration
-        // days; the model that ships is then refitted on every day before the holdout
-        // (the calibration days are the most recent prices, and hold products first
-        // sold in them). Its residuals are, if anything, smaller than the calibration
-        // model's, so the interval errs wide; the holdout coverage in the manifest is
-        // measured on the shipped model.
-        ctx.progress(format!("calibrating on {} lines", cal_y.len()));
-        let (cal_model, cal_lookups, _) = self.fit(&fit_x, &fit_y, &gbdt_params, &linear_params)?;
-        let cal_pred = cal_model.predict(&cal_lookups.transform(&cal_x))?;
+        // days, so the trees are fitted on the days before them. The calibration days
+        // still reach the shipped model through its lookups, refitted on every day
+        // before the holdout: they hold the most recent prices and the products first
+        // sold in them. The holdout metrics and coverage are measured on the shipped
+        // model (these trees, the refreshed lookups).
+        ctx.progress(format!("training on {} lines", fit_y.len()));
+        let (model, fit_lookups, (file, importance, matrix)) =
+            self.fit(&fit_x, &fit_y, &gbdt_params, &linear_params)?;
+        let cal_pred = model.predict(&fit_lookups.transform(&cal_x))?;
         let residuals: Vec<f64> = cal_pred.iter().zip(&cal_y).map(|(p, y)| p - y).collect();
         let interval = ConformalInterval::calibrate(&residuals, COVERAGE);
-        ctx.progress(format!("training on {} lines", train_y.len()));
-        let (model, lookups, (file, importance, matrix)) =
-            self.fit(&train_x, &train_y, &gbdt_params, &linear_params)?;
+        let lookups = PricingLookups::fit(&train_x, &train_y)?;
         let eval_pred = model.predict(&lookups.transform(&eval_x))?;
         let metrics = regression(&eval_pred, &eval_y);
         let coverage = interval.empirical_coverage(&eval_pred, &eval_y);

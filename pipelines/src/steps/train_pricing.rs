@@ -4,8 +4,9 @@
 //!
 //! Time split: sale lines are ordered by date; the last 20% of days (or the days from
 //! `--holdout-from`) is the holdout. The last 10% of the days before it calibrate the
-//! intervals with a model fitted on the days before them; the model that ships is
-//! fitted on every day before the holdout and is the one the holdout metrics measure.
+//! intervals with trees fitted on the days before them; the shipped model is those
+//! trees with lookups refitted on every day before the holdout, and is the one the
+//! holdout metrics measure.
 //! Target encodings are fitted on training rows only (out of fold for the training
 //! rows themselves), so no holdout price reaches the model or its features.
 

@@ -242,6 +242,9 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
     let df = lines
         .filter(col("is_sale").and(col("log_price_base").is_not_null()))
         .select([
+            col("order_ts"),
+            col("order_id"),
+            col("line_no"),
             col("product_id"),
             col("category"),
             col("brand"),
@@ -263,6 +266,13 @@ fn read_rows(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Rows> 
             [col("product_id")],
             [col("product_id")],
             JoinArgs::new(JoinType::Left),
+        )
+        // The feature step's row order is whatever its streaming engine produced, and
+        // joins need not keep order: training in a fixed order makes the same data give
+        // the same model bytes.
+        .sort(
+            ["order_ts", "order_id", "line_no"],
+            SortMultipleOptions::default().with_maintain_order(true),
         )
         .collect()?;
     let text = |c: &str| super::texts(&df, c);

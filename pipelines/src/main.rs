@@ -584,17 +584,7 @@ fn promote_trained(
 
 fn list_versions(store: &dyn Store, name: &str) -> anyhow::Result<()> {
     let prefix = format!("models/{name}/");
-    let mut versions: Vec<String> = store
-        .list(&prefix)?
-        .into_iter()
-        .filter_map(|k| {
-            k[prefix.len()..]
-                .strip_suffix("/manifest.json")
-                .filter(|v| !v.contains('/'))
-                .map(str::to_string)
-        })
-        .collect();
-    versions.sort();
+    let mut versions = train_pricing::versions(store, name)?;
     versions.reverse();
     let mut aliases: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for key in store.list(&format!("{prefix}aliases/"))? {

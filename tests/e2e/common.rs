@@ -6,22 +6,29 @@ use polars::prelude::*;
 
 pub const TEST_KEY: &str = "e2e-test-anonymization-secret";
 
-/// The binary under test, with a clean environment (no store or key from the caller).
-pub fn sgml(store: &Path) -> Command {
+/// The binary under test, with a clean environment (no store, key, broker or S3
+/// endpoint from the caller) and JSON logs.
+pub fn sgml_bare() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgml"));
     for var in [
         "SGML_STORE",
         "SGML_ANON_KEY",
         "SGML_ANON_KEY_FILE",
+        "SGML_AMQP_URL",
+        "SGML_S3_ENDPOINT",
         "SGML_LOG",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
     }
-    cmd.arg("--store")
-        .arg(store)
-        .arg("--log-format")
-        .arg("json");
+    cmd.arg("--log-format").arg("json");
+    cmd
+}
+
+/// [`sgml_bare`] on a local store.
+pub fn sgml(store: &Path) -> Command {
+    let mut cmd = sgml_bare();
+    cmd.arg("--store").arg(store);
     cmd
 }
 

@@ -57,24 +57,8 @@ fn sgml_s3(uri: &str) -> Command {
 }
 
 fn sgml_s3_at(uri: &str, endpoint: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgml"));
-    for var in [
-        "SGML_STORE",
-        "SGML_ANON_KEY",
-        "SGML_ANON_KEY_FILE",
-        "SGML_LOG",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args([
-        "--store",
-        uri,
-        "--s3-endpoint",
-        endpoint,
-        "--log-format",
-        "json",
-    ]);
+    let mut cmd = sgml_bare();
+    cmd.args(["--store", uri, "--s3-endpoint", endpoint]);
     cmd
 }
 

@@ -535,11 +535,8 @@ pub fn version_of(uri: &str) -> Option<String> {
     rest.strip_suffix("/manifest.json").map(str::to_string)
 }
 
-/// The newest version of a model in the store (versions sort by time).
-pub fn latest_version(
-    store: &dyn crate::store::Store,
-    model: &str,
-) -> anyhow::Result<Option<String>> {
+/// Every version of a model in the store, oldest first (versions sort by time).
+pub fn versions(store: &dyn crate::store::Store, model: &str) -> anyhow::Result<Vec<String>> {
     let prefix = format!("models/{model}/");
     let mut versions: Vec<String> = store
         .list(&prefix)?
@@ -552,7 +549,15 @@ pub fn latest_version(
         .filter(|v| !v.contains('/'))
         .collect();
     versions.sort();
-    Ok(versions.pop())
+    Ok(versions)
+}
+
+/// The newest version of a model in the store.
+pub fn latest_version(
+    store: &dyn crate::store::Store,
+    model: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(versions(store, model)?.pop())
 }
 
 /// Loads and verifies one version from the store.

@@ -68,7 +68,7 @@ impl Dedup {
 }
 
 #[cfg(feature = "events")]
-pub use consumer::{EventError, Subscription};
+pub use consumer::{EventError, Subscription, declare_exchange};
 
 #[cfg(feature = "events")]
 mod consumer {
@@ -81,6 +81,22 @@ mod consumer {
     use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
     use super::{Dedup, EXCHANGE, ModelPublished};
+
+    /// Declares the durable topic exchange; publishers and consumers both call it, so
+    /// whichever comes first creates it with the same settings.
+    pub async fn declare_exchange(channel: &lapin::Channel) -> Result<(), lapin::Error> {
+        channel
+            .exchange_declare(
+                EXCHANGE.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+    }
 
     #[derive(Debug, thiserror::Error)]
     pub enum EventError {
@@ -100,17 +116,7 @@ mod consumer {
         pub async fn open(amqp_url: &str, models: &[&str]) -> Result<Subscription, EventError> {
             let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
             let channel = connection.create_channel().await?;
-            channel
-                .exchange_declare(
-                    EXCHANGE.into(),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            declare_exchange(&channel).await?;
             let queue = channel
                 .queue_declare(
                     "".into(),

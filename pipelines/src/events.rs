@@ -2,10 +2,9 @@
 //! a durable topic exchange, persistent messages, publisher confirms on — the send
 //! returns only once the broker has acknowledged the message.
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
-use sgml_models::events::{EVENT, EXCHANGE, ModelPublished, routing_key};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sgml_models::events::{EVENT, EXCHANGE, ModelPublished, declare_exchange, routing_key};
 
 use crate::publish::Promotion;
 
@@ -55,18 +54,7 @@ pub fn send(url: &str, event: &ModelPublished) -> Result<(), SendError> {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(amqp)?;
-        channel
-            .exchange_declare(
-                EXCHANGE.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp)?;
+        declare_exchange(&channel).await.map_err(amqp)?;
         let payload = serde_json::to_vec(event).expect("events serialize");
         let confirm = channel
             .basic_publish(

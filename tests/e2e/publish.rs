@@ -204,6 +204,25 @@ fn a_publisher_killed_at_any_step_leaves_a_loadable_champion() {
     ]));
     let new = trained_version(&store_dir);
     let store = LocalStore::new(&store_dir).unwrap();
+    assert_publish_is_crash_safe(&store, || sgml(&store_dir), &old, &new);
+}
+
+/// Kills `sgml models publish NEW` (run by `sgml`) at each crash point, starting from
+/// OLD as champion each time, and loads the champion after each kill: it must verify,
+/// score, and be OLD before the alias flip and NEW after it.
+pub fn assert_publish_is_crash_safe(
+    store: &dyn Store,
+    sgml: impl Fn() -> std::process::Command,
+    old: &str,
+    new: &str,
+) {
+    let champion = || {
+        publish::read_alias(store, "pricing", "champion")
+            .unwrap()
+            .unwrap()
+            .0
+            .version
+    };
     for point in [
         "after-verify",
         "before-alias",
@@ -211,28 +230,27 @@ fn a_publisher_killed_at_any_step_leaves_a_loadable_champion() {
         "after-history",
     ] {
         // Start from the old champion each time (a forced publish back, if needed).
-        if champion(&store_dir) != old {
-            publish::promote(&store, "pricing", &old, "champion", true, "reset").unwrap();
+        if champion() != old {
+            publish::promote(store, "pricing", old, "champion", true, "reset").unwrap();
         }
-        let out = sgml(&store_dir)
+        let out = sgml()
             .env("SGML_CRASH_AT", point)
-            .args(["models", "publish", "pricing", "--version", &new, "--force"])
+            .args(["models", "publish", "pricing", "--version", new, "--force"])
             .output()
             .unwrap();
         assert!(
             !out.status.success(),
             "{point}: the publisher was not killed"
         );
-        let loaded = publish::load_alias(&store, "pricing", "champion")
+        let loaded = publish::load_alias(store, "pricing", "champion")
             .unwrap_or_else(|e| panic!("{point}: the champion does not load: {e}"))
             .expect("a champion");
-        let v = loaded.manifest().version.clone();
-        let expected = if point.starts_with("after-alias") || point == "after-history" {
-            &new
+        let expected = if point == "after-alias" || point == "after-history" {
+            new
         } else {
-            &old
+            old
         };
-        assert_eq!(&v, expected, "{point}");
+        assert_eq!(loaded.manifest().version, expected, "{point}");
         // And the model it names scores.
         sgml_models::pricing::PriceModel::from_bundle(&loaded).unwrap();
     }

@@ -221,32 +221,5 @@ fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
             sgml_pipelines::steps::train_pricing::version_of(l.split_whitespace().nth(1)?)
         })
         .expect("train printed its bundle");
-    for point in [
-        "after-verify",
-        "before-alias",
-        "after-alias",
-        "after-history",
-    ] {
-        if champion(&s) != old {
-            publish::promote(&s, "pricing", &old, "champion", true, "reset").unwrap();
-        }
-        let out = sgml_s3(&uri)
-            .env("SGML_CRASH_AT", point)
-            .args(["models", "publish", "pricing", "--version", &new, "--force"])
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success(),
-            "{point}: the publisher was not killed"
-        );
-        let loaded = publish::load_alias(&s, "pricing", "champion")
-            .unwrap_or_else(|e| panic!("{point}: the champion does not load: {e}"))
-            .expect("a champion");
-        let expected = if point.starts_with("after-alias") || point == "after-history" {
-            &new
-        } else {
-            &old
-        };
-        assert_eq!(&loaded.manifest().version, expected, "{point}");
-    }
+    crate::publish::assert_publish_is_crash_safe(&s, || sgml_s3(&uri), &old, &new);
 }

@@ -74,7 +74,8 @@ pub trait Fit {
     fn fit(&self, x: &Matrix, y: &[f64]) -> Result<Self::Model, ModelError>;
 }
 
-pub trait Predict {
+/// `Send + Sync`: a loaded model is shared by the threads of a service (`sgml serve`).
+pub trait Predict: Send + Sync {
     fn predict(&self, x: &Matrix) -> Result<Vec<f64>, ModelError>;
 }
 

@@ -66,6 +66,31 @@ pub struct Gbdt {
     columns: Vec<String>,
 }
 
+// SAFETY: the booster handle is only read after construction (predict, save,
+// importance), and LightGBM's C API guards those calls with the booster's own
+// shared mutex (`SHARED_LOCK(mutex_)` in c_api.cpp), so concurrent predictions from
+// several threads are safe; training and freeing need `&mut`/ownership, which Rust
+// already makes exclusive. lightgbm3 leaves the raw handle `!Send + !Sync` only
+// because raw pointers are.
+unsafe impl Send for Gbdt {}
+unsafe impl Sync for Gbdt {}
+
+/// Caps the threads every later LightGBM call in this process may use. A service
+/// scores many small requests at once, one per request thread: letting each one
+/// fan out to an OpenMP team as well would oversubscribe the cores.
+pub fn set_max_threads(threads: usize) -> Result<(), ModelError> {
+    let threads = i32::try_from(threads.max(1)).unwrap_or(i32::MAX);
+    // SAFETY: plain integer argument; LightGBM stores it in a global.
+    let rc = unsafe { lightgbm3_sys::LGBM_SetMaxThreads(threads) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(ModelError::LightGbm(format!(
+            "LGBM_SetMaxThreads({threads}) failed with {rc}"
+        )))
+    }
+}
+
 fn lgbm(e: lightgbm3::Error) -> ModelError {
     ModelError::LightGbm(e.to_string())
 }

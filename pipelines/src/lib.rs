@@ -8,6 +8,7 @@ pub mod io;
 pub mod mapping;
 pub mod publish;
 pub mod run;
+pub mod serve;
 pub mod sources;
 pub mod steps;
 pub mod store;

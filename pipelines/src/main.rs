@@ -16,6 +16,7 @@ use sgml_models::linear::LinearParams;
 use sgml_pipelines::generate::{self, Params};
 use sgml_pipelines::publish;
 use sgml_pipelines::run::{self, RunManifest, Step};
+use sgml_pipelines::serve;
 use sgml_pipelines::sources::SourceOptions;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
 use sgml_pipelines::steps::train_pricing::{self, Algo, TrainPricing};
@@ -101,6 +102,10 @@ enum Command {
     /// Run a chain of steps.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Serve the champions of models over HTTP with JWT auth (POST
+    /// /v1/models/NAME/predict, POST /v1/admin/reload, GET /healthz /readyz /metrics);
+    /// swaps to a new champion on its model.published event or the next poll.
+    Serve(ServeArgs),
     /// Print the step graph: what each step reads and writes.
     Steps {
         /// As JSON, for generating the Airflow DAG.
@@ -205,6 +210,39 @@ enum ModelsCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("jwt").required(true).args(["jwt_secret", "jwt_public_key"]))]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the first line on stdout names it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The models to serve, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "pricing")]
+    models: Vec<String>,
+    /// Verify HS256 tokens with this shared secret (prefer the environment variable
+    /// to keep it out of the process list).
+    #[arg(
+        long,
+        env = "SGML_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    jwt_secret: Option<String>,
+    /// Verify RS256 tokens with this PEM public key file.
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// Seconds between checks of the champion aliases (events make swaps immediate;
+    /// polling covers a missed event).
+    #[arg(long, default_value_t = 30)]
+    poll_secs: u64,
+    /// Request bodies over this many bytes get 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Request threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -523,7 +561,32 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(RunCommand::All(a)) => run_all(cli, a),
+        Command::Serve(a) => serve(cli, a),
     }
+}
+
+fn serve(cli: &Cli, a: &ServeArgs) -> anyhow::Result<()> {
+    let auth = match (&a.jwt_secret, &a.jwt_public_key) {
+        (Some(secret), _) => serve::auth::Auth::hs256(secret.as_bytes())?,
+        (None, Some(path)) => serve::auth::Auth::rs256(
+            &std::fs::read(path)
+                .with_context(|| format!("reading the JWT public key {}", path.display()))?,
+        )
+        .with_context(|| format!("JWT public key {}", path.display()))?,
+        (None, None) => bail!("give --jwt-secret (or SGML_JWT_SECRET) or --jwt-public-key"),
+    };
+    let config = serve::Config {
+        listen: a.listen,
+        models: a.models.clone(),
+        poll: std::time::Duration::from_secs(a.poll_secs.max(1)),
+        max_body_bytes: a.max_body_bytes,
+        amqp_url: cli.amqp_url.clone(),
+        workers: a.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        }),
+    };
+    serve::serve(open_store(cli)?, auth, config)?;
+    Ok(())
 }
 
 /// Sends `model.published` for an alias move when an AMQP URL is configured.

@@ -109,22 +109,34 @@ pub fn load_alias(
     let Some((a, _)) = read_alias(store, name, alias)? else {
         return Ok(None);
     };
-    let bundle = verified(store, name, &a.version)?;
-    if bundle.manifest_sha256() != a.manifest_sha256 {
+    load_aliased(store, name, &a).map(Some)
+}
+
+/// Loads the version an alias object names, verified: every file against the
+/// manifest, and the manifest against the digest the alias was published with.
+pub fn load_aliased(store: &dyn Store, name: &str, alias: &Alias) -> Result<Bundle, PublishError> {
+    let bundle = verified(store, name, &alias.version)?;
+    if bundle.manifest_sha256() != alias.manifest_sha256 {
         return Err(PublishError::Unverified {
             name: name.into(),
-            version: a.version,
+            version: alias.version.clone(),
             why: "its manifest is not the one the alias was published with".into(),
         });
     }
-    Ok(Some(bundle))
+    Ok(bundle)
 }
 
 fn verified(store: &dyn Store, name: &str, version: &str) -> Result<Bundle, PublishError> {
-    load_version(store, name, version).map_err(|e| PublishError::Unverified {
-        name: name.into(),
-        version: version.into(),
-        why: format!("{e:#}"),
+    load_version(store, name, version).map_err(|e| {
+        // `load_version` already names the model and version in its outermost
+        // context; `Unverified` names them itself, so keep only the causes.
+        let skip = usize::from(e.to_string() == format!("model {name} version {version}"));
+        let causes: Vec<String> = e.chain().skip(skip).map(|c| c.to_string()).collect();
+        PublishError::Unverified {
+            name: name.into(),
+            version: version.into(),
+            why: causes.join(": "),
+        }
     })
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use chrono::{NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -68,8 +69,8 @@ pub struct RunContext<'a> {
     pub run_id: String,
     pub run_date: Option<NaiveDate>,
     manifest: RunManifest,
-    /// final key → staging key, in staging order.
-    staged: Vec<(String, String)>,
+    /// (final key, staging key, sha256 of the bytes written).
+    staged: Vec<(String, String, String)>,
     /// Partitions (key prefixes) the step replaces wholesale.
     partitions: Vec<String>,
     /// Keys to move on commit (retention's archive moves).
@@ -109,12 +110,13 @@ impl<'a> RunContext<'a> {
     pub fn stage(&mut self, key: &str, bytes: &[u8], rows: usize) -> anyhow::Result<()> {
         let staging = format!("_staging/{}/{key}", self.run_id);
         self.store.put(&staging, bytes, Condition::Always)?;
+        let sha256 = crate::store::sha256_hex(bytes);
         self.manifest.outputs.push(OutputRecord {
             uri: self.store.uri(key),
             rows,
-            sha256: crate::store::sha256_hex(bytes),
+            sha256: sha256.clone(),
         });
-        self.staged.push((key.to_string(), staging));
+        self.staged.push((key.to_string(), staging, sha256));
         Ok(())
     }
 
@@ -166,9 +168,9 @@ impl<'a> RunContext<'a> {
         self.manifest.outputs.push(OutputRecord {
             uri: self.store.uri(key),
             rows,
-            sha256,
+            sha256: sha256.clone(),
         });
-        self.staged.push((key.to_string(), staging));
+        self.staged.push((key.to_string(), staging, sha256));
         Ok(())
     }
 
@@ -182,7 +184,7 @@ impl<'a> RunContext<'a> {
     /// Replaces `placeholder` in the final keys staged so far (a step that learns its
     /// partition only after writing, like ingest's default run date).
     pub fn rekey(&mut self, placeholder: &str, value: &str) {
-        for (key, _) in &mut self.staged {
+        for (key, _, _) in &mut self.staged {
             *key = key.replace(placeholder, value);
         }
         for output in &mut self.manifest.outputs {
@@ -200,7 +202,7 @@ impl<'a> RunContext<'a> {
 
     fn commit(&mut self) -> anyhow::Result<()> {
         let staged_keys: std::collections::HashSet<&str> =
-            self.staged.iter().map(|(k, _)| k.as_str()).collect();
+            self.staged.iter().map(|(k, _, _)| k.as_str()).collect();
         let mut stale = Vec::new();
         for prefix in &self.partitions {
             for key in self.store.list(prefix)? {
@@ -209,9 +211,25 @@ impl<'a> RunContext<'a> {
                 }
             }
         }
+        // Every staged object is read back and checked against the digest of the bytes
+        // the step wrote before any becomes visible: a truncated or corrupted upload
+        // fails the run here, and readers never see it.
+        for (key, staging, sha256) in &self.staged {
+            let stored = self
+                .store
+                .get(staging)?
+                .with_context(|| format!("staged output for {key} vanished"))?;
+            let found = crate::store::sha256_hex(&stored.bytes);
+            if &found != sha256 {
+                bail!(
+                    "staged output for {} does not verify (sha256 {found}, wrote {sha256}); nothing was published",
+                    self.store.uri(key)
+                );
+            }
+        }
         // New files first, then removals: a crash in between leaves extra files of
         // the new run (re-running repairs it), never a partition with data missing.
-        for (key, staging) in &self.staged {
+        for (key, staging, _) in &self.staged {
             self.store.rename(staging, key)?;
         }
         for (from, to) in &self.moves {
@@ -224,7 +242,7 @@ impl<'a> RunContext<'a> {
     }
 
     fn discard(&self) {
-        for (_, staging) in &self.staged {
+        for (_, staging, _) in &self.staged {
             let _ = self.store.delete(staging);
         }
     }
@@ -311,11 +329,20 @@ pub fn execute(
         }
     }
     let key = format!("runs/{run_id}/manifest.json");
-    store.put(
+    let recorded = store.put(
         &key,
         &serde_json::to_vec_pretty(&manifest)?,
         Condition::IfAbsent,
-    )?;
+    );
+    match (&result, recorded) {
+        (_, Ok(_)) => {}
+        (Ok(()), Err(e)) => return Err(e.into()),
+        // The step's own error says what went wrong (often the same outage); the
+        // missing manifest is logged, not put in its place.
+        (Err(_), Err(e)) => {
+            tracing::error!(run_id = %run_id, "could not record the failed run's manifest: {e}")
+        }
+    }
     let secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
     match result {
         Ok(()) => {
@@ -329,5 +356,85 @@ pub fn execute(
                 spec.name
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LocalStore, Object, StoreError};
+
+    /// A store whose staged objects come back with one byte flipped: the corrupted
+    /// upload that a real store cannot be made to produce on demand (a mock, for that
+    /// fault only).
+    struct CorruptingStore(LocalStore);
+
+    impl Store for CorruptingStore {
+        fn uri(&self, key: &str) -> String {
+            self.0.uri(key)
+        }
+        fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+            let mut o = self.0.get(key)?;
+            if key.starts_with("_staging/")
+                && let Some(o) = &mut o
+            {
+                o.bytes[0] ^= 1;
+            }
+            Ok(o)
+        }
+        fn put(&self, key: &str, bytes: &[u8], c: Condition) -> Result<String, StoreError> {
+            self.0.put(key, bytes, c)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+            self.0.rename(from, to)
+        }
+    }
+
+    struct WritePart(&'static [u8]);
+
+    impl Step for WritePart {
+        fn spec(&self) -> StepSpec {
+            StepSpec {
+                name: "write-part",
+                reads: &[],
+                writes: &["out/dt=<run_date>/"],
+                about: "test step",
+            }
+        }
+        fn parameters(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+            ctx.stage("out/dt=1/part-0.bin", self.0, 1)?;
+            ctx.replace_partition("out/dt=1/");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn outputs_that_do_not_verify_are_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = LocalStore::new(dir.path()).unwrap();
+        execute(&good, &WritePart(b"old partition"), None).unwrap();
+
+        let corrupting = CorruptingStore(LocalStore::new(dir.path()).unwrap());
+        let err = execute(&corrupting, &WritePart(b"new partition"), None).unwrap_err();
+        assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
+        let kept = good.get("out/dt=1/part-0.bin").unwrap().unwrap();
+        assert_eq!(kept.bytes, b"old partition", "the old partition stays");
+        assert!(
+            good.list("_staging/").unwrap().is_empty(),
+            "staging cleaned up"
+        );
+
+        execute(&good, &WritePart(b"new partition"), None).unwrap();
+        let now = good.get("out/dt=1/part-0.bin").unwrap().unwrap();
+        assert_eq!(now.bytes, b"new partition");
     }
 }

@@ -17,3 +17,4 @@ mod publish;
 mod retention;
 mod run_all;
 mod s3;
+mod serve;

@@ -151,6 +151,23 @@ fn run_all_against_s3() {
         "{shown}"
     );
 
+    // `sgml serve` loads the champion from the bucket.
+    {
+        use crate::serve::{SECRET, Server, post, rows, token};
+        let server = Server::start({
+            let mut c = sgml_s3(&uri);
+            c.env("SGML_JWT_SECRET", SECRET).arg("serve");
+            c
+        });
+        let (status, body) = post(
+            &server.url("/v1/models/pricing/predict"),
+            Some(&token("predict:pricing")),
+            &serde_json::to_vec(&rows()).unwrap(),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["version"], alias.0.version.as_str());
+    }
+
     // Change one byte of the published model in the bucket: refused, naming the file.
     let key = format!("models/pricing/{}/model.txt", alias.0.version);
     let mut bytes = s.get(&key).unwrap().unwrap().bytes;
@@ -222,4 +239,221 @@ fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
         })
         .expect("train printed its bundle");
     crate::publish::assert_publish_is_crash_safe(&s, || sgml_s3(&uri), &old, &new);
+}
+
+/// A TCP proxy in front of the S3 test server that can be made to fail the ways a
+/// real S3 endpoint fails: answer `503 SlowDown`, or stop (connections refused or
+/// cut). moto cannot be told to do either on demand, so this is the one mock in these
+/// tests, and it only ever fails requests: everything it forwards is moto's.
+struct FaultyProxy {
+    pub endpoint: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// Answer this many new connections with 503 SlowDown.
+    slow_downs: std::sync::atomic::AtomicUsize,
+    slow_downs_sent: std::sync::atomic::AtomicUsize,
+    /// Stop the server at the first PUT (the run's first write).
+    stop_at_first_put: std::sync::atomic::AtomicBool,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl FaultyProxy {
+    fn start(upstream: &str) -> FaultyProxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering::SeqCst;
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new(ProxyState::default());
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if s.down.load(SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                if s.slow_downs
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    s.slow_downs_sent.fetch_add(1, SeqCst);
+                    std::thread::spawn(move || slow_down(client));
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let s2 = s.clone();
+                let (c2, s2_stream) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let s3 = s.clone();
+                std::thread::spawn(move || pipe(client, server, &s2, true));
+                std::thread::spawn(move || pipe(s2_stream, c2, &s3, false));
+            }
+        });
+        FaultyProxy { endpoint, state }
+    }
+}
+
+/// Reads one request head and answers 503 SlowDown, as S3 does when throttling.
+fn slow_down(mut client: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let _ = write!(
+        client,
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// Copies one direction of a connection until either side closes or the proxy goes
+/// down; the client-to-server side watches for the first PUT when asked to.
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    state: &ProxyState,
+    client_side: bool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let _ = from.set_read_timeout(Some(std::time::Duration::from_millis(50)));
+    let mut buf = vec![0u8; 64 * 1024];
+    // Requests start a stream or follow the end of the previous one (a newline).
+    let mut after_newline = true;
+    loop {
+        if state.down.load(SeqCst) {
+            break;
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue;
+            }
+            Err(_) => break,
+        };
+        let chunk = &buf[..n];
+        if client_side && state.stop_at_first_put.load(SeqCst) {
+            let put = (after_newline && chunk.starts_with(b"PUT /"))
+                || chunk.windows(6).any(|w| w == b"\nPUT /");
+            if put {
+                state.down.store(true, SeqCst);
+                break;
+            }
+        }
+        after_newline = chunk.ends_with(b"\n");
+        if to.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// S3 throttling (503 SlowDown) is retried with backoff and the run succeeds.
+#[test]
+fn throttled_s3_requests_are_retried() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 200, 24, 0.0);
+    let bucket = bucket("throttle");
+    let uri = format!("s3://{bucket}/sgml");
+    let proxy = FaultyProxy::start(&endpoint());
+    proxy.state.slow_downs.store(3, SeqCst);
+    ok(sgml_s3_at(&uri, &proxy.endpoint)
+        .args(["ingest", "--input"])
+        .arg(&input));
+    assert_eq!(proxy.state.slow_downs_sent.load(SeqCst), 3);
+    assert!(
+        open(&uri)
+            .list("raw/orders/")
+            .unwrap()
+            .iter()
+            .any(|k| k.ends_with(".parquet")),
+        "ingest wrote through the retries"
+    );
+}
+
+/// The S3 server stops mid-run (at the run's first write): retries, then a clear
+/// error naming the object; every object written before is intact and the champion
+/// still loads, verified.
+#[test]
+fn s3_stopping_mid_run_leaves_earlier_outputs_intact() {
+    use sgml_pipelines::publish;
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 25, 0.0);
+    let bucket = bucket("stopped");
+    let uri = format!("s3://{bucket}/sgml");
+    ok(sgml_s3(&uri).args(["run", "all", "--input"]).arg(&input));
+    let s = open(&uri);
+    let before: Vec<(String, Vec<u8>)> = s
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            let b = s.get(&k).unwrap().unwrap().bytes;
+            (k, b)
+        })
+        .collect();
+    let champion = publish::read_alias(&s, "pricing", "champion")
+        .unwrap()
+        .unwrap()
+        .0
+        .version;
+    let run_date = before
+        .iter()
+        .find_map(|(k, _)| {
+            k.strip_prefix("features/order_lines/dt=")
+                .map(|r| r[..10].to_string())
+        })
+        .unwrap();
+
+    let proxy = FaultyProxy::start(&endpoint());
+    proxy.state.stop_at_first_put.store(true, SeqCst);
+    let err = fails(
+        sgml_s3_at(&uri, &proxy.endpoint).args([
+            "train",
+            "pricing",
+            "--trees",
+            "20",
+            "--run-date",
+            &run_date,
+        ]),
+        1,
+    );
+    assert!(
+        proxy.state.down.load(SeqCst),
+        "the server was stopped mid-run"
+    );
+    assert!(err.contains(&format!("s3://{bucket}/sgml/")), "{err}");
+    assert!(
+        err.contains("attempts") || err.contains("connect") || err.contains("dispatch"),
+        "{err}"
+    );
+    for (key, bytes) in &before {
+        let now = s.get(key).unwrap().unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(&now.bytes, bytes, "{key} changed");
+    }
+    let loaded = publish::load_alias(&s, "pricing", "champion")
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.manifest().version, champion);
 }

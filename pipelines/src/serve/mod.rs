@@ -1,0 +1,406 @@
+//! `sgml serve`: scores JSON requests with each model's verified champion over HTTP.
+//!
+//! - `POST /v1/models/{name}/predict` — `{"rows": [...]}` of raw attributes →
+//!   predictions, intervals and the model version (scope `predict:<name>`);
+//! - `POST /v1/admin/reload` — check every champion now (scope `admin:reload`);
+//! - `GET /healthz` (the process answers), `/readyz` (every model loaded), `/metrics`
+//!   (Prometheus). These three carry no model output and take no token: probes and
+//!   scrapers do not hold one.
+//!
+//! New champions are picked up from `model.published` events (when an AMQP URL is
+//! given) and by polling the alias as a fallback; see [`registry`].
+
+pub mod auth;
+pub mod metrics;
+pub mod registry;
+pub mod rows;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use self::auth::{Auth, Denied};
+use self::metrics::{EndpointLabels, Metrics, ModelLabels, RequestLabels};
+use self::registry::{Models, Reloader, Scorer, Trigger};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The models to serve (their names in the store, e.g. `pricing`).
+    pub models: Vec<String>,
+    /// How often to re-read the champion aliases when no event arrives.
+    pub poll: Duration,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// RabbitMQ to hear `model.published` on.
+    pub amqp_url: Option<String>,
+    /// Request threads.
+    pub workers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no models to serve: name at least one with --models")]
+    NoModels,
+    #[error(transparent)]
+    Model(#[from] sgml_models::estimator::ModelError),
+}
+
+struct App {
+    auth: Auth,
+    models: Arc<Models>,
+    metrics: Arc<Metrics>,
+    reload: Sender<Trigger>,
+    max_body_bytes: usize,
+}
+
+/// Loads the champions, then serves until SIGINT or SIGTERM. The first line on stdout
+/// is `listening on http://ADDR` (with the real port when `listen` has port 0).
+pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), ServeError> {
+    if config.models.is_empty() {
+        return Err(ServeError::NoModels);
+    }
+    // Requests run side by side, one per request thread: each prediction stays on
+    // its thread rather than fanning out to an OpenMP team of its own.
+    sgml_models::gbdt::set_max_threads(1)?;
+    let models = Arc::new(Models::new(&config.models));
+    let metrics = Arc::new(Metrics::new());
+    let reloader = Reloader {
+        store,
+        models: models.clone(),
+        metrics: metrics.clone(),
+    };
+    // Start ready where champions exist; a model that fails here is retried by the
+    // reloader and reported by /readyz meanwhile.
+    for (name, outcome) in reloader.check_all() {
+        tracing::info!(model = %name, ?outcome, "initial load");
+    }
+    let reload = registry::spawn(reloader, config.poll)?;
+    let app = Arc::new(App {
+        auth,
+        models,
+        metrics,
+        reload: reload.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        println!("listening on http://{addr}");
+        tracing::info!(%addr, models = ?config.models, "serving");
+        if let Some(url) = config.amqp_url.clone() {
+            tokio::spawn(follow_events(url, config.models.clone(), reload));
+        }
+        axum::serve(listener, router(app))
+            .with_graceful_shutdown(shutdown())
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/admin/reload", post(admin_reload))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(app)
+}
+
+/// A refused or failed request, as `{"error": ..., "field": ...}`.
+struct ApiError {
+    status: StatusCode,
+    error: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> ApiError {
+        match d {
+            Denied::Unauthenticated(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
+            Denied::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, why),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match &self.field {
+            Some(f) => json!({"error": self.error, "field": f}),
+            None => json!({"error": self.error}),
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn predict(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let (response, status) = match score(&app, &name, &headers, body).await {
+        Ok(r) => (r, StatusCode::OK),
+        Err(e) => {
+            let s = e.status;
+            (e.into_response(), s)
+        }
+    };
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: "predict",
+            model: name,
+            status: status.as_u16(),
+        })
+        .inc();
+    app.metrics
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: "predict",
+        })
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+async fn score(
+    app: &App,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let grant = app.auth.verify(authorization(headers))?;
+    grant.may_predict(name)?;
+    if !app.models.knows(name) {
+        let served: Vec<&str> = app.models.names().collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model {name} is not served here (serving: {})",
+                served.join(", ")
+            ),
+        ));
+    }
+    let bytes = read_body(body, app.max_body_bytes).await?;
+    let Some(served) = app.models.get(name) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no verified champion of {name} is loaded yet"),
+        ));
+    };
+    // Scoring runs on the request thread: a LightGBM prediction of a request's rows
+    // takes microseconds to a few milliseconds, less than a hand-off to a blocking
+    // pool would cost.
+    let predictions = match &served.scorer {
+        Scorer::Pricing(model) => {
+            let rows = rows::price_inputs(&bytes).map_err(|b| ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: b.why,
+                field: Some(b.field),
+            })?;
+            let priced = model
+                .price(&rows)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            priced
+                .iter()
+                .map(|p| {
+                    json!({
+                        "price_base": p.log_price.exp(),
+                        "price_base_low": p.low.exp(),
+                        "price_base_high": p.high.exp(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    app.metrics
+        .rows
+        .get_or_create(&ModelLabels {
+            model: name.to_string(),
+        })
+        .inc_by(predictions.len() as u64);
+    Ok(axum::Json(json!({
+        "model": name,
+        "version": served.version,
+        "predictions": predictions,
+    }))
+    .into_response())
+}
+
+/// The whole body, or 413 once it passes the limit (whether or not it declared its
+/// length).
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request bodies are limited to {limit} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+        }
+    })
+}
+
+async fn admin_reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let result = async {
+        let grant = app.auth.verify(authorization(&headers))?;
+        grant.may_reload()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        app.reload.send(Trigger::Admin(tx)).map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the reloader has stopped")
+        })?;
+        let outcomes = rx.await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the reloader has stopped")
+        })?;
+        tracing::info!(by = %grant.sub, "reload requested");
+        let models: Vec<_> = outcomes
+            .into_iter()
+            .map(|(name, outcome)| json!({"name": name, "result": outcome}))
+            .collect();
+        Ok::<_, ApiError>(axum::Json(json!({ "models": models })).into_response())
+    }
+    .await;
+    let (response, status) = match result {
+        Ok(r) => (r, StatusCode::OK),
+        Err(e) => {
+            let s = e.status;
+            (e.into_response(), s)
+        }
+    };
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: "reload",
+            model: String::new(),
+            status: status.as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let status = app.models.status();
+    let ready = status.iter().all(|m| m.version.is_some());
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(json!({"ready": ready, "models": status}))).into_response()
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Forwards `model.published` events for the served models to the reloader;
+/// reconnects with a pause when RabbitMQ goes away (polling covers the gap).
+async fn follow_events(url: String, models: Vec<String>, reload: Sender<Trigger>) {
+    use sgml_models::events::Subscription;
+    let names: Vec<&str> = models.iter().map(String::as_str).collect();
+    loop {
+        match Subscription::open(&url, &names).await {
+            Ok(mut subscription) => {
+                tracing::info!("listening for model.published events");
+                while let Some(event) = subscription.next().await {
+                    match event {
+                        Ok(e) => {
+                            tracing::info!(model = %e.name, version = %e.version, alias = %e.alias, "model.published");
+                            if e.alias == registry::ALIAS
+                                && reload.send(Trigger::Event(e.name)).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("event stream: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot subscribe to model.published: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

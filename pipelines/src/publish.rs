@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sgml_models::Bundle;
 
-use crate::steps::train_pricing::load_version;
+use crate::bundles::load_version;
 use crate::store::{Condition, Store, StoreError};
 
 /// What an alias object holds.

@@ -40,7 +40,10 @@ fn steps_json_is_the_graph() {
             "retention",
             "features",
             "train-pricing",
-            "predict-pricing"
+            "predict-pricing",
+            "embed",
+            "train-categorize",
+            "predict-categorize"
         ]
     );
 }

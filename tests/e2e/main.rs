@@ -7,6 +7,7 @@
 mod common;
 
 mod bad_files;
+mod categorize;
 mod cli;
 mod events;
 mod online_retail;

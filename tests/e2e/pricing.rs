@@ -25,7 +25,7 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         .as_array()
         .unwrap()
         .iter()
-        .find_map(|o| sgml_pipelines::steps::train_pricing::version_of(o["uri"].as_str().unwrap()))
+        .find_map(|o| sgml_pipelines::bundles::version_of(o["uri"].as_str().unwrap(), "pricing"))
         .unwrap();
     let versions = [store.join("models/pricing").join(&version)];
     let bundle = sgml_models::Bundle::load_dir(&versions[0]).unwrap();

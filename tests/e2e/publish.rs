@@ -16,7 +16,7 @@ fn trained_version(store: &std::path::Path) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .find_map(|o| sgml_pipelines::steps::train_pricing::version_of(o["uri"].as_str().unwrap()))
+        .find_map(|o| sgml_pipelines::bundles::version_of(o["uri"].as_str().unwrap(), "pricing"))
         .unwrap()
 }
 

@@ -235,7 +235,7 @@ fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
     let new = out
         .lines()
         .find_map(|l| {
-            sgml_pipelines::steps::train_pricing::version_of(l.split_whitespace().nth(1)?)
+            sgml_pipelines::bundles::version_of(l.split_whitespace().nth(1)?, "pricing")
         })
         .expect("train printed its bundle");
     crate::publish::assert_publish_is_crash_safe(&s, || sgml_s3(&uri), &old, &new);

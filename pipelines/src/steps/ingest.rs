@@ -176,6 +176,12 @@ impl IngestState {
             self.deleted
                 .extend(super::strings(&chunk.accepted, "customer_key")?);
         }
+        if table == Table::Products {
+            let detected = sgml_features::language::fill(&mut chunk.accepted)?;
+            if detected > 0 {
+                ctx.note(format!("products: language detected from the title for {detected} rows that declared none"));
+            }
+        }
         if let Some(d) = latest_date(table, &chunk.accepted)? {
             let slot = if table == Table::Orders {
                 &mut self.last_order

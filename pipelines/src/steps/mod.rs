@@ -1,10 +1,13 @@
 //! The pipeline steps. Each declares what it reads and writes ([`StepSpec`]) and
 //! implements one `run`; [`crate::run::execute`] does the rest.
 
+pub mod embed;
 pub mod features;
 pub mod ingest;
+pub mod predict_categorize;
 pub mod predict_pricing;
 pub mod retention;
+pub mod train_categorize;
 pub mod train_pricing;
 
 use std::collections::HashSet;
@@ -21,6 +24,9 @@ pub const GRAPH: &[StepSpec] = &[
     features::SPEC,
     train_pricing::SPEC,
     predict_pricing::SPEC,
+    embed::SPEC,
+    train_categorize::SPEC,
+    predict_categorize::SPEC,
 ];
 
 /// Every customer key with a stored deletion request (all partitions), recorded as

@@ -20,7 +20,8 @@ use sgml_models::pricing::{PriceInput, PriceModel};
 
 use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
-use crate::steps::train_pricing::{self, MODEL};
+use crate::bundles;
+use crate::steps::train_pricing::MODEL;
 
 pub const ACTIVE_DAYS: i64 = 90;
 
@@ -53,20 +54,10 @@ impl Step for PredictPricing {
         let run_date = ctx.run_date.context("predict pricing needs --run-date")?;
         let version = match &self.version {
             Some(v) => v.clone(),
-            None => match crate::publish::read_alias(ctx.store, MODEL, "champion")? {
-                Some((alias, _)) => alias.version,
-                None => {
-                    let v = train_pricing::latest_version(ctx.store, MODEL)?
-                        .context("no pricing model: run `sgml train pricing` first")?;
-                    ctx.note(format!(
-                        "no champion published: using the newest version {v}"
-                    ));
-                    v
-                }
-            },
+            None => bundles::default_version(ctx, MODEL)?,
         };
         let model =
-            PriceModel::from_bundle(&train_pricing::load_version(ctx.store, MODEL, &version)?)?;
+            PriceModel::from_bundle(&bundles::load_version(ctx.store, MODEL, &version)?)?;
         ctx.progress("finding active products and markets");
         let (rows, keys, currencies) = active_rows(ctx, run_date)?;
         ctx.progress(format!("pricing {} product × market rows", rows.len()));

@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use polars::prelude::*;
 use sgml_features::Table;
-use sgml_models::bundle::{Bundle, Field, Gate, Manifest, version_id};
+use sgml_models::bundle::Gate;
 use sgml_models::estimator::{Fit, Matrix, Params, Predict};
 use sgml_models::gbdt::GbdtParams;
 use sgml_models::gbdt::ValidGbdtParams;
@@ -26,9 +26,9 @@ use sgml_models::metrics::{ConformalInterval, RegressionMetrics, regression};
 use sgml_models::pricing::{self, KIND_GBDT, KIND_LINEAR, PriceInput, PricingLookups};
 use sgml_models::{baseline, report};
 
+use crate::bundles::{self, BundleSpec, field};
 use crate::io;
-use crate::run::{CODE_VERSION, RunContext, Step, StepSpec};
-use crate::store::Condition;
+use crate::run::{RunContext, Step, StepSpec};
 
 pub const MODEL: &str = "pricing";
 
@@ -197,7 +197,7 @@ impl Step for TrainPricing {
             "champion_version": champion.map(|(v, _)| v),
             "run_id": ctx.run_id,
             "run_date": ctx.run_date,
-            "fingerprint": fingerprint(ctx.inputs()),
+            "fingerprint": bundles::fingerprint(ctx.inputs()),
             "inputs": ctx.inputs(),
             "split": {
                 "train_until": sgml_features::values::date_from_days(cut_eval - 1),
@@ -216,13 +216,26 @@ impl Step for TrainPricing {
                 "condition": baseline::level_shares(train_x.iter().map(|r| r.condition.as_deref()), 10),
             },
         });
-        let bundle = build_bundle(self, files, metrics, training_data, baseline)?;
-        write_bundle(ctx, &bundle)?;
-        ctx.note(format!(
-            "wrote models/{MODEL}/{}/",
-            bundle.manifest().version
-        ));
-        Ok(())
+        let spec = BundleSpec {
+            name: MODEL,
+            kind: self.kind(),
+            parameters: self.parameters(),
+            seed: self.params.seed,
+            input_schema: pricing::input_schema(),
+            output_schema: vec![
+                field("log_price_base", "f64", false),
+                field("price_base", "f64", false),
+                field("price_low", "f64", false),
+                field("price_high", "f64", false),
+            ],
+            gate: Gate {
+                metric: "rmse_log".into(),
+                direction: "lower".into(),
+                tolerance: 0.005,
+            },
+        };
+        let bundle = bundles::build(spec, files, metrics, training_data, baseline)?;
+        bundles::write(ctx, &bundle)
     }
 }
 
@@ -419,17 +432,6 @@ fn champion_on(ctx: &mut RunContext, x: &[PriceInput], y: &[f64]) -> Option<(Str
     }
 }
 
-/// One hash over the keys and checksums of every input read: two trainings on the
-/// same data have the same fingerprint, whatever their run ids.
-fn fingerprint(inputs: &[crate::sources::InputRecord]) -> String {
-    let mut lines: Vec<String> = inputs
-        .iter()
-        .map(|i| format!("{} {}\n", i.uri, i.sha256))
-        .collect();
-    lines.sort();
-    crate::store::sha256_hex(lines.concat().as_bytes())
-}
-
 /// What a fit yields besides the model and lookups: the model's bundle file, feature
 /// importance by column, and the training matrix (for the drift baseline).
 type FitOutputs = (ModelFile, Vec<f64>, Matrix);
@@ -466,116 +468,4 @@ impl TrainPricing {
             Algo::Linear => KIND_LINEAR,
         }
     }
-}
-
-fn build_bundle(
-    step: &TrainPricing,
-    files: BTreeMap<String, Vec<u8>>,
-    metrics: BTreeMap<String, f64>,
-    training_data: serde_json::Value,
-    baseline: serde_json::Value,
-) -> anyhow::Result<Bundle> {
-    let now = Utc::now();
-    // The hash covers the files and the exact creation time: two trainings in the same
-    // second (identical content, say) still get distinct versions.
-    let content: Vec<u8> = files
-        .values()
-        .flatten()
-        .copied()
-        .chain(now.to_rfc3339().into_bytes())
-        .collect();
-    let field = |name: &str, dtype: &str, nullable: bool| Field {
-        name: name.into(),
-        dtype: dtype.into(),
-        nullable,
-    };
-    let manifest = Manifest {
-        name: MODEL.into(),
-        version: version_id(&now.format("%Y%m%dT%H%M%SZ").to_string(), &content),
-        kind: step.kind().into(),
-        created_at: now.to_rfc3339(),
-        code_version: CODE_VERSION.into(),
-        parameters: step.parameters(),
-        seed: step.params.seed,
-        training_data,
-        input_schema: pricing::input_schema(),
-        output_schema: vec![
-            field("log_price_base", "f64", false),
-            field("price_base", "f64", false),
-            field("price_low", "f64", false),
-            field("price_high", "f64", false),
-        ],
-        metrics,
-        baseline,
-        gate: Gate {
-            metric: "rmse_log".into(),
-            direction: "lower".into(),
-            tolerance: 0.005,
-        },
-        files: Vec::new(),
-    };
-    Ok(Bundle::new(manifest, files)?)
-}
-
-/// Versions are immutable: every file is written create-only, the manifest last, so
-/// a version is visible (has a manifest) only once it is whole.
-fn write_bundle(ctx: &mut RunContext, bundle: &Bundle) -> anyhow::Result<()> {
-    let prefix = format!("models/{MODEL}/{}/", bundle.manifest().version);
-    for (path, bytes) in bundle.to_files() {
-        let key = format!("{prefix}{path}");
-        ctx.store.put(&key, &bytes, Condition::IfAbsent)?;
-        ctx.record_output(&key, &bytes, 0);
-    }
-    Ok(())
-}
-
-/// The version in a bundle manifest's URI (`…/models/pricing/<version>/manifest.json`).
-pub fn version_of(uri: &str) -> Option<String> {
-    let rest = uri.rsplit_once(&format!("models/{MODEL}/"))?.1;
-    rest.strip_suffix("/manifest.json").map(str::to_string)
-}
-
-/// Every version of a model in the store, oldest first (versions sort by time).
-pub fn versions(store: &dyn crate::store::Store, model: &str) -> anyhow::Result<Vec<String>> {
-    let prefix = format!("models/{model}/");
-    let mut versions: Vec<String> = store
-        .list(&prefix)?
-        .into_iter()
-        .filter_map(|k| {
-            k[prefix.len()..]
-                .strip_suffix("/manifest.json")
-                .map(str::to_string)
-        })
-        .filter(|v| !v.contains('/'))
-        .collect();
-    versions.sort();
-    Ok(versions)
-}
-
-/// The newest version of a model in the store.
-pub fn latest_version(
-    store: &dyn crate::store::Store,
-    model: &str,
-) -> anyhow::Result<Option<String>> {
-    Ok(versions(store, model)?.pop())
-}
-
-/// Loads and verifies one version from the store.
-pub fn load_version(
-    store: &dyn crate::store::Store,
-    model: &str,
-    version: &str,
-) -> anyhow::Result<Bundle> {
-    let prefix = format!("models/{model}/{version}/");
-    let mut objects = BTreeMap::new();
-    for key in store.list(&prefix)? {
-        let object = store
-            .get(&key)?
-            .with_context(|| format!("{key} vanished"))?;
-        objects.insert(key[prefix.len()..].to_string(), object.bytes);
-    }
-    if objects.is_empty() {
-        bail!("no version {version} of model {model}");
-    }
-    Bundle::from_files(objects).with_context(|| format!("model {model} version {version}"))
 }

@@ -1,0 +1,115 @@
+//! `sgml embed`: one all-MiniLM-L6-v2 vector (384 floats, unit length) per product
+//! listed up to the run date, written to `features/embeddings/dt=D/` as
+//! `product_id, language, embedding` — the input of similarity search and clustering.
+//!
+//! Repeated titles (a third of a marketplace's) are embedded once. The model files'
+//! checksums are recorded as the run's inputs, so a manifest says exactly which
+//! weights produced a partition.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use polars::prelude::*;
+use sgml_features::Table;
+use sgml_models::embed::{self, Embedder};
+
+use crate::io;
+use crate::run::{RunContext, Step, StepSpec};
+use crate::sources::InputRecord;
+
+pub const TABLE: &str = "embeddings";
+
+pub struct Embed {
+    pub model_dir: PathBuf,
+    pub batch: usize,
+    /// 0: one per core.
+    pub threads: usize,
+}
+
+pub const SPEC: StepSpec = StepSpec {
+    name: "embed",
+    reads: &["raw/products/dt=*", "<model dir>/model.safetensors"],
+    writes: &["features/embeddings/dt=<run_date>/"],
+    about: "embed every product title with all-MiniLM-L6-v2 (384-d, L2-normalised)",
+};
+
+impl Step for Embed {
+    fn spec(&self) -> StepSpec {
+        SPEC
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": "all-MiniLM-L6-v2", "package": embed::PACKAGE,
+            "model_dir": self.model_dir, "batch": self.batch, "threads": self.threads,
+            "max_tokens": embed::MAX_TOKENS, "pooling": "mean", "normalized": true,
+        })
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let run_date = ctx.run_date.context("embed needs --run-date")?;
+        for name in embed::FILES {
+            let path = self.model_dir.join(name);
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            ctx.input(InputRecord {
+                uri: path.display().to_string(),
+                sha256: crate::store::sha256_hex(&bytes),
+                rows: 0,
+            });
+        }
+        let embedder = Embedder::load(&self.model_dir)?;
+        let products = super::read_raw(ctx, Table::Products, run_date)?
+            .context("no products ingested: run `sgml ingest` first")?
+            .select([col("product_id"), col("title"), col("language")])
+            .sort(["product_id"], SortMultipleOptions::default())
+            .collect()?;
+        let ids = super::texts(&products, "product_id")?;
+        let titles = super::texts(&products, "title")?;
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut slot: HashMap<&str, usize> = HashMap::new();
+        let index: Vec<usize> = titles
+            .iter()
+            .map(|t| {
+                let t = t.as_deref().unwrap_or("");
+                *slot.entry(t).or_insert_with(|| {
+                    distinct.push(t);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        ctx.progress(format!(
+            "embedding {} distinct titles of {} products",
+            distinct.len(),
+            ids.len()
+        ));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .build()
+            .context("starting the embedding threads")?;
+        let vectors = pool.install(|| embedder.embed(&distinct, self.batch))?;
+        let column: ListChunked = index
+            .iter()
+            .map(|&i| Some(Series::new(PlSmallStr::EMPTY, vectors[i].as_slice())))
+            .collect();
+        let n = ids.len();
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                Column::new("product_id".into(), ids),
+                products.column("language")?.clone(),
+                column.with_name("embedding".into()).into_series().into(),
+            ],
+        )?;
+        let part = format!("features/{TABLE}/dt={run_date}/");
+        let bytes = io::to_parquet(&mut df)?;
+        ctx.stage(&format!("{part}{}", io::PART), &bytes, n)?;
+        ctx.replace_partition(&part);
+        ctx.note(format!(
+            "embedded {n} products ({} distinct titles), {} dimensions",
+            distinct.len(),
+            embed::DIM
+        ));
+        Ok(())
+    }
+}

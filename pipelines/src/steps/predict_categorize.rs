@@ -1,0 +1,109 @@
+//! `sgml predict categorize`: the top three categories, with calibrated probabilities,
+//! for every product listed up to the run date, and whether a person should review it,
+//! written to `predictions/categorize/<version>/dt=D/`.
+//!
+//! `listed_category` is what the seller chose (null if none); `disagrees` marks an
+//! auto-categorized listing whose seller chose another category — the queue for
+//! catalogue clean-up.
+
+use anyhow::Context;
+use polars::prelude::*;
+use sgml_features::Table;
+use sgml_models::categorize::TitleCategorizer;
+
+use crate::bundles;
+use crate::io;
+use crate::run::{RunContext, Step, StepSpec};
+use crate::steps::train_categorize::MODEL;
+
+pub const TOP: usize = 3;
+
+pub struct PredictCategorize {
+    pub version: Option<String>,
+}
+
+pub const SPEC: StepSpec = StepSpec {
+    name: "predict-categorize",
+    reads: &["models/categorize/<version>/", "raw/products/dt=*"],
+    writes: &["predictions/categorize/<version>/dt=<run_date>/"],
+    about: "top-3 categories with probabilities and a review flag for every product title",
+};
+
+impl Step for PredictCategorize {
+    fn spec(&self) -> StepSpec {
+        SPEC
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({ "version": self.version, "top": TOP })
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let run_date = ctx.run_date.context("predict categorize needs --run-date")?;
+        let version = match &self.version {
+            Some(v) => v.clone(),
+            None => bundles::default_version(ctx, MODEL)?,
+        };
+        let bundle = bundles::load_version(ctx.store, MODEL, &version)?;
+        let categorizer = TitleCategorizer::from_bundle(&bundle)?;
+        let products = super::read_raw(ctx, Table::Products, run_date)?
+            .context("no products ingested")?
+            .select([col("product_id"), col("title"), col("category")])
+            .sort(["product_id"], SortMultipleOptions::default())
+            .collect()?;
+        let ids = super::texts(&products, "product_id")?;
+        let titles = super::texts(&products, "title")?;
+        let listed = super::texts(&products, "category")?;
+        ctx.progress(format!("categorizing {} titles", ids.len()));
+        let n = ids.len();
+        let mut cats: Vec<Vec<String>> = vec![Vec::with_capacity(n); TOP];
+        let mut probs: Vec<Vec<f32>> = vec![Vec::with_capacity(n); TOP];
+        let (mut review, mut disagrees) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (title, listed) in titles.iter().zip(&listed) {
+            let c = categorizer.categorize(title.as_deref().unwrap_or(""), TOP);
+            for k in 0..TOP {
+                // Fewer categories than TOP: the missing ranks repeat the last one
+                // with probability 0.
+                let (name, p) = c
+                    .top
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| (c.top[c.top.len() - 1].0.clone(), 0.0));
+                cats[k].push(name);
+                probs[k].push(p);
+            }
+            disagrees.push(!c.needs_review && listed.as_deref().is_some_and(|l| *l != c.top[0].0));
+            review.push(c.needs_review);
+        }
+        let auto = review.iter().filter(|r| !**r).count();
+        let flagged = disagrees.iter().filter(|d| **d).count();
+        let mut columns = vec![
+            Column::new("product_id".into(), ids),
+            Column::new("listed_category".into(), listed),
+        ];
+        for k in 0..TOP {
+            let suffix = if k == 0 { String::new() } else { format!("_{}", k + 1) };
+            columns.push(Column::new(
+                format!("category{suffix}").into(),
+                std::mem::take(&mut cats[k]),
+            ));
+            columns.push(Column::new(
+                format!("probability{suffix}").into(),
+                std::mem::take(&mut probs[k]),
+            ));
+        }
+        columns.push(Column::new("needs_review".into(), review));
+        columns.push(Column::new("disagrees".into(), disagrees));
+        columns.push(Column::new("model_version".into(), vec![version.clone(); n]));
+        let mut df = DataFrame::new(n, columns)?;
+        let part = format!("predictions/{MODEL}/{version}/dt={run_date}/");
+        let bytes = io::to_parquet(&mut df)?;
+        ctx.stage(&format!("{part}{}", io::PART), &bytes, n)?;
+        ctx.replace_partition(&part);
+        ctx.note(format!(
+            "categorized {n} titles with version {version}: {auto} automatically, {} for review; {flagged} auto-categorized listings disagree with the seller's category",
+            n - auto
+        ));
+        Ok(())
+    }
+}

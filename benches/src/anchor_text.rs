@@ -84,7 +84,9 @@ impl Labels {
         Labels(l)
     }
     fn index(&self, c: &str) -> usize {
-        self.0.binary_search_by(|l| l.as_str().cmp(c)).expect("a known label")
+        self.0
+            .binary_search_by(|l| l.as_str().cmp(c))
+            .expect("a known label")
     }
 }
 
@@ -95,7 +97,10 @@ fn fit(
     params: &CategorizerParams,
 ) -> anyhow::Result<Categorizer> {
     let titles: Vec<&str> = rows.iter().map(|&i| data.titles[i].as_str()).collect();
-    let targets: Vec<usize> = rows.iter().map(|&i| labels.index(&data.categories[i])).collect();
+    let targets: Vec<usize> = rows
+        .iter()
+        .map(|&i| labels.index(&data.categories[i]))
+        .collect();
     Ok(params.check()?.fit(&titles, &targets, labels.0.clone())?)
 }
 
@@ -109,7 +114,10 @@ fn score(
     seen: &std::collections::HashSet<&str>,
 ) -> serde_json::Value {
     let predicted: Vec<(usize, f32)> = rows.iter().map(|&i| predict(i)).collect();
-    let truth: Vec<usize> = rows.iter().map(|&i| labels.index(&data.categories[i])).collect();
+    let truth: Vec<usize> = rows
+        .iter()
+        .map(|&i| labels.index(&data.categories[i]))
+        .collect();
     let all = classification(&labels.0, &predicted, &truth);
     let (p_new, t_new): (Vec<(usize, f32)>, Vec<usize>) = rows
         .iter()
@@ -135,7 +143,11 @@ fn categorize(args: &[String]) -> anyhow::Result<serde_json::Value> {
     let labels = Labels::of(&data);
     let (train, valid, test) = (&split["train"], &split["valid"], &split["test"]);
     let valid_set: std::collections::HashSet<usize> = valid.iter().copied().collect();
-    let inner: Vec<usize> = train.iter().copied().filter(|i| !valid_set.contains(i)).collect();
+    let inner: Vec<usize> = train
+        .iter()
+        .copied()
+        .filter(|i| !valid_set.contains(i))
+        .collect();
 
     let base = CategorizerParams {
         threads,
@@ -152,9 +164,14 @@ fn categorize(args: &[String]) -> anyhow::Result<serde_json::Value> {
                 ..base.clone()
             };
             let model = fit(&data, &labels, &inner, &p)?;
-            let predicted: Vec<(usize, f32)> =
-                valid.iter().map(|&i| model.top_k(&data.titles[i], 1)[0]).collect();
-            let truth: Vec<usize> = valid.iter().map(|&i| labels.index(&data.categories[i])).collect();
+            let predicted: Vec<(usize, f32)> = valid
+                .iter()
+                .map(|&i| model.top_k(&data.titles[i], 1)[0])
+                .collect();
+            let truth: Vec<usize> = valid
+                .iter()
+                .map(|&i| labels.index(&data.categories[i]))
+                .collect();
             let m = classification(&labels.0, &predicted, &truth);
             grid.push(serde_json::json!({"epochs": epochs, "lr": learning_rate, "valid_accuracy": m.accuracy, "valid_macro_f1": m.macro_f1}));
             if m.accuracy > best.0 {
@@ -167,9 +184,13 @@ fn categorize(args: &[String]) -> anyhow::Result<serde_json::Value> {
     let model = fit(&data, &labels, train, &best.1)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let predicted: Vec<(usize, f32)> = test.iter().map(|&i| model.top_k(&data.titles[i], 1)[0]).collect();
+    let predicted: Vec<(usize, f32)> = test
+        .iter()
+        .map(|&i| model.top_k(&data.titles[i], 1)[0])
+        .collect();
     let predict_seconds = t1.elapsed().as_secs_f64();
-    let seen: std::collections::HashSet<&str> = train.iter().map(|&i| data.titles[i].as_str()).collect();
+    let seen: std::collections::HashSet<&str> =
+        train.iter().map(|&i| data.titles[i].as_str()).collect();
     let by_row: HashMap<usize, (usize, f32)> = test.iter().copied().zip(predicted).collect();
     let mut out = score(&data, &labels, test, |i| by_row[&i], &seen);
     let o = out.as_object_mut().expect("object");
@@ -180,7 +201,10 @@ fn categorize(args: &[String]) -> anyhow::Result<serde_json::Value> {
     o.insert("dim".into(), best.1.dim.into());
     o.insert("train_seconds".into(), train_seconds.into());
     o.insert("tune_seconds".into(), tune_seconds.into());
-    o.insert("predict_per_second".into(), (test.len() as f64 / predict_seconds).into());
+    o.insert(
+        "predict_per_second".into(),
+        (test.len() as f64 / predict_seconds).into(),
+    );
     o.insert("grid".into(), grid.into());
     Ok(out)
 }
@@ -194,19 +218,27 @@ fn embed_classify(args: &[String]) -> anyhow::Result<serde_json::Value> {
     let split = read_split(split)?;
     let labels = Labels::of(&data);
     let (train, test) = (&split["train"], &split["test"]);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let embedder = Embedder::load(std::path::Path::new(model_dir))?;
     let texts: Vec<&str> = data.titles.iter().map(String::as_str).collect();
     let t0 = Instant::now();
     let vectors = pool.install(|| embedder.embed(&texts, 64))?;
     let embed_seconds = t0.elapsed().as_secs_f64();
     let xs: Vec<Vec<f32>> = train.iter().map(|&i| vectors[i].clone()).collect();
-    let ys: Vec<usize> = train.iter().map(|&i| labels.index(&data.categories[i])).collect();
+    let ys: Vec<usize> = train
+        .iter()
+        .map(|&i| labels.index(&data.categories[i]))
+        .collect();
     let t1 = Instant::now();
-    let model = EmbeddingClassifierParams::default().check()?.fit(&xs, &ys, &labels.0)?;
+    let model = EmbeddingClassifierParams::default()
+        .check()?
+        .fit(&xs, &ys, &labels.0)?;
     let fit_seconds = t1.elapsed().as_secs_f64();
     let index: Vec<usize> = model.labels.iter().map(|l| labels.index(l)).collect();
-    let seen: std::collections::HashSet<&str> = train.iter().map(|&i| data.titles[i].as_str()).collect();
+    let seen: std::collections::HashSet<&str> =
+        train.iter().map(|&i| data.titles[i].as_str()).collect();
     let mut out = score(
         &data,
         &labels,
@@ -218,7 +250,10 @@ fn embed_classify(args: &[String]) -> anyhow::Result<serde_json::Value> {
         &seen,
     );
     let o = out.as_object_mut().expect("object");
-    o.insert("model".into(), "sgml logistic regression on MiniLM embeddings".into());
+    o.insert(
+        "model".into(),
+        "sgml logistic regression on MiniLM embeddings".into(),
+    );
     o.insert("threads".into(), threads.into());
     o.insert("embed_seconds_all_titles".into(), embed_seconds.into());
     o.insert("train_seconds".into(), fit_seconds.into());
@@ -232,7 +267,9 @@ fn embed(args: &[String]) -> anyhow::Result<serde_json::Value> {
     let (threads, batch): (usize, usize) = (threads.parse()?, batch.parse()?);
     let titles: Vec<String> = serde_json::from_str(&std::fs::read_to_string(titles)?)?;
     let texts: Vec<&str> = titles.iter().map(String::as_str).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let t0 = Instant::now();
     let embedder = Embedder::load(std::path::Path::new(model_dir))?;
     let load_seconds = t0.elapsed().as_secs_f64();
@@ -241,7 +278,11 @@ fn embed(args: &[String]) -> anyhow::Result<serde_json::Value> {
     let t1 = Instant::now();
     let vectors = pool.install(|| embedder.embed(&texts, batch))?;
     let seconds = t1.elapsed().as_secs_f64();
-    let bytes: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     std::fs::write(out, bytes)?;
     Ok(serde_json::json!({
         "model": "sgml embedder (candle)", "threads": threads, "batch": batch,

@@ -14,20 +14,76 @@ pub const MIN_CONFIDENCE: f64 = 0.2;
 
 /// ISO 639-1 for whatlang's ISO 639-3 codes (whatlang has no 639-1 table).
 const ISO639_1: &[(&str, &str)] = &[
-    ("afr", "af"), ("aka", "ak"), ("amh", "am"), ("ara", "ar"), ("aze", "az"),
-    ("bel", "be"), ("ben", "bn"), ("bul", "bg"), ("cat", "ca"), ("ces", "cs"),
-    ("cmn", "zh"), ("cym", "cy"), ("dan", "da"), ("deu", "de"), ("ell", "el"),
-    ("eng", "en"), ("epo", "eo"), ("est", "et"), ("fin", "fi"), ("fra", "fr"),
-    ("guj", "gu"), ("heb", "he"), ("hin", "hi"), ("hrv", "hr"), ("hun", "hu"),
-    ("hye", "hy"), ("ind", "id"), ("ita", "it"), ("jav", "jv"), ("jpn", "ja"),
-    ("kan", "kn"), ("kat", "ka"), ("khm", "km"), ("kor", "ko"), ("lat", "la"),
-    ("lav", "lv"), ("lit", "lt"), ("mal", "ml"), ("mar", "mr"), ("mkd", "mk"),
-    ("mya", "my"), ("nep", "ne"), ("nld", "nl"), ("nob", "nb"), ("ori", "or"),
-    ("pan", "pa"), ("pes", "fa"), ("pol", "pl"), ("por", "pt"), ("ron", "ro"),
-    ("rus", "ru"), ("sin", "si"), ("slk", "sk"), ("slv", "sl"), ("sna", "sn"),
-    ("spa", "es"), ("srp", "sr"), ("swe", "sv"), ("tam", "ta"), ("tel", "te"),
-    ("tgl", "tl"), ("tha", "th"), ("tuk", "tk"), ("tur", "tr"), ("ukr", "uk"),
-    ("urd", "ur"), ("uzb", "uz"), ("vie", "vi"), ("yid", "yi"), ("zul", "zu"),
+    ("afr", "af"),
+    ("aka", "ak"),
+    ("amh", "am"),
+    ("ara", "ar"),
+    ("aze", "az"),
+    ("bel", "be"),
+    ("ben", "bn"),
+    ("bul", "bg"),
+    ("cat", "ca"),
+    ("ces", "cs"),
+    ("cmn", "zh"),
+    ("cym", "cy"),
+    ("dan", "da"),
+    ("deu", "de"),
+    ("ell", "el"),
+    ("eng", "en"),
+    ("epo", "eo"),
+    ("est", "et"),
+    ("fin", "fi"),
+    ("fra", "fr"),
+    ("guj", "gu"),
+    ("heb", "he"),
+    ("hin", "hi"),
+    ("hrv", "hr"),
+    ("hun", "hu"),
+    ("hye", "hy"),
+    ("ind", "id"),
+    ("ita", "it"),
+    ("jav", "jv"),
+    ("jpn", "ja"),
+    ("kan", "kn"),
+    ("kat", "ka"),
+    ("khm", "km"),
+    ("kor", "ko"),
+    ("lat", "la"),
+    ("lav", "lv"),
+    ("lit", "lt"),
+    ("mal", "ml"),
+    ("mar", "mr"),
+    ("mkd", "mk"),
+    ("mya", "my"),
+    ("nep", "ne"),
+    ("nld", "nl"),
+    ("nob", "nb"),
+    ("ori", "or"),
+    ("pan", "pa"),
+    ("pes", "fa"),
+    ("pol", "pl"),
+    ("por", "pt"),
+    ("ron", "ro"),
+    ("rus", "ru"),
+    ("sin", "si"),
+    ("slk", "sk"),
+    ("slv", "sl"),
+    ("sna", "sn"),
+    ("spa", "es"),
+    ("srp", "sr"),
+    ("swe", "sv"),
+    ("tam", "ta"),
+    ("tel", "te"),
+    ("tgl", "tl"),
+    ("tha", "th"),
+    ("tuk", "tk"),
+    ("tur", "tr"),
+    ("ukr", "uk"),
+    ("urd", "ur"),
+    ("uzb", "uz"),
+    ("vie", "vi"),
+    ("yid", "yi"),
+    ("zul", "zu"),
 ];
 
 /// The title's language as ISO 639-1, or None when unsure.
@@ -37,7 +93,10 @@ pub fn detect(title: &str) -> Option<&'static str> {
         return None;
     }
     let code = info.lang().code();
-    ISO639_1.iter().find(|(three, _)| *three == code).map(|(_, two)| *two)
+    ISO639_1
+        .iter()
+        .find(|(three, _)| *three == code)
+        .map(|(_, two)| *two)
 }
 
 /// Fills the null `language` values of a products frame from its titles; a declared
@@ -69,9 +128,15 @@ mod tests {
     #[test]
     fn titles_in_several_scripts() {
         let cases = [
-            ("Wireless noise cancelling headphones with microphone, black", "en"),
+            (
+                "Wireless noise cancelling headphones with microphone, black",
+                "en",
+            ),
             ("Chaussures de randonnée imperméables pour femme", "fr"),
-            ("Kabellose Kopfhörer mit Geräuschunterdrückung für das Büro", "de"),
+            (
+                "Kabellose Kopfhörer mit Geräuschunterdrückung für das Büro",
+                "de",
+            ),
             ("Zapatillas de deporte para hombre, muy cómodas", "es"),
             ("Беспроводные наушники с микрофоном, чёрные", "ru"),
             ("ワイヤレスイヤホン ノイズキャンセリング", "ja"),
@@ -99,7 +164,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fill(&mut df).unwrap(), 1);
-        let got: Vec<Option<&str>> = df.column("language").unwrap().str().unwrap().iter().collect();
+        let got: Vec<Option<&str>> = df
+            .column("language")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(got, [Some("ru"), Some("de"), None]);
     }
 }

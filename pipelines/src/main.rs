@@ -11,17 +11,17 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sgml_features::anonymize::AnonKey;
+use sgml_models::categorize::dense::EmbeddingClassifierParams;
+use sgml_models::categorize::model::CategorizerParams;
+use sgml_models::categorize::text::TextFeatures;
 use sgml_models::gbdt::GbdtParams;
 use sgml_models::linear::LinearParams;
+use sgml_pipelines::bundles;
 use sgml_pipelines::generate::{self, Params};
 use sgml_pipelines::publish;
 use sgml_pipelines::run::{self, RunManifest, Step};
 use sgml_pipelines::serve;
 use sgml_pipelines::sources::SourceOptions;
-use sgml_models::categorize::dense::EmbeddingClassifierParams;
-use sgml_models::categorize::model::CategorizerParams;
-use sgml_models::categorize::text::TextFeatures;
-use sgml_pipelines::bundles;
 use sgml_pipelines::steps::embed::Embed;
 use sgml_pipelines::steps::predict_categorize::PredictCategorize;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
@@ -304,7 +304,7 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the first line on stdout names it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// The models to serve, comma-separated.
+    /// The models to serve, comma-separated (pricing, categorize).
     #[arg(long, value_delimiter = ',', default_value = "pricing")]
     models: Vec<String>,
     /// Verify HS256 tokens with this shared secret (prefer the environment variable
@@ -874,7 +874,10 @@ fn bundled_sample() -> Option<PathBuf> {
 fn model_dir(a: &ModelDirArgs) -> anyhow::Result<PathBuf> {
     let mut roots = vec![std::env::current_dir()?];
     roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
-    Ok(sgml_models::embed::model_dir(a.model_dir.as_deref(), &roots)?)
+    Ok(sgml_models::embed::model_dir(
+        a.model_dir.as_deref(),
+        &roots,
+    )?)
 }
 
 fn run_all(cli: &Cli, a: &RunAllArgs) -> anyhow::Result<()> {

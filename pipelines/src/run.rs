@@ -174,6 +174,20 @@ impl<'a> RunContext<'a> {
         Ok(())
     }
 
+    /// Stages `df` as the one part file of the partition `prefix` and declares the
+    /// partition this run's: a re-run replaces it whole.
+    pub fn write_partition(
+        &mut self,
+        prefix: &str,
+        df: &mut polars::prelude::DataFrame,
+    ) -> anyhow::Result<()> {
+        let bytes = crate::io::to_parquet(df)?;
+        let prefix = prefix.trim_end_matches('/').to_string() + "/";
+        self.stage(&format!("{prefix}{}", crate::io::PART), &bytes, df.height())?;
+        self.replace_partition(&prefix);
+        Ok(())
+    }
+
     /// Declares that every key under `prefix` belongs to this run's output: keys
     /// there that this run did not stage are removed on commit.
     pub fn replace_partition(&mut self, prefix: &str) {

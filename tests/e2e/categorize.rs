@@ -12,11 +12,23 @@ use crate::common::*;
 /// Rows appended to a generated products.csv: the odd titles sellers type.
 const ODD: &[(&str, &str, &str)] = &[
     // (product_id, title, category)
-    ("P-ODD-EMOJI", "🎧 Wireless earbuds 🔥 50% OFF!!! 🔥", "Electronics"),
-    ("P-ODD-ARABIC", "سماعات لاسلكية بلوتوث مع ميكروفون", "Electronics"),
+    (
+        "P-ODD-EMOJI",
+        "🎧 Wireless earbuds 🔥 50% OFF!!! 🔥",
+        "Electronics",
+    ),
+    (
+        "P-ODD-ARABIC",
+        "سماعات لاسلكية بلوتوث مع ميكروفون",
+        "Electronics",
+    ),
     ("P-ODD-HEBREW", "כיסוי סיליקון לטלפון נייד, שקוף", "Phones"),
     ("P-ODD-NOWORDS", "!!! ??? ...", "Toys"),
-    ("P-ODD-NEWCAT", "Hand-carved wooden chess set", "Board Games"),
+    (
+        "P-ODD-NEWCAT",
+        "Hand-carved wooden chess set",
+        "Board Games",
+    ),
 ];
 
 fn append_odd_products(input: &std::path::Path) -> String {
@@ -26,7 +38,12 @@ fn append_odd_products(input: &std::path::Path) -> String {
     let columns: Vec<&str> = header.split(',').collect();
     let seller = {
         let mut r = csv::Reader::from_path(&path).unwrap();
-        let at = r.headers().unwrap().iter().position(|h| h == "seller_id").unwrap();
+        let at = r
+            .headers()
+            .unwrap()
+            .iter()
+            .position(|h| h == "seller_id")
+            .unwrap();
         r.records().next().unwrap().unwrap()[at].to_string()
     };
     let row = |id: &str, title: &str, category: &str| -> Vec<u8> {
@@ -46,14 +63,21 @@ fn append_odd_products(input: &std::path::Path) -> String {
         w.write_record(&values).unwrap();
         w.into_inner().unwrap()
     };
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     for (id, title, cat) in ODD {
         f.write_all(&row(id, title, cat)).unwrap();
     }
     // Rejected at ingest, with a rule: a title past the contract's 1,000 characters,
     // an empty one, and one with bytes that are not UTF-8.
-    f.write_all(&row("P-ODD-LONG", &"very long title ".repeat(6_250), "Toys"))
-        .unwrap();
+    f.write_all(&row(
+        "P-ODD-LONG",
+        &"very long title ".repeat(6_250),
+        "Toys",
+    ))
+    .unwrap();
     f.write_all(&row("P-ODD-EMPTY", "", "Toys")).unwrap();
     let mut bad = row("P-ODD-UTF8", "Bad bytes XX here", "Toys");
     let at = bad.windows(2).position(|w| w == b"XX").unwrap();
@@ -105,7 +129,14 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
     let raw = read_partition(&store.join(format!("raw/products/dt={run_date}")));
     let lang: HashMap<String, Option<String>> = strings(&raw, "product_id")
         .into_iter()
-        .zip(raw.column("language").unwrap().str().unwrap().iter().map(|l| l.map(String::from)))
+        .zip(
+            raw.column("language")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .map(|l| l.map(String::from)),
+        )
         .collect();
     assert_eq!(lang["P-ODD-ARABIC"].as_deref(), Some("ar"));
     assert_eq!(lang["P-ODD-HEBREW"].as_deref(), Some("he"));
@@ -127,26 +158,57 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
     assert!(metrics["accuracy"].as_f64().unwrap() > 0.8, "{metrics:#}");
     assert!(metrics["macro_f1"].as_f64().unwrap() > 0.7, "{metrics:#}");
     // The embedding classifier was scored on the same holdout.
-    assert!(metrics["embedding_accuracy"].as_f64().unwrap() > 0.5, "{metrics:#}");
-    for file in ["weights.safetensors", "categorizer.json", "report/index.html", "report/confusion.png"] {
+    assert!(
+        metrics["embedding_accuracy"].as_f64().unwrap() > 0.5,
+        "{metrics:#}"
+    );
+    for file in [
+        "weights.safetensors",
+        "categorizer.json",
+        "report/index.html",
+        "report/confusion.png",
+    ] {
         assert!(vdir.join(file).is_file(), "bundle lacks {file}");
     }
 
     // Predictions: every accepted product, probabilities ordered and in [0, 1].
-    let pred = read_partition(&store.join(format!(
-        "predictions/categorize/{version}/dt={run_date}"
-    )));
+    let pred =
+        read_partition(&store.join(format!("predictions/categorize/{version}/dt={run_date}")));
     assert_eq!(pred.height(), raw.height());
     let ids = strings(&pred, "product_id");
-    let p = |c: &str| -> Vec<f32> { pred.column(c).unwrap().f32().unwrap().into_no_null_iter().collect() };
+    let p = |c: &str| -> Vec<f32> {
+        pred.column(c)
+            .unwrap()
+            .f32()
+            .unwrap()
+            .into_no_null_iter()
+            .collect()
+    };
     let (p1, p2, p3) = (p("probability"), p("probability_2"), p("probability_3"));
     for i in 0..pred.height() {
-        assert!(p1[i].is_finite() && p1[i] <= 1.0 && p1[i] >= p2[i] && p2[i] >= p3[i] && p3[i] >= 0.0,
-            "{}: {} {} {}", ids[i], p1[i], p2[i], p3[i]);
+        assert!(
+            p1[i].is_finite() && p1[i] <= 1.0 && p1[i] >= p2[i] && p2[i] >= p3[i] && p3[i] >= 0.0,
+            "{}: {} {} {}",
+            ids[i],
+            p1[i],
+            p2[i],
+            p3[i]
+        );
     }
-    let row = |id: &str| ids.iter().position(|x| x == id).unwrap_or_else(|| panic!("no {id}"));
+    let row = |id: &str| {
+        ids.iter()
+            .position(|x| x == id)
+            .unwrap_or_else(|| panic!("no {id}"))
+    };
     let categories = strings(&pred, "category");
-    let review: Vec<bool> = pred.column("needs_review").unwrap().bool().unwrap().iter().map(|b| b.unwrap()).collect();
+    let review: Vec<bool> = pred
+        .column("needs_review")
+        .unwrap()
+        .bool()
+        .unwrap()
+        .iter()
+        .map(|b| b.unwrap())
+        .collect();
     // A title with no words gives every category the same probability: review.
     assert!(review[row("P-ODD-NOWORDS")]);
     // A category the model never saw cannot be predicted.
@@ -162,7 +224,10 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "{norm}");
     }
-    let titles: HashMap<String, String> = strings(&raw, "product_id").into_iter().zip(strings(&raw, "title")).collect();
+    let titles: HashMap<String, String> = strings(&raw, "product_id")
+        .into_iter()
+        .zip(strings(&raw, "title"))
+        .collect();
     let mut by_title: HashMap<&str, &Vec<f32>> = HashMap::new();
     for (id, v) in strings(&emb, "product_id").iter().zip(&vectors) {
         if let Some(prev) = by_title.insert(titles[id].as_str(), v) {
@@ -183,27 +248,46 @@ fn a_tampered_categorizer_is_refused() {
     let store = dir.path().join("store");
     ok(sgml(&store).args(["ingest", "--input"]).arg(&input));
     let run_date = ingested_run_date(&store);
-    ok(sgml(&store).args(["train", "categorize", "--epochs", "3", "--run-date", &run_date]));
+    ok(sgml(&store).args([
+        "train",
+        "categorize",
+        "--epochs",
+        "3",
+        "--run-date",
+        &run_date,
+    ]));
     let versions: Vec<String> = std::fs::read_dir(store.join("models/categorize"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n != "aliases" && n != "history" && !n.ends_with(".jsonl"))
         .collect();
     assert_eq!(versions.len(), 1, "{versions:?}");
-    let weights = store.join(format!("models/categorize/{}/weights.safetensors", versions[0]));
+    let weights = store.join(format!(
+        "models/categorize/{}/weights.safetensors",
+        versions[0]
+    ));
     let mut bytes = std::fs::read(&weights).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     std::fs::write(&weights, bytes).unwrap();
     let before = snapshot(&store);
     let err = fails(
-        sgml(&store).args(["predict", "categorize", "--run-date", &run_date, "--version", &versions[0]]),
+        sgml(&store).args([
+            "predict",
+            "categorize",
+            "--run-date",
+            &run_date,
+            "--version",
+            &versions[0],
+        ]),
         1,
     );
     assert!(err.contains("weights.safetensors"), "{err}");
     let after = snapshot(&store);
     assert!(
-        !after.keys().any(|k| k.starts_with("predictions/") && !before.contains_key(k)),
+        !after
+            .keys()
+            .any(|k| k.starts_with("predictions/") && !before.contains_key(k)),
         "nothing predicted from a tampered bundle"
     );
 }

@@ -79,6 +79,15 @@ pub fn generate(dir: &Path, orders: usize, seed: u64, bad: f64) -> PathBuf {
     out
 }
 
+/// A local store after `run all` on a fresh generated export (no bad rows): pricing
+/// and categorize champions, predictions, features and embeddings.
+pub fn store_after_run_all(dir: &Path, orders: usize, seed: u64) -> PathBuf {
+    let input = generate(dir, orders, seed, 0.0);
+    let store = dir.join("store");
+    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    store
+}
+
 /// Every file in a store: key → bytes.
 pub fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

@@ -35,9 +35,7 @@ fn champion(store: &std::path::Path) -> String {
 #[test]
 fn gate_force_history_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 1500, 11, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let store = store_after_run_all(dir.path(), 1500, 11);
     let run_date = ingested_run_date(&store);
     let v1 = trained_version(&store);
     assert_eq!(champion(&store), v1, "run all promotes its model");
@@ -140,9 +138,7 @@ fn gate_force_history_and_rollback() {
 #[test]
 fn racing_publishers_one_wins() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 1500, 12, 0.0);
-    let store_dir = dir.path().join("store");
-    ok(sgml(&store_dir).args(["run", "all", "--input"]).arg(&input));
+    let store_dir = store_after_run_all(dir.path(), 1500, 12);
     let run_date = ingested_run_date(&store_dir);
     let mut versions = Vec::new();
     for seed in ["1", "2"] {
@@ -186,9 +182,7 @@ fn racing_publishers_one_wins() {
 #[test]
 fn a_publisher_killed_at_any_step_leaves_a_loadable_champion() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 1500, 13, 0.0);
-    let store_dir = dir.path().join("store");
-    ok(sgml(&store_dir).args(["run", "all", "--input"]).arg(&input));
+    let store_dir = store_after_run_all(dir.path(), 1500, 13);
     let run_date = ingested_run_date(&store_dir);
     let old = champion(&store_dir);
     ok(sgml(&store_dir).args([

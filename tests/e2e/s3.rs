@@ -234,9 +234,7 @@ fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
     ]));
     let new = out
         .lines()
-        .find_map(|l| {
-            sgml_pipelines::bundles::version_of(l.split_whitespace().nth(1)?, "pricing")
-        })
+        .find_map(|l| sgml_pipelines::bundles::version_of(l.split_whitespace().nth(1)?, "pricing"))
         .expect("train printed its bundle");
     crate::publish::assert_publish_is_crash_safe(&s, || sgml_s3(&uri), &old, &new);
 }

@@ -163,9 +163,7 @@ fn two_versions(dir: &Path, seed: u64) -> (std::path::PathBuf, String, String) {
 #[test]
 fn auth_validation_and_scoring() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 1500, 41, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let store = store_after_run_all(dir.path(), 1500, 41);
     let champion = champion_of(&store);
     let server = Server::start({
         let mut c = serve_cmd(&store);
@@ -338,9 +336,7 @@ fn auth_validation_and_scoring() {
 #[test]
 fn rs256_tokens_and_algorithm_confusion() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 600, 42, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let store = store_after_run_all(dir.path(), 600, 42);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/fixtures");
     let public = fixtures.join("jwt-test-only.pub.pem");
     let server = Server::start({
@@ -367,6 +363,65 @@ fn rs256_tokens_and_algorithm_confusion() {
     )
     .unwrap();
     assert_eq!(post(&predict, Some(&confused), &body).0, 401);
+}
+
+/// The categorizer's champion is served beside pricing: answers equal the library's
+/// on the same bundle, a pricing-only token may not use it, bad rows name the field.
+#[test]
+fn the_categorizer_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_after_run_all(dir.path(), 600, 44);
+    let server = Server::start({
+        let mut c = serve_cmd(&store);
+        c.args(["--models", "pricing,categorize"]);
+        c
+    });
+    let url = server.url("/v1/models/categorize/predict");
+    let titles = [
+        "Premium Wireless Headphones - Blue",
+        "",
+        "🎧🔥",
+        "سماعات لاسلكية بلوتوث",
+    ];
+    let body = serde_json::to_vec(
+        &json!({"rows": titles.iter().map(|t| json!({"title": t, "top": 2})).collect::<Vec<_>>()}),
+    )
+    .unwrap();
+    assert_eq!(post(&url, Some(&token("predict:pricing")), &body).0, 403);
+    let (s, b) = post(&url, Some(&token("predict:categorize")), &body);
+    assert_eq!(s, 200, "{b}");
+
+    let alias: Value = serde_json::from_slice(
+        &std::fs::read(store.join("models/categorize/aliases/champion.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(b["version"], alias["version"]);
+    let local = sgml_pipelines::store::LocalStore::new(&store).unwrap();
+    let bundle = sgml_pipelines::bundles::load_version(
+        &local,
+        "categorize",
+        alias["version"].as_str().unwrap(),
+    )
+    .unwrap();
+    let library = sgml_models::categorize::TitleCategorizer::from_bundle(&bundle).unwrap();
+    let predictions = b["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), titles.len());
+    for (title, p) in titles.iter().zip(predictions) {
+        let want = library.categorize(title, 2);
+        let got = p["categories"].as_array().unwrap();
+        assert_eq!(got.len(), 2, "{p}");
+        for ((name, prob), g) in want.top.iter().zip(got) {
+            assert_eq!(g["category"], name.as_str(), "{title}");
+            assert!((g["probability"].as_f64().unwrap() - f64::from(*prob)).abs() < 1e-6);
+        }
+        assert_eq!(p["needs_review"], want.needs_review, "{title}");
+    }
+    let (s, b) = post(
+        &url,
+        Some(&token("predict:categorize")),
+        br#"{"rows": [{"title": "mug", "top": 0}]}"#,
+    );
+    assert_eq!((s, b["field"].as_str()), (422, Some("rows[0].top")), "{b}");
 }
 
 /// Clients hammer the server while the champion moves (publish, then rollback): the

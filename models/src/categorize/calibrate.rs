@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn threshold_keeps_the_precision_it_promises() {
         // Confident rows right, unsure rows wrong half the time.
-        let mut scored: Vec<(f32, bool)> = (0..90).map(|i| (0.9 + i as f32 * 0.001, true)).collect();
+        let mut scored: Vec<(f32, bool)> =
+            (0..90).map(|i| (0.9 + i as f32 * 0.001, true)).collect();
         scored.extend((0..20).map(|i| (0.3 + i as f32 * 0.01, i % 2 == 0)));
         let p = review_policy(&scored, 0.95);
         assert!(p.auto_precision >= 0.95, "{p:?}");

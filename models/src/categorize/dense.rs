@@ -165,7 +165,10 @@ mod tests {
         let v = EmbeddingClassifierParams::default().check().unwrap();
         assert!(matches!(v.fit(&[], &[], &[]), Err(ModelError::Empty)));
         let labels = vec!["a".to_string()];
-        assert!(v.fit(&[vec![1.0], vec![1.0, 2.0]], &[0, 0], &labels).is_err());
+        assert!(
+            v.fit(&[vec![1.0], vec![1.0, 2.0]], &[0, 0], &labels)
+                .is_err()
+        );
         let bad = EmbeddingClassifierParams {
             alpha: -1.0,
             ..Default::default()

@@ -94,7 +94,11 @@ impl TitleCategorizer {
             .collect();
         let input: Vec<f32> = rows
             .iter()
-            .flat_map(|&r| m.input[r as usize * m.dim..(r as usize + 1) * m.dim].iter().copied())
+            .flat_map(|&r| {
+                m.input[r as usize * m.dim..(r as usize + 1) * m.dim]
+                    .iter()
+                    .copied()
+            })
             .collect();
         let row_bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
         let (input_bytes, output_bytes) = (f32_bytes(&input), f32_bytes(&m.output));
@@ -212,7 +216,11 @@ mod tests {
     fn trained() -> TitleCategorizer {
         let (titles, targets, labels) = synthetic(300, 5);
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        let model = small().check().unwrap().fit(&refs, &targets, labels).unwrap();
+        let model = small()
+            .check()
+            .unwrap()
+            .fit(&refs, &targets, labels)
+            .unwrap();
         TitleCategorizer {
             model,
             review: review_policy(&[(0.9, true), (0.5, false)], 0.9),
@@ -248,13 +256,16 @@ mod tests {
     fn bundle_round_trip_predicts_identically_and_tampering_is_refused() {
         let c = trained();
         let mut files = bundle_files(&c);
-        let loaded = TitleCategorizer::from_bundle(&Bundle::from_files(files.clone()).unwrap())
-            .unwrap();
+        let loaded =
+            TitleCategorizer::from_bundle(&Bundle::from_files(files.clone()).unwrap()).unwrap();
         assert_eq!(loaded, c);
         for title in ["blue mug", "classic novel gift", "", "boot 🎉"] {
             assert_eq!(loaded.categorize(title, 3), c.categorize(title, 3));
         }
-        assert!(c.categorize("", 1).needs_review, "a title with no words goes to review");
+        assert!(
+            c.categorize("", 1).needs_review,
+            "a title with no words goes to review"
+        );
         let weights = files.get_mut(WEIGHTS).unwrap();
         let i = weights.len() - 3;
         weights[i] ^= 0x40;

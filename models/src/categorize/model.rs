@@ -11,9 +11,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::text::TextFeatures;
 use crate::estimator::ModelError;
@@ -36,8 +36,11 @@ impl Default for CategorizerParams {
         CategorizerParams {
             features: TextFeatures::default(),
             dim: 64,
-            epochs: 10,
-            learning_rate: 0.5,
+            // fastText's advice for small supervised sets (its defaults, 5 and 0.1,
+            // suit large corpora): a catalogue of a few thousand titles underfits at
+            // 10 epochs (holdout accuracy 0.58 vs 1.00 on 800 generated orders).
+            epochs: 25,
+            learning_rate: 1.0,
             threads: 0,
             seed: 42,
         }
@@ -98,7 +101,12 @@ struct Weights(Vec<AtomicU32>);
 
 impl Weights {
     fn new(values: Vec<f32>) -> Weights {
-        Weights(values.into_iter().map(|v| AtomicU32::new(v.to_bits())).collect())
+        Weights(
+            values
+                .into_iter()
+                .map(|v| AtomicU32::new(v.to_bits()))
+                .collect(),
+        )
     }
     #[inline]
     fn get(&self, i: usize) -> f32 {
@@ -110,7 +118,10 @@ impl Weights {
         a.store((f32::from_bits(a.load(Relaxed)) + v).to_bits(), Relaxed);
     }
     fn into_vec(self) -> Vec<f32> {
-        self.0.into_iter().map(|a| f32::from_bits(a.into_inner())).collect()
+        self.0
+            .into_iter()
+            .map(|a| f32::from_bits(a.into_inner()))
+            .collect()
     }
 }
 
@@ -143,7 +154,11 @@ impl ValidCategorizerParams {
                 labels.len()
             )));
         }
-        if let Some((row, t)) = targets.iter().enumerate().find(|(_, t)| **t >= labels.len()) {
+        if let Some((row, t)) = targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| **t >= labels.len())
+        {
             return Err(ModelError::Shape(format!(
                 "label index {t} at row {row}, only {} categories",
                 labels.len()
@@ -333,13 +348,17 @@ pub(crate) mod tests {
             ("atlas", "books"),
         ];
         let labels = vec!["books".to_string(), "kitchen".into(), "shoes".into()];
-        let noise = ["blue", "red", "large", "classic", "new", "gift", "set", "pro"];
+        let noise = [
+            "blue", "red", "large", "classic", "new", "gift", "set", "pro",
+        ];
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut titles = Vec::new();
         let mut targets = Vec::new();
         for _ in 0..n {
             let (kw, cat) = keywords[rng.gen_range(0..keywords.len())];
-            let mut words: Vec<&str> = (0..3).map(|_| noise[rng.gen_range(0..noise.len())]).collect();
+            let mut words: Vec<&str> = (0..3)
+                .map(|_| noise[rng.gen_range(0..noise.len())])
+                .collect();
             words.insert(rng.gen_range(0..=words.len()), kw);
             titles.push(words.join(" "));
             targets.push(labels.iter().position(|l| l == cat).unwrap());
@@ -364,7 +383,11 @@ pub(crate) mod tests {
     fn learns_a_keyword_task() {
         let (titles, targets, labels) = synthetic(600, 1);
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        let model = small().check().unwrap().fit(&refs, &targets, labels).unwrap();
+        let model = small()
+            .check()
+            .unwrap()
+            .fit(&refs, &targets, labels)
+            .unwrap();
         let (test, truth, _) = synthetic(200, 2);
         let right = test
             .iter()
@@ -390,7 +413,13 @@ pub(crate) mod tests {
         };
         let model = fit();
         assert_eq!(model, fit());
-        for odd in ["", "🎉🎉", &"x".repeat(100_000), "كوب قهوة", "青いマグカップ"] {
+        for odd in [
+            "",
+            "🎉🎉",
+            &"x".repeat(100_000),
+            "كوب قهوة",
+            "青いマグカップ",
+        ] {
             let p = model.probabilities(odd);
             assert!(p.iter().all(|v| v.is_finite()), "{odd:?}");
             assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -411,7 +440,10 @@ pub(crate) mod tests {
             .is_err()
         );
         let v = small().check().unwrap();
-        assert_eq!(v.fit(&[], &[], vec!["a".into(), "b".into()]), Err(ModelError::Empty));
+        assert_eq!(
+            v.fit(&[], &[], vec!["a".into(), "b".into()]),
+            Err(ModelError::Empty)
+        );
         assert!(v.fit(&["x"], &[0], vec!["a".into()]).is_err());
         assert!(v.fit(&["x"], &[5], vec!["a".into(), "b".into()]).is_err());
     }

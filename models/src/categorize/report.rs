@@ -19,10 +19,7 @@ fn short(label: &str) -> String {
 
 /// Rows are true categories, columns predicted ones; each cell is shaded by its share
 /// of the row (so small categories read as clearly as large ones).
-pub fn confusion_png(
-    labels: &[String],
-    confusion: &[Vec<usize>],
-) -> Result<Vec<u8>, ReportError> {
+pub fn confusion_png(labels: &[String], confusion: &[Vec<usize>]) -> Result<Vec<u8>, ReportError> {
     register_fonts();
     let n = labels.len().max(1);
     let cell = (640 / n as u32).clamp(8, 28);
@@ -39,20 +36,24 @@ pub fn confusion_png(
         let label_style = TextStyle::from((FONT, 11).into_font()).color(&BLACK);
         for (i, label) in labels.iter().enumerate() {
             let y = y0 + (i as u32 * cell + cell / 2) as i32;
-            root.draw_text(&short(label), &label_style.pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Right,
-                plotters::style::text_anchor::VPos::Center,
-            )), (x0 - 6, y))
-                .map_err(|e| e.to_string())?;
+            root.draw_text(
+                &short(label),
+                &label_style.pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Right,
+                    plotters::style::text_anchor::VPos::Center,
+                )),
+                (x0 - 6, y),
+            )
+            .map_err(|e| e.to_string())?;
             let x = x0 + (i as u32 * cell + cell / 2) as i32;
             root.draw_text(
                 &short(label),
-                &label_style
-                    .transform(FontTransform::Rotate270)
-                    .pos(plotters::style::text_anchor::Pos::new(
+                &label_style.transform(FontTransform::Rotate270).pos(
+                    plotters::style::text_anchor::Pos::new(
                         plotters::style::text_anchor::HPos::Left,
                         plotters::style::text_anchor::VPos::Center,
-                    )),
+                    ),
+                ),
                 (x, y0 - 6),
             )
             .map_err(|e| e.to_string())?;
@@ -60,7 +61,11 @@ pub fn confusion_png(
         for (t, row) in confusion.iter().enumerate() {
             let total: usize = row.iter().sum();
             for (p, &count) in row.iter().enumerate() {
-                let share = if total == 0 { 0.0 } else { count as f64 / total as f64 };
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    count as f64 / total as f64
+                };
                 let (cx, cy) = (x0 + (p as u32 * cell) as i32, y0 + (t as u32 * cell) as i32);
                 let color = if t == p {
                     RGBColor(30, 110, 200).mix(0.1 + 0.9 * share)

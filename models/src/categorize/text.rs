@@ -82,11 +82,9 @@ impl TextFeatures {
         for n in 2..=self.word_ngrams as usize {
             for window in word_hashes.windows(n) {
                 // fastText's n-gram hash: h = h * 116049371 + next.
-                let h = window
-                    .iter()
-                    .fold(u64::from(n as u32), |h, &w| {
-                        h.wrapping_mul(116_049_371).wrapping_add(u64::from(w))
-                    });
+                let h = window.iter().fold(u64::from(n as u32), |h, &w| {
+                    h.wrapping_mul(116_049_371).wrapping_add(u64::from(w))
+                });
                 out.push((h % u64::from(buckets)) as u32);
             }
         }
@@ -123,7 +121,10 @@ mod tests {
     #[test]
     fn words_ignore_case_punctuation_and_emoji() {
         assert_eq!(words("Blue  MUG, 350ml! 🎉"), ["blue", "mug", "350ml"]);
-        assert_eq!(words("Tasse à café — Bleue"), ["tasse", "à", "café", "bleue"]);
+        assert_eq!(
+            words("Tasse à café — Bleue"),
+            ["tasse", "à", "café", "bleue"]
+        );
         assert_eq!(words("كوب قهوة أزرق"), ["كوب", "قهوة", "أزرق"]);
         assert_eq!(words("青いマグカップ"), ["青いマグカップ"]);
         assert!(words("").is_empty() && words("!!! 🎉").is_empty());

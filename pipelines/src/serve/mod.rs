@@ -265,6 +265,22 @@ async fn score(
                 })
                 .collect::<Vec<_>>()
         }
+        Scorer::Categorize(model) => {
+            let rows = rows::titles(&bytes).map_err(|b| ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: b.why,
+                field: Some(b.field),
+            })?;
+            rows.iter()
+                .map(|(title, k)| {
+                    let c = model.categorize(title, *k);
+                    json!({
+                        "categories": c.top.iter().map(|(name, p)| json!({"category": name, "probability": p})).collect::<Vec<_>>(),
+                        "needs_review": c.needs_review,
+                    })
+                })
+                .collect::<Vec<_>>()
+        }
     };
     app.metrics
         .rows

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sgml_models::Bundle;
+use sgml_models::categorize::{self, TitleCategorizer};
 use sgml_models::pricing::{KIND_GBDT, KIND_LINEAR, PriceModel};
 
 use super::metrics::{Metrics, ReloadLabels, VersionLabels};
@@ -27,6 +28,7 @@ pub const ALIAS: &str = "champion";
 /// A model ready to score, of whichever kind its bundle is.
 pub enum Scorer {
     Pricing(PriceModel),
+    Categorize(TitleCategorizer),
 }
 
 impl Scorer {
@@ -34,6 +36,9 @@ impl Scorer {
         match bundle.manifest().kind.as_str() {
             KIND_GBDT | KIND_LINEAR => PriceModel::from_bundle(bundle)
                 .map(Scorer::Pricing)
+                .map_err(|e| e.to_string()),
+            categorize::KIND => TitleCategorizer::from_bundle(bundle)
+                .map(Scorer::Categorize)
                 .map_err(|e| e.to_string()),
             other => Err(format!("bundle kind `{other}` cannot be served")),
         }

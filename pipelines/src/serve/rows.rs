@@ -59,6 +59,41 @@ fn parse<R: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Vec<R>, BadBody> {
     Ok(request.rows)
 }
 
+/// One row of a categorize request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TitleRow {
+    title: String,
+    /// How many categories to return (default 3).
+    #[serde(default)]
+    top: Option<usize>,
+}
+
+/// Titles longer than the contract's 1,000 characters are refused, as at ingest.
+pub const MAX_TITLE_CHARS: usize = 1_000;
+
+/// Parses and checks a categorize request: (title, top k) per row.
+pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
+    parse::<TitleRow>(body)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let bad = |field: &str, why: &str| BadBody {
+                field: format!("rows[{i}].{field}"),
+                why: why.to_string(),
+            };
+            if r.title.chars().count() > MAX_TITLE_CHARS {
+                return Err(bad("title", "must be at most 1000 characters"));
+            }
+            match r.top {
+                None => Ok((r.title, 3)),
+                Some(k @ 1..=100) => Ok((r.title, k)),
+                Some(_) => Err(bad("top", "must be 1..=100")),
+            }
+        })
+        .collect()
+}
+
 /// Parses and checks a pricing request.
 pub fn price_inputs(body: &[u8]) -> Result<Vec<PriceInput>, BadBody> {
     parse::<PriceRow>(body)?
@@ -144,6 +179,18 @@ mod tests {
         let e = price_inputs(br#"{"rows": [{"market": "DE", "prize": 3}]}"#).unwrap_err();
         assert!(e.why.contains("prize"), "{}", e.why);
         assert!(price_inputs(b"not json").is_err());
+        let title = |b: &str| titles(b.as_bytes()).unwrap_err().field;
+        assert_eq!(
+            title(r#"{"rows": [{"title": "a", "top": 0}]}"#),
+            "rows[0].top"
+        );
+        assert_eq!(title(r#"{"rows": [{"titel": "a"}]}"#), "rows[0].titel");
+        let long = format!(r#"{{"rows": [{{"title": "{}"}}]}}"#, "x".repeat(1001));
+        assert_eq!(title(&long), "rows[0].title");
+        assert_eq!(
+            titles(br#"{"rows": [{"title": ""}, {"title": "mug", "top": 5}]}"#).unwrap(),
+            [("".to_string(), 3), ("mug".to_string(), 5)]
+        );
         assert!(price_inputs(b"{}").is_err());
     }
 }

@@ -14,7 +14,6 @@ use polars::prelude::*;
 use sgml_features::Table;
 use sgml_models::embed::{self, Embedder};
 
-use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
 use crate::sources::InputRecord;
 
@@ -51,7 +50,8 @@ impl Step for Embed {
         let run_date = ctx.run_date.context("embed needs --run-date")?;
         for name in embed::FILES {
             let path = self.model_dir.join(name);
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             ctx.input(InputRecord {
                 uri: path.display().to_string(),
                 sha256: crate::store::sha256_hex(&bytes),
@@ -102,9 +102,7 @@ impl Step for Embed {
             ],
         )?;
         let part = format!("features/{TABLE}/dt={run_date}/");
-        let bytes = io::to_parquet(&mut df)?;
-        ctx.stage(&format!("{part}{}", io::PART), &bytes, n)?;
-        ctx.replace_partition(&part);
+        ctx.write_partition(&part, &mut df)?;
         ctx.note(format!(
             "embedded {n} products ({} distinct titles), {} dimensions",
             distinct.len(),

@@ -89,9 +89,7 @@ impl Step for Features {
         for (name, mut df) in names.into_iter().zip(frames) {
             ctx.progress(format!("writing {name}"));
             let part = io::partition("features", name, run_date);
-            let bytes = io::to_parquet(&mut df)?;
-            ctx.stage(&format!("{part}{}", io::PART), &bytes, df.height())?;
-            ctx.replace_partition(&part);
+            ctx.write_partition(&part, &mut df)?;
         }
         Ok(())
     }

@@ -12,7 +12,6 @@ use sgml_features::Table;
 use sgml_models::categorize::TitleCategorizer;
 
 use crate::bundles;
-use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
 use crate::steps::train_categorize::MODEL;
 
@@ -39,7 +38,9 @@ impl Step for PredictCategorize {
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
-        let run_date = ctx.run_date.context("predict categorize needs --run-date")?;
+        let run_date = ctx
+            .run_date
+            .context("predict categorize needs --run-date")?;
         let version = match &self.version {
             Some(v) => v.clone(),
             None => bundles::default_version(ctx, MODEL)?,
@@ -82,7 +83,11 @@ impl Step for PredictCategorize {
             Column::new("listed_category".into(), listed),
         ];
         for k in 0..TOP {
-            let suffix = if k == 0 { String::new() } else { format!("_{}", k + 1) };
+            let suffix = if k == 0 {
+                String::new()
+            } else {
+                format!("_{}", k + 1)
+            };
             columns.push(Column::new(
                 format!("category{suffix}").into(),
                 std::mem::take(&mut cats[k]),
@@ -94,12 +99,13 @@ impl Step for PredictCategorize {
         }
         columns.push(Column::new("needs_review".into(), review));
         columns.push(Column::new("disagrees".into(), disagrees));
-        columns.push(Column::new("model_version".into(), vec![version.clone(); n]));
+        columns.push(Column::new(
+            "model_version".into(),
+            vec![version.clone(); n],
+        ));
         let mut df = DataFrame::new(n, columns)?;
         let part = format!("predictions/{MODEL}/{version}/dt={run_date}/");
-        let bytes = io::to_parquet(&mut df)?;
-        ctx.stage(&format!("{part}{}", io::PART), &bytes, n)?;
-        ctx.replace_partition(&part);
+        ctx.write_partition(&part, &mut df)?;
         ctx.note(format!(
             "categorized {n} titles with version {version}: {auto} automatically, {} for review; {flagged} auto-categorized listings disagree with the seller's category",
             n - auto

@@ -18,9 +18,9 @@ use sgml_features::Table;
 use sgml_features::values::days_since_epoch;
 use sgml_models::pricing::{PriceInput, PriceModel};
 
+use crate::bundles;
 use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
-use crate::bundles;
 use crate::steps::train_pricing::MODEL;
 
 pub const ACTIVE_DAYS: i64 = 90;
@@ -56,8 +56,7 @@ impl Step for PredictPricing {
             Some(v) => v.clone(),
             None => bundles::default_version(ctx, MODEL)?,
         };
-        let model =
-            PriceModel::from_bundle(&bundles::load_version(ctx.store, MODEL, &version)?)?;
+        let model = PriceModel::from_bundle(&bundles::load_version(ctx.store, MODEL, &version)?)?;
         ctx.progress("finding active products and markets");
         let (rows, keys, currencies) = active_rows(ctx, run_date)?;
         ctx.progress(format!("pricing {} product × market rows", rows.len()));
@@ -99,9 +98,7 @@ impl Step for PredictPricing {
             ],
         )?;
         let part = format!("predictions/{MODEL}/{}/dt={run_date}/", model.version);
-        let bytes = io::to_parquet(&mut df)?;
-        ctx.stage(&format!("{part}{}", io::PART), &bytes, n)?;
-        ctx.replace_partition(&part);
+        ctx.write_partition(&part, &mut df)?;
         ctx.note(format!(
             "priced {n} product × market rows with version {}",
             model.version

@@ -47,7 +47,10 @@ pub struct TrainCategorize {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "train-categorize",
-    reads: &["raw/products/dt=*", "features/embeddings/dt=<run_date>/ (optional)"],
+    reads: &[
+        "raw/products/dt=*",
+        "features/embeddings/dt=<run_date>/ (optional)",
+    ],
     writes: &["models/categorize/<version>/"],
     about: "train the title categorizer (hashed n-grams, softmax), evaluate on held-out titles, write a bundle",
 };
@@ -111,7 +114,8 @@ impl Step for TrainCategorize {
             );
         }
         let label_of = |c: &str| labels.binary_search_by(|l| l.as_str().cmp(c)).ok();
-        let refs = |ix: &[usize]| -> Vec<&str> { ix.iter().map(|&i| data.title[i].as_str()).collect() };
+        let refs =
+            |ix: &[usize]| -> Vec<&str> { ix.iter().map(|&i| data.title[i].as_str()).collect() };
         let targets: Vec<usize> = fit_idx
             .iter()
             .map(|&i| label_of(&data.category[i]).expect("fit labels come from fit rows"))
@@ -127,13 +131,18 @@ impl Step for TrainCategorize {
         // errors in the holdout (the model would get them wrong in production too),
         // and are left out of calibration, which needs a true class.
         let known = |ix: &[usize]| -> Vec<(usize, Option<usize>)> {
-            ix.iter().map(|&i| (i, label_of(&data.category[i]))).collect()
+            ix.iter()
+                .map(|&i| (i, label_of(&data.category[i])))
+                .collect()
         };
         let cal: Vec<(usize, usize)> = known(&cal_idx)
             .into_iter()
             .filter_map(|(i, t)| t.map(|t| (i, t)))
             .collect();
-        let cal_logits: Vec<Vec<f32>> = cal.iter().map(|&(i, _)| model.logits(&data.title[i])).collect();
+        let cal_logits: Vec<Vec<f32>> = cal
+            .iter()
+            .map(|&(i, _)| model.logits(&data.title[i]))
+            .collect();
         let cal_truth: Vec<usize> = cal.iter().map(|&(_, t)| t).collect();
         model.temperature = fit_temperature(&cal_logits, &cal_truth);
         let cal_scored: Vec<(f32, bool)> = cal
@@ -152,11 +161,20 @@ impl Step for TrainCategorize {
         let mut metrics = BTreeMap::from([
             ("accuracy".to_string(), holdout.accuracy),
             ("macro_f1".to_string(), holdout.macro_f1),
-            ("expected_calibration_error".to_string(), holdout.expected_calibration_error),
+            (
+                "expected_calibration_error".to_string(),
+                holdout.expected_calibration_error,
+            ),
             ("review_share".to_string(), review_share),
             ("auto_accuracy".to_string(), auto_accuracy),
-            ("review_threshold".to_string(), f64::from(categorizer.review.threshold)),
-            ("temperature".to_string(), f64::from(categorizer.model.temperature)),
+            (
+                "review_threshold".to_string(),
+                f64::from(categorizer.review.threshold),
+            ),
+            (
+                "temperature".to_string(),
+                f64::from(categorizer.model.temperature),
+            ),
             ("holdout_titles".to_string(), eval.len() as f64),
             ("holdout_unseen_category".to_string(), unseen as f64),
         ]);
@@ -188,10 +206,10 @@ impl Step for TrainCategorize {
                 let c = challenger(&self.challenger, &vectors, &data, &fit_idx, &targets, &cal, &eval, &labels)?;
                 metrics.insert("embedding_accuracy".into(), c.accuracy);
                 metrics.insert("embedding_macro_f1".into(), c.macro_f1);
-                let winner = if c.macro_f1 > holdout.macro_f1 {
-                    "the embedding classifier wins"
-                } else {
-                    "the n-gram model wins"
+                let winner = match c.macro_f1.total_cmp(&holdout.macro_f1) {
+                    std::cmp::Ordering::Greater => "the embedding classifier wins",
+                    std::cmp::Ordering::Less => "the n-gram model wins",
+                    std::cmp::Ordering::Equal => "a tie",
                 };
                 let line = format!(
                     "challenger (logistic regression on all-MiniLM-L6-v2 embeddings) on the same holdout: accuracy {:.3}, macro-F1 {:.3}; {winner} on macro-F1 ({:.3} vs {:.3})",
@@ -207,7 +225,9 @@ impl Step for TrainCategorize {
         let champion = champion_on(ctx, &data, &eval, &labels);
         if let Some((version, f1)) = &champion {
             metrics.insert("champion_macro_f1".into(), *f1);
-            ctx.note(format!("champion {version} on this holdout: macro-F1 {f1:.4}"));
+            ctx.note(format!(
+                "champion {version} on this holdout: macro-F1 {f1:.4}"
+            ));
         }
 
         let mut files: BTreeMap<String, Vec<u8>> = categorizer.to_files().into_iter().collect();
@@ -264,7 +284,11 @@ fn read_embeddings(
     ctx: &mut RunContext,
     run_date: NaiveDate,
 ) -> anyhow::Result<Option<HashMap<String, Vec<f32>>>> {
-    let key = format!("{}{}", io::partition("features", embed::TABLE, run_date), io::PART);
+    let key = format!(
+        "{}{}",
+        io::partition("features", embed::TABLE, run_date),
+        io::PART
+    );
     let Some(object) = ctx.store.get(&key)? else {
         return Ok(None);
     };
@@ -395,11 +419,8 @@ fn champion_on(
     eval: &[(usize, Option<usize>)],
     labels: &[String],
 ) -> Option<(String, f64)> {
-    let outcome = (|| -> anyhow::Result<Option<(String, f64)>> {
-        let Some(bundle) = crate::publish::load_alias(ctx.store, MODEL, "champion")? else {
-            return Ok(None);
-        };
-        let champion = TitleCategorizer::from_bundle(&bundle)?;
+    bundles::champion_score(ctx, MODEL, |bundle| {
+        let champion = TitleCategorizer::from_bundle(bundle)?;
         let mut all = labels.to_vec();
         all.push("(other)".into());
         let other = all.len() - 1;
@@ -408,40 +429,49 @@ fn champion_on(
             .map(|&(i, _)| {
                 let top = champion.model.top_k(&data.title[i], 1)[0];
                 let name = &champion.model.labels[top.0];
-                (labels.iter().position(|l| l == name).unwrap_or(other), top.1)
+                (
+                    labels.iter().position(|l| l == name).unwrap_or(other),
+                    top.1,
+                )
             })
             .collect();
         let truth: Vec<usize> = eval.iter().map(|(_, t)| t.unwrap_or(other)).collect();
-        Ok(Some((
-            bundle.manifest().version.clone(),
-            classification(&all, &predicted, &truth).macro_f1,
-        )))
-    })();
-    match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            ctx.note(format!(
-                "the champion could not score this holdout, so the gate cannot compare: {e:#}"
-            ));
-            None
-        }
-    }
+        Ok(classification(&all, &predicted, &truth).macro_f1)
+    })
 }
 
 fn read_titles(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Titles> {
     let products =
         super::read_raw(ctx, Table::Products, run_date)?.context("no products ingested")?;
     let df = products
-        .filter(col("title").is_not_null().and(col("category").is_not_null()))
-        .select([col("product_id"), col("title"), col("category"), col("language")])
+        .filter(
+            col("title")
+                .is_not_null()
+                .and(col("category").is_not_null()),
+        )
+        .select([
+            col("product_id"),
+            col("title"),
+            col("category"),
+            col("language"),
+        ])
         // A fixed order: the same products give the same model.
         .sort(["product_id"], SortMultipleOptions::default())
         .collect()?;
     let text = |c: &str| super::texts(&df, c);
     Ok(Titles {
-        product_id: text("product_id")?.into_iter().map(Option::unwrap_or_default).collect(),
-        title: text("title")?.into_iter().map(Option::unwrap_or_default).collect(),
-        category: text("category")?.into_iter().map(Option::unwrap_or_default).collect(),
+        product_id: text("product_id")?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+        title: text("title")?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+        category: text("category")?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
         language: text("language")?,
     })
 }

@@ -413,23 +413,11 @@ fn metrics_map(
 /// is no champion or it cannot score this build's inputs (noted: the gate will then
 /// ask for `--force`).
 fn champion_on(ctx: &mut RunContext, x: &[PriceInput], y: &[f64]) -> Option<(String, f64)> {
-    let outcome = (|| -> anyhow::Result<Option<(String, f64)>> {
-        let Some(bundle) = crate::publish::load_alias(ctx.store, MODEL, "champion")? else {
-            return Ok(None);
-        };
-        let model = pricing::PriceModel::from_bundle(&bundle)?;
+    bundles::champion_score(ctx, MODEL, |bundle| {
+        let model = pricing::PriceModel::from_bundle(bundle)?;
         let pred: Vec<f64> = model.price(x)?.iter().map(|p| p.log_price).collect();
-        Ok(Some((model.version, regression(&pred, y).rmse_log)))
-    })();
-    match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            ctx.note(format!(
-                "the champion could not score this holdout, so the gate cannot compare: {e:#}"
-            ));
-            None
-        }
-    }
+        Ok(regression(&pred, y).rmse_log)
+    })
 }
 
 /// What a fit yields besides the model and lookups: the model's bundle file, feature

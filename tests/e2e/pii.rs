@@ -59,7 +59,8 @@ fn parquet_text(bytes: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     text.push('\n');
-    for c in df.columns() {
+    // Numeric lists (title embeddings) hold no text.
+    for c in df.columns().iter().filter(|c| !matches!(c.dtype(), DataType::List(_))) {
         let s = c.cast(&DataType::String).unwrap();
         for v in s.str().unwrap().iter().flatten() {
             text.push_str(v);

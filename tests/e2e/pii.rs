@@ -60,7 +60,11 @@ fn parquet_text(bytes: &[u8]) -> String {
         .join(" ");
     text.push('\n');
     // Numeric lists (title embeddings) hold no text.
-    for c in df.columns().iter().filter(|c| !matches!(c.dtype(), DataType::List(_))) {
+    for c in df
+        .columns()
+        .iter()
+        .filter(|c| !matches!(c.dtype(), DataType::List(_)))
+    {
         let s = c.cast(&DataType::String).unwrap();
         for v in s.str().unwrap().iter().flatten() {
             text.push_str(v);

@@ -57,8 +57,8 @@ impl Step for PredictCategorize {
         let listed = super::texts(&products, "category")?;
         ctx.progress(format!("categorizing {} titles", ids.len()));
         let n = ids.len();
-        let mut cats: Vec<Vec<String>> = vec![Vec::with_capacity(n); TOP];
-        let mut probs: Vec<Vec<f32>> = vec![Vec::with_capacity(n); TOP];
+        let mut cats: Vec<Vec<String>> = (0..TOP).map(|_| Vec::with_capacity(n)).collect();
+        let mut probs: Vec<Vec<f32>> = (0..TOP).map(|_| Vec::with_capacity(n)).collect();
         let (mut review, mut disagrees) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (title, listed) in titles.iter().zip(&listed) {
             let c = categorizer.categorize(title.as_deref().unwrap_or(""), TOP);

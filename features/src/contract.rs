@@ -130,7 +130,12 @@ const fn col(name: &'static str, ty: Type, required: bool, check: Check) -> Colu
 
 const ID: Type = Type::Text { max_chars: 64 };
 const CODE: Type = Type::Text { max_chars: 8 };
-const TITLE: Type = Type::Text { max_chars: 1_000 };
+/// The longest title the contract accepts (products and crawled offers); serving
+/// refuses longer ones the same way.
+pub const MAX_TITLE_CHARS: usize = 1_000;
+const TITLE: Type = Type::Text {
+    max_chars: MAX_TITLE_CHARS,
+};
 const LONG_TEXT: Type = Type::Text { max_chars: 20_000 };
 const NAME: Type = Type::Text { max_chars: 200 };
 const URI: Type = Type::Text { max_chars: 2_000 };

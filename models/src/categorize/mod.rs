@@ -209,20 +209,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::calibrate::review_policy;
-    use super::model::tests::{small, synthetic};
+    use super::model::tests::fitted;
     use super::*;
     use crate::bundle::{Gate, Manifest};
 
     fn trained() -> TitleCategorizer {
-        let (titles, targets, labels) = synthetic(300, 5);
-        let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        let model = small()
-            .check()
-            .unwrap()
-            .fit(&refs, &targets, labels)
-            .unwrap();
         TitleCategorizer {
-            model,
+            model: fitted(300, 5),
             review: review_policy(&[(0.9, true), (0.5, false)], 0.9),
         }
     }

@@ -379,15 +379,20 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn learns_a_keyword_task() {
-        let (titles, targets, labels) = synthetic(600, 1);
+    /// [`small`] fitted on `n` titles of the [`synthetic`] task.
+    pub(crate) fn fitted(n: usize, seed: u64) -> Categorizer {
+        let (titles, targets, labels) = synthetic(n, seed);
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        let model = small()
+        small()
             .check()
             .unwrap()
             .fit(&refs, &targets, labels)
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn learns_a_keyword_task() {
+        let model = fitted(600, 1);
         let (test, truth, _) = synthetic(200, 2);
         let right = test
             .iter()

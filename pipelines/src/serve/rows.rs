@@ -4,6 +4,7 @@
 //! otherwise silently price without that attribute), wrong types, out-of-range values.
 
 use serde::Deserialize;
+use sgml_features::contract::MAX_TITLE_CHARS;
 use sgml_models::pricing::PriceInput;
 
 /// A refused body: where (`rows[3].month`, or `rows`, or `` for the whole body) and why.
@@ -59,6 +60,14 @@ fn parse<R: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Vec<R>, BadBody> {
     Ok(request.rows)
 }
 
+/// A refused field of row `i`.
+fn bad_row(i: usize, field: &str, why: &str) -> BadBody {
+    BadBody {
+        field: format!("rows[{i}].{field}"),
+        why: why.to_string(),
+    }
+}
+
 /// One row of a categorize request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,21 +78,19 @@ struct TitleRow {
     top: Option<usize>,
 }
 
-/// Titles longer than the contract's 1,000 characters are refused, as at ingest.
-pub const MAX_TITLE_CHARS: usize = 1_000;
-
 /// Parses and checks a categorize request: (title, top k) per row.
 pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
     parse::<TitleRow>(body)?
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let bad = |field: &str, why: &str| BadBody {
-                field: format!("rows[{i}].{field}"),
-                why: why.to_string(),
-            };
+            let bad = |field: &str, why: &str| bad_row(i, field, why);
+            // Titles past the contract's limit are refused, as at ingest.
             if r.title.chars().count() > MAX_TITLE_CHARS {
-                return Err(bad("title", "must be at most 1000 characters"));
+                return Err(bad(
+                    "title",
+                    &format!("must be at most {MAX_TITLE_CHARS} characters"),
+                ));
             }
             match r.top {
                 None => Ok((r.title, 3)),
@@ -100,10 +107,7 @@ pub fn price_inputs(body: &[u8]) -> Result<Vec<PriceInput>, BadBody> {
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let bad = |field: &str, why: &str| BadBody {
-                field: format!("rows[{i}].{field}"),
-                why: why.to_string(),
-            };
+            let bad = |field: &str, why: &str| bad_row(i, field, why);
             if r.market.trim().is_empty() {
                 return Err(bad("market", "must be a country code, not empty"));
             }

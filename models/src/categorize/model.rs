@@ -8,7 +8,7 @@
 //! updates are defined behaviour: relaxed loads and stores compile to plain moves, and
 //! a lost update now and then is what Hogwild accepts anyway.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -26,7 +26,9 @@ pub struct CategorizerParams {
     pub epochs: usize,
     /// Starting learning rate; it decays linearly to 0 over training.
     pub learning_rate: f32,
-    /// Training threads (0: all cores). One thread trains deterministically.
+    /// Training threads (0: all cores). One thread trains deterministically, and on
+    /// plain vectorised slices; several share the weights as atomics (Hogwild), which
+    /// pays off only on large catalogues (see the default).
     pub threads: usize,
     pub seed: u64,
 }
@@ -41,7 +43,11 @@ impl Default for CategorizerParams {
             // 10 epochs (holdout accuracy 0.58 vs 1.00 on 800 generated orders).
             epochs: 25,
             learning_rate: 1.0,
-            threads: 0,
+            // One: on 7,500 titles (the shared-data benchmark, 25 epochs with character
+            // n-grams) one vectorised thread trains in 1.1 s, two Hogwild threads in
+            // 2.3 s — atomics do not vectorise and the output layer's cache lines
+            // bounce between cores — and one thread gives the same model every run.
+            threads: 1,
             seed: 42,
         }
     }
@@ -97,32 +103,106 @@ pub struct Categorizer {
     pub temperature: f32,
 }
 
-struct Weights(Vec<AtomicU32>);
+/// Rows of `dim` weights that [`step`] reads and updates. One thread trains on plain
+/// slices, whose loops the compiler vectorises; several threads share atomics
+/// (Hogwild), which it cannot vectorise but which make the racing updates defined.
+trait Table {
+    /// `acc += scale * row`
+    fn add_row_to(&self, row: usize, scale: f32, acc: &mut [f32]);
+    /// `row · x`
+    fn dot(&self, row: usize, x: &[f32]) -> f32;
+    /// `row += scale * x`
+    fn add_to_row(&mut self, row: usize, scale: f32, x: &[f32]);
+}
 
-impl Weights {
-    fn new(values: Vec<f32>) -> Weights {
-        Weights(
-            values
-                .into_iter()
-                .map(|v| AtomicU32::new(v.to_bits()))
-                .collect(),
-        )
+/// One thread's weights: a plain slice.
+struct Owned<'a>(&'a mut [f32]);
+
+impl Table for Owned<'_> {
+    #[inline]
+    fn add_row_to(&self, row: usize, scale: f32, acc: &mut [f32]) {
+        let w = &self.0[row * acc.len()..(row + 1) * acc.len()];
+        acc.iter_mut().zip(w).for_each(|(a, w)| *a += scale * w);
     }
+    #[inline]
+    fn dot(&self, row: usize, x: &[f32]) -> f32 {
+        let w = &self.0[row * x.len()..(row + 1) * x.len()];
+        // Eight partial sums: a float sum in one accumulator cannot be vectorised
+        // (reordering it changes the rounding), eight independent ones can.
+        let mut part = [0.0f32; 8];
+        let (wc, xc) = (w.chunks_exact(8), x.chunks_exact(8));
+        let tail: f32 = wc
+            .remainder()
+            .iter()
+            .zip(xc.remainder())
+            .map(|(a, b)| a * b)
+            .sum();
+        for (w, x) in wc.zip(xc) {
+            for k in 0..8 {
+                part[k] += w[k] * x[k];
+            }
+        }
+        part.iter().sum::<f32>() + tail
+    }
+    #[inline]
+    fn add_to_row(&mut self, row: usize, scale: f32, x: &[f32]) {
+        let w = &mut self.0[row * x.len()..(row + 1) * x.len()];
+        w.iter_mut().zip(x).for_each(|(w, x)| *w += scale * x);
+    }
+}
+
+/// Weights shared by several threads. Relaxed loads and stores compile to plain
+/// moves; a lost update now and then is what Hogwild accepts anyway.
+struct Shared<'a>(&'a [AtomicU32]);
+
+impl Shared<'_> {
     #[inline]
     fn get(&self, i: usize) -> f32 {
         f32::from_bits(self.0[i].load(Relaxed))
     }
+}
+
+impl Table for Shared<'_> {
     #[inline]
-    fn add(&self, i: usize, v: f32) {
-        let a = &self.0[i];
-        a.store((f32::from_bits(a.load(Relaxed)) + v).to_bits(), Relaxed);
+    fn add_row_to(&self, row: usize, scale: f32, acc: &mut [f32]) {
+        let base = row * acc.len();
+        acc.iter_mut()
+            .enumerate()
+            .for_each(|(d, a)| *a += scale * self.get(base + d));
     }
-    fn into_vec(self) -> Vec<f32> {
-        self.0
-            .into_iter()
-            .map(|a| f32::from_bits(a.into_inner()))
-            .collect()
+    #[inline]
+    fn dot(&self, row: usize, x: &[f32]) -> f32 {
+        let base = row * x.len();
+        x.iter()
+            .enumerate()
+            .map(|(d, x)| self.get(base + d) * x)
+            .sum()
     }
+    #[inline]
+    fn add_to_row(&mut self, row: usize, scale: f32, x: &[f32]) {
+        let base = row * x.len();
+        for (d, x) in x.iter().enumerate() {
+            let a = &self.0[base + d];
+            a.store(
+                (f32::from_bits(a.load(Relaxed)) + scale * x).to_bits(),
+                Relaxed,
+            );
+        }
+    }
+}
+
+fn atomics(values: Vec<f32>) -> Vec<AtomicU32> {
+    values
+        .into_iter()
+        .map(|v| AtomicU32::new(v.to_bits()))
+        .collect()
+}
+
+fn floats(values: Vec<AtomicU32>) -> Vec<f32> {
+    values
+        .into_iter()
+        .map(|a| f32::from_bits(a.into_inner()))
+        .collect()
 }
 
 impl ValidCategorizerParams {
@@ -192,96 +272,119 @@ impl ValidCategorizerParams {
                 *v = rng.gen_range(-bound..bound);
             }
         }
-        let input = Weights::new(input);
-        let output = Weights::new(vec![0.0; labels.len() * dim]);
-        let total = (p.epochs * titles.len()) as u64;
-        let done = AtomicU64::new(0);
-        let classes = labels.len();
-        pool.scope(|scope| {
-            for t in 0..threads {
-                let (feats, input, output, done) = (&feats, &input, &output, &done);
-                let mut rng = ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(1 + t as u64));
-                let mine: Vec<usize> = (t..titles.len()).step_by(threads).collect();
-                scope.spawn(move |_| {
-                    let mut order = mine;
-                    let mut hidden = vec![0.0f32; dim];
-                    let mut grad = vec![0.0f32; dim];
-                    let mut scores = vec![0.0f32; classes];
-                    for _ in 0..p.epochs {
-                        order.shuffle(&mut rng);
-                        for &i in &order {
-                            let progress = done.fetch_add(1, Relaxed) as f32 / total as f32;
-                            let lr = p.learning_rate * (1.0 - progress).max(0.0);
-                            let f = &feats[i];
-                            if f.is_empty() {
-                                continue;
-                            }
-                            step(
-                                f,
-                                targets[i],
-                                lr,
-                                dim,
-                                input,
-                                output,
-                                &mut hidden,
-                                &mut grad,
-                                &mut scores,
-                            );
-                        }
-                    }
-                });
+        let mut output = vec![0.0f32; labels.len() * dim];
+        let total = p.epochs * titles.len();
+        let lr_at = |done: usize| p.learning_rate * (1.0 - done as f32 / total as f32).max(0.0);
+        if threads == 1 {
+            let mut scratch = Scratch::new(dim, labels.len());
+            let mut rng = ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(1));
+            let (mut table_in, mut table_out) = (Owned(&mut input), Owned(&mut output));
+            let mut order: Vec<usize> = (0..titles.len()).collect();
+            let mut done = 0;
+            for _ in 0..p.epochs {
+                order.shuffle(&mut rng);
+                for &i in &order {
+                    let lr = lr_at(done);
+                    done += 1;
+                    step(
+                        &feats[i],
+                        targets[i],
+                        lr,
+                        &mut table_in,
+                        &mut table_out,
+                        &mut scratch,
+                    );
+                }
             }
-        });
+        } else {
+            let (shared_in, shared_out) = (atomics(input), atomics(output));
+            let done = AtomicUsize::new(0);
+            pool.scope(|scope| {
+                for t in 0..threads {
+                    let (feats, shared_in, shared_out, done) =
+                        (&feats, &shared_in, &shared_out, &done);
+                    let mut rng = ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(1 + t as u64));
+                    let mut order: Vec<usize> = (t..titles.len()).step_by(threads).collect();
+                    let mut scratch = Scratch::new(dim, labels.len());
+                    scope.spawn(move |_| {
+                        let (mut table_in, mut table_out) = (Shared(shared_in), Shared(shared_out));
+                        for _ in 0..p.epochs {
+                            order.shuffle(&mut rng);
+                            for &i in &order {
+                                let lr = lr_at(done.fetch_add(1, Relaxed));
+                                step(
+                                    &feats[i],
+                                    targets[i],
+                                    lr,
+                                    &mut table_in,
+                                    &mut table_out,
+                                    &mut scratch,
+                                );
+                            }
+                        }
+                    });
+                }
+            });
+            input = floats(shared_in);
+            output = floats(shared_out);
+        }
         Ok(Categorizer {
             features: p.features.clone(),
             labels,
             dim,
-            input: input.into_vec(),
-            output: output.into_vec(),
+            input,
+            output,
             temperature: 1.0,
         })
     }
 }
 
+/// Buffers one training thread reuses across steps.
+struct Scratch {
+    hidden: Vec<f32>,
+    grad: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(dim: usize, classes: usize) -> Scratch {
+        Scratch {
+            hidden: vec![0.0; dim],
+            grad: vec![0.0; dim],
+            scores: vec![0.0; classes],
+        }
+    }
+}
+
 /// One SGD step on one title (fastText's `Model::update` with a full softmax).
-#[allow(clippy::too_many_arguments)]
 fn step(
     features: &[u32],
     target: usize,
     lr: f32,
-    dim: usize,
-    input: &Weights,
-    output: &Weights,
-    hidden: &mut [f32],
-    grad: &mut [f32],
-    scores: &mut [f32],
+    input: &mut impl Table,
+    output: &mut impl Table,
+    s: &mut Scratch,
 ) {
-    hidden.fill(0.0);
+    if features.is_empty() {
+        return;
+    }
+    let inv_n = 1.0 / features.len() as f32;
+    s.hidden.fill(0.0);
     for &f in features {
-        let row = f as usize * dim;
-        for (d, h) in hidden.iter_mut().enumerate() {
-            *h += input.get(row + d);
-        }
+        input.add_row_to(f as usize, inv_n, &mut s.hidden);
     }
-    let n = features.len() as f32;
-    hidden.iter_mut().for_each(|h| *h /= n);
-    for (c, s) in scores.iter_mut().enumerate() {
-        *s = (0..dim).map(|d| output.get(c * dim + d) * hidden[d]).sum();
+    for (c, score) in s.scores.iter_mut().enumerate() {
+        *score = output.dot(c, &s.hidden);
     }
-    softmax(scores, 1.0);
-    grad.fill(0.0);
-    for (c, p) in scores.iter().enumerate() {
+    softmax(&mut s.scores, 1.0);
+    s.grad.fill(0.0);
+    for (c, p) in s.scores.iter().enumerate() {
         let alpha = lr * (f32::from(u8::from(c == target)) - p);
-        for d in 0..dim {
-            grad[d] += alpha * output.get(c * dim + d);
-            output.add(c * dim + d, alpha * hidden[d]);
-        }
+        output.add_row_to(c, alpha, &mut s.grad);
+        output.add_to_row(c, alpha, &s.hidden);
     }
     for &f in features {
-        let row = f as usize * dim;
-        for (d, g) in grad.iter().enumerate() {
-            input.add(row + d, g / n);
-        }
+        input.add_to_row(f as usize, inv_n, &s.grad);
     }
 }
 
@@ -403,6 +506,29 @@ pub(crate) mod tests {
         let p = model.probabilities("large blue mug");
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert_eq!(model.top_k("large blue mug", 3).len(), 3);
+    }
+
+    #[test]
+    fn several_threads_learn_it_too() {
+        // Two threads share the weights (the atomic Hogwild path); one thread trains
+        // on plain slices. Both must learn the task.
+        let (titles, targets, labels) = synthetic(600, 1);
+        let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
+        let model = CategorizerParams {
+            threads: 2,
+            ..small()
+        }
+        .check()
+        .unwrap()
+        .fit(&refs, &targets, labels)
+        .unwrap();
+        let (test, truth, _) = synthetic(200, 2);
+        let right = test
+            .iter()
+            .zip(&truth)
+            .filter(|(t, y)| model.top_k(t, 1)[0].0 == **y)
+            .count();
+        assert!(right >= 196, "{right}/200");
     }
 
     #[test]

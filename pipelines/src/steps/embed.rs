@@ -48,17 +48,22 @@ impl Step for Embed {
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("embed needs --run-date")?;
-        for name in embed::FILES {
+        // Hash the very bytes the embedder loads: the recorded inputs are what ran.
+        let [config, tokenizer, weights] = embed::FILES.map(|name| {
             let path = self.model_dir.join(name);
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
+            bytes.map(|b| (path, b))
+        });
+        let files = [config?, tokenizer?, weights?];
+        for (path, bytes) in &files {
             ctx.input(InputRecord {
                 uri: path.display().to_string(),
-                sha256: crate::store::sha256_hex(&bytes),
+                sha256: crate::store::sha256_hex(bytes),
                 rows: 0,
             });
         }
-        let embedder = Embedder::load(&self.model_dir)?;
+        let [(_, config), (_, tokenizer), (_, weights)] = files;
+        let embedder = Embedder::from_bytes(&self.model_dir, &config, tokenizer, weights)?;
         let products = super::read_raw(ctx, Table::Products, run_date)?
             .context("no products ingested: run `sgml ingest` first")?
             .select([col("product_id"), col("title"), col("language")])

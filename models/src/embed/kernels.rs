@@ -12,6 +12,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, bail};
 use gemm::Parallelism;
 
+use crate::categorize::model::softmax;
+
 /// The contiguous f32 data behind a tensor.
 fn data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let all = storage.as_slice::<f32>()?;
@@ -184,7 +186,7 @@ impl CustomOp1 for Attention<'_> {
                     scale,
                 );
                 for row in scores.chunks_exact_mut(n) {
-                    softmax(row);
+                    softmax(row, 1.0);
                 }
                 matmul(
                     (n, d, n),
@@ -248,18 +250,6 @@ impl CustomOp3 for AddNorm {
         }
         Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
     }
-}
-
-/// In place: `exp(x - max)` normalised.
-fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The exact (erf) GELU, in place, vectorised for the widest SIMD the CPU has.

@@ -129,11 +129,9 @@ impl Encoder {
             .get(0)?
             .unsqueeze(0)?
             .broadcast_as(words.shape())?;
-        let mut x = words.apply_op3_no_bwd(
-            &(positions + types)?,
-            &self.embedding_norm,
-            &AddNorm { eps: self.eps },
-        )?;
+        let add_norm = AddNorm { eps: self.eps };
+        let mut x =
+            words.apply_op3_no_bwd(&(positions + types)?, &self.embedding_norm, &add_norm)?;
         let attention = Attention {
             heads: self.heads,
             spans: &spans,
@@ -144,11 +142,10 @@ impl Encoder {
             let context = qkv.apply_op1_no_bwd(&attention)?;
             let projected =
                 context.apply_op3_no_bwd(&l.attention_out.0, &l.attention_out.1, &plain)?;
-            let attended =
-                projected.apply_op3_no_bwd(&x, &l.attention_norm, &AddNorm { eps: self.eps })?;
+            let attended = projected.apply_op3_no_bwd(&x, &l.attention_norm, &add_norm)?;
             let up = attended.apply_op3_no_bwd(&l.up.0, &l.up.1, &gelu)?;
             let down = up.apply_op3_no_bwd(&l.down.0, &l.down.1, &plain)?;
-            x = down.apply_op3_no_bwd(&attended, &l.output_norm, &AddNorm { eps: self.eps })?;
+            x = down.apply_op3_no_bwd(&attended, &l.output_norm, &add_norm)?;
         }
         Ok(x)
     }

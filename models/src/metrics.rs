@@ -73,7 +73,14 @@ fn median(v: &mut [f64]) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ConformalInterval {
     pub coverage: f64,
+    /// Infinite when calibration had too few rows; JSON has no infinity, so it is
+    /// written as `null` and read back as infinity (else such a bundle never loads).
+    #[serde(deserialize_with = "infinite_if_null")]
     pub half_width: f64,
+}
+
+fn infinite_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 impl ConformalInterval {
@@ -112,6 +119,15 @@ impl ConformalInterval {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_interval_too_wide_to_bound_round_trips_as_json() {
+        let wide = super::ConformalInterval::calibrate(&[0.1, 0.2, 0.3], 0.9);
+        assert!(wide.half_width.is_infinite());
+        let back: super::ConformalInterval =
+            serde_json::from_str(&serde_json::to_string(&wide).unwrap()).unwrap();
+        assert_eq!(back, wide);
+    }
+
     use super::*;
 
     #[test]

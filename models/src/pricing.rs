@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{Bundle, BundleError, Field};
 use crate::estimator::{Matrix, ModelError, Predict};
+#[cfg(feature = "gbdt")]
 use crate::gbdt::Gbdt;
+#[cfg(feature = "linear")]
 use crate::linear::Linear;
 use crate::metrics::ConformalInterval;
 
@@ -408,6 +410,13 @@ pub enum PriceModelError {
     Bundle(#[from] BundleError),
     #[error("bundle kind `{0}` is not a price model ({KIND_GBDT}, {KIND_LINEAR})")]
     Kind(String),
+    #[error(
+        "bundle kind `{kind}` needs sgml-models' `{feature}` feature, which this build leaves out"
+    )]
+    NotBuilt {
+        kind: &'static str,
+        feature: &'static str,
+    },
     #[error("bundle lacks {0}")]
     MissingFile(&'static str),
     #[error("bundle file {file} does not parse: {why}")]
@@ -421,6 +430,56 @@ pub enum PriceModelError {
     },
     #[error(transparent)]
     Model(#[from] ModelError),
+}
+
+fn file<'b>(bundle: &'b Bundle, path: &'static str) -> Result<&'b [u8], PriceModelError> {
+    bundle.file(path).ok_or(PriceModelError::MissingFile(path))
+}
+
+fn json<T: serde::de::DeserializeOwned>(
+    bundle: &Bundle,
+    path: &'static str,
+) -> Result<T, PriceModelError> {
+    serde_json::from_slice(file(bundle, path)?).map_err(|e| PriceModelError::Parse {
+        file: path,
+        why: e.to_string(),
+    })
+}
+
+/// The bundle's estimator and the feature columns it was trained on, for the model
+/// families this build has.
+fn estimator_of(bundle: &Bundle) -> Result<(Box<dyn Predict>, Vec<String>), PriceModelError> {
+    match bundle.manifest().kind.as_str() {
+        #[cfg(feature = "gbdt")]
+        KIND_GBDT => {
+            let text = std::str::from_utf8(file(bundle, "model.txt")?).map_err(|e| {
+                PriceModelError::Parse {
+                    file: "model.txt",
+                    why: e.to_string(),
+                }
+            })?;
+            let m = Gbdt::from_text(text)?;
+            let columns = m.columns().to_vec();
+            Ok((Box::new(m), columns))
+        }
+        #[cfg(not(feature = "gbdt"))]
+        KIND_GBDT => Err(PriceModelError::NotBuilt {
+            kind: KIND_GBDT,
+            feature: "gbdt",
+        }),
+        #[cfg(feature = "linear")]
+        KIND_LINEAR => {
+            let m: Linear = json(bundle, "model.json")?;
+            let columns = m.columns.clone();
+            Ok((Box::new(m), columns))
+        }
+        #[cfg(not(feature = "linear"))]
+        KIND_LINEAR => Err(PriceModelError::NotBuilt {
+            kind: KIND_LINEAR,
+            feature: "linear",
+        }),
+        other => Err(PriceModelError::Kind(other.to_string())),
+    }
 }
 
 /// A loaded price model: everything needed to price raw attributes. The one scoring
@@ -444,31 +503,8 @@ impl PriceModel {
     /// From a verified bundle; refuses another kind, another input schema or a model
     /// trained on other feature columns than this build's transform computes.
     pub fn from_bundle(bundle: &Bundle) -> Result<PriceModel, PriceModelError> {
-        let file = |p: &'static str| bundle.file(p).ok_or(PriceModelError::MissingFile(p));
-        let parse = |file: &'static str| {
-            move |e: &dyn std::fmt::Display| PriceModelError::Parse {
-                file,
-                why: e.to_string(),
-            }
-        };
         bundle.expect_inputs(&input_schema())?;
-        let (model, columns): (Box<dyn Predict>, Vec<String>) =
-            match bundle.manifest().kind.as_str() {
-                KIND_GBDT => {
-                    let text = std::str::from_utf8(file("model.txt")?)
-                        .map_err(|e| parse("model.txt")(&e))?;
-                    let m = Gbdt::from_text(text)?;
-                    let columns = m.columns().to_vec();
-                    (Box::new(m), columns)
-                }
-                KIND_LINEAR => {
-                    let m: Linear = serde_json::from_slice(file("model.json")?)
-                        .map_err(|e| parse("model.json")(&e))?;
-                    let columns = m.columns.clone();
-                    (Box::new(m), columns)
-                }
-                other => return Err(PriceModelError::Kind(other.to_string())),
-            };
+        let (model, columns) = estimator_of(bundle)?;
         if columns != COLUMNS {
             return Err(PriceModelError::Columns {
                 expected: COLUMNS.map(String::from).to_vec(),
@@ -478,10 +514,8 @@ impl PriceModel {
         Ok(PriceModel {
             version: bundle.manifest().version.clone(),
             model,
-            lookups: serde_json::from_slice(file("lookups.json")?)
-                .map_err(|e| parse("lookups.json")(&e))?,
-            interval: serde_json::from_slice(file("interval.json")?)
-                .map_err(|e| parse("interval.json")(&e))?,
+            lookups: json(bundle, "lookups.json")?,
+            interval: json(bundle, "interval.json")?,
         })
     }
 
@@ -652,6 +686,7 @@ mod tests {
 
     /// A single category (or brand, or market) is a constant encoding: training still
     /// works, the other columns carry the signal.
+    #[cfg(feature = "gbdt")]
     #[test]
     fn a_single_category_still_trains() {
         use crate::estimator::{Fit, Params, Predict};

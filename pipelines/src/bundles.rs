@@ -1,16 +1,16 @@
-//! Model bundle versions in the store, for every model: naming a new version, writing
-//! it (create-only, manifest last), listing versions and loading one verified.
-//!
-//! Layout: `models/<name>/<version>/` with `manifest.json` and the files it lists.
+//! What training steps need to write a bundle version: the manifest built from a
+//! step's spec and its run, written through the registry, and the champion's score on
+//! a new version's holdout for the gate. Versions, aliases and promotion themselves
+//! live in sgml-registry.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, bail};
 use chrono::Utc;
-use sgml_models::bundle::{Bundle, Field, Gate, Manifest, version_id};
+use sgml_models::bundle::{Bundle, Field, Gate, Manifest, TrainingData, version_id};
+use sgml_registry::{CHAMPION, publish, versions};
 
 use crate::run::{CODE_VERSION, RunContext};
-use crate::store::{Condition, Store};
+use crate::sources::InputRecord;
 
 /// What a training step says about the bundle it writes, besides its files.
 pub struct BundleSpec {
@@ -37,7 +37,7 @@ pub fn build(
     spec: BundleSpec,
     files: BTreeMap<String, Vec<u8>>,
     metrics: BTreeMap<String, f64>,
-    training_data: serde_json::Value,
+    training_data: TrainingData,
     baseline: serde_json::Value,
 ) -> anyhow::Result<Bundle> {
     let now = Utc::now();
@@ -68,81 +68,59 @@ pub fn build(
     Ok(Bundle::new(manifest, files)?)
 }
 
-/// Versions are immutable: every file is written create-only, the manifest last, so
-/// a version is visible (has a manifest) only once it is whole.
+/// The training-data record of a run: its id, date, inputs and their fingerprint.
+pub fn training_data(
+    ctx: &RunContext,
+    rows: BTreeMap<String, usize>,
+    champion_version: Option<String>,
+) -> TrainingData {
+    TrainingData {
+        run_id: ctx.run_id.clone(),
+        run_date: ctx.run_date.map(|d| d.to_string()),
+        fingerprint: fingerprint(ctx.inputs()),
+        inputs: ctx.inputs().to_vec(),
+        rows,
+        split: None,
+        champion_version,
+    }
+}
+
+/// Writes the version (create-only, manifest last) and records its files as the
+/// run's outputs.
 pub fn write(ctx: &mut RunContext, bundle: &Bundle) -> anyhow::Result<()> {
+    let mut written = Vec::new();
+    versions::write_version(ctx.store, bundle, |key, bytes| {
+        written.push((key.to_string(), crate::store::sha256_hex(bytes)));
+    })?;
+    for (key, sha256) in written {
+        ctx.record_written(&key, sha256);
+    }
     let m = bundle.manifest();
-    let prefix = format!("models/{}/{}/", m.name, m.version);
-    for (path, bytes) in bundle.to_files() {
-        let key = format!("{prefix}{path}");
-        ctx.store.put(&key, &bytes, Condition::IfAbsent)?;
-        ctx.record_output(&key, &bytes, 0);
-    }
-    ctx.note(format!("wrote {prefix}"));
+    ctx.note(format!(
+        "wrote {}",
+        sgml_registry::layout::version_prefix(&m.name, &m.version)
+    ));
     Ok(())
-}
-
-/// The version in a bundle manifest's URI (`…/models/<model>/<version>/manifest.json`).
-pub fn version_of(uri: &str, model: &str) -> Option<String> {
-    let rest = uri.rsplit_once(&format!("models/{model}/"))?.1;
-    rest.strip_suffix("/manifest.json").map(str::to_string)
-}
-
-/// Every version of a model in the store, oldest first (versions sort by time).
-pub fn versions(store: &dyn Store, model: &str) -> anyhow::Result<Vec<String>> {
-    let prefix = format!("models/{model}/");
-    let mut versions: Vec<String> = store
-        .list(&prefix)?
-        .into_iter()
-        .filter_map(|k| {
-            k[prefix.len()..]
-                .strip_suffix("/manifest.json")
-                .map(str::to_string)
-        })
-        .filter(|v| !v.contains('/'))
-        .collect();
-    versions.sort();
-    Ok(versions)
-}
-
-/// The newest version of a model in the store.
-pub fn latest_version(store: &dyn Store, model: &str) -> anyhow::Result<Option<String>> {
-    Ok(versions(store, model)?.pop())
-}
-
-/// Loads and verifies one version from the store.
-pub fn load_version(store: &dyn Store, model: &str, version: &str) -> anyhow::Result<Bundle> {
-    let prefix = format!("models/{model}/{version}/");
-    let mut objects = BTreeMap::new();
-    for key in store.list(&prefix)? {
-        let object = store
-            .get(&key)?
-            .with_context(|| format!("{key} vanished"))?;
-        objects.insert(key[prefix.len()..].to_string(), object.bytes);
-    }
-    if objects.is_empty() {
-        bail!("no version {version} of model {model}");
-    }
-    Bundle::from_files(objects).with_context(|| format!("model {model} version {version}"))
 }
 
 /// The version to score with when none is named: the champion, else the newest
 /// (noted on the run).
 pub fn default_version(ctx: &mut RunContext, model: &str) -> anyhow::Result<String> {
-    if let Some((alias, _)) = crate::publish::read_alias(ctx.store, model, "champion")? {
-        return Ok(alias.version);
+    match publish::default_version(ctx.store, model)? {
+        Some((v, publish::Fallback::Champion)) => Ok(v),
+        Some((v, publish::Fallback::Newest)) => {
+            ctx.note(format!(
+                "no champion published: using the newest version {v}"
+            ));
+            Ok(v)
+        }
+        None => anyhow::bail!("no {model} model: run `sgml train {model}` first"),
     }
-    let v = latest_version(ctx.store, model)?
-        .with_context(|| format!("no {model} model: run `sgml train {model}` first"))?;
-    ctx.note(format!(
-        "no champion published: using the newest version {v}"
-    ));
-    Ok(v)
 }
 
 /// One hash over the keys and checksums of every input read: two trainings on the
 /// same data have the same fingerprint, whatever their run ids.
-pub fn fingerprint(inputs: &[crate::sources::InputRecord]) -> String {
+pub fn fingerprint(inputs: &[InputRecord]) -> String {
     let mut lines: Vec<String> = inputs
         .iter()
         .map(|i| format!("{} {}\n", i.uri, i.sha256))
@@ -161,7 +139,7 @@ pub fn champion_score(
     score: impl FnOnce(&Bundle) -> anyhow::Result<f64>,
 ) -> Option<(String, f64)> {
     let outcome = (|| -> anyhow::Result<Option<(String, f64)>> {
-        let Some(bundle) = crate::publish::load_alias(ctx.store, model, "champion")? else {
+        let Some(bundle) = publish::load_alias(ctx.store, model, CHAMPION)? else {
             return Ok(None);
         };
         Ok(Some((bundle.manifest().version.clone(), score(&bundle)?)))

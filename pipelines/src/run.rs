@@ -30,13 +30,33 @@ pub struct OutputRecord {
     pub sha256: String,
 }
 
+/// Where a run stands; `running` is only ever seen on a manifest that a crashed
+/// process left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        })
+    }
+}
+
 /// `runs/<run_id>/manifest.json`: the lineage of one step run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunManifest {
     pub step: String,
     pub run_id: String,
     pub run_date: Option<NaiveDate>,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub code_version: String,
     pub parameters: serde_json::Value,
@@ -48,14 +68,33 @@ pub struct RunManifest {
     pub notes: Vec<String>,
 }
 
-/// What a step declares it reads and writes (store key patterns), so the step graph
-/// is data: `sgml run all` walks it and `sgml steps --json` prints it for Airflow.
+/// What a step declares it reads and writes, so the step graph is data: the plan
+/// orders `sgml run all` from it (crate::plan) and `sgml steps --json` prints it for
+/// Airflow.
+///
+/// Patterns are store keys split on `/`; a segment with `*` or `<…>` stands for any
+/// value (`raw/<table>/dt=<run_date>/` covers `raw/orders/dt=*`). A pattern that
+/// starts with `<` names something outside the store (`<input>`, `<model dir>/…`) and
+/// orders nothing.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepSpec {
     pub name: &'static str,
     pub reads: &'static [&'static str],
     pub writes: &'static [&'static str],
     pub about: &'static str,
+    /// The model whose new version this step writes: `run all` and `sgml train`
+    /// promote it to champion when it passes the gate.
+    pub trains: Option<&'static str>,
+}
+
+impl RunManifest {
+    /// The version of `model` the run wrote (its bundle manifest is among the
+    /// outputs).
+    pub fn written_version(&self, model: &str) -> Option<String> {
+        self.outputs
+            .iter()
+            .find_map(|o| sgml_registry::layout::version_of_manifest(&o.uri, model))
+    }
 }
 
 pub trait Step {
@@ -120,13 +159,13 @@ impl<'a> RunContext<'a> {
         Ok(())
     }
 
-    /// Records an output the step wrote itself (immutable objects written create-only,
-    /// which need no staging).
-    pub fn record_output(&mut self, key: &str, bytes: &[u8], rows: usize) {
+    /// Records an object the step wrote itself (immutable objects written
+    /// create-only, which need no staging), by its checksum.
+    pub fn record_written(&mut self, key: &str, sha256: String) {
         self.manifest.outputs.push(OutputRecord {
             uri: self.store.uri(key),
-            rows,
-            sha256: crate::store::sha256_hex(bytes),
+            rows: 0,
+            sha256,
         });
     }
 
@@ -310,7 +349,7 @@ pub fn execute(
             step: spec.name.to_string(),
             run_id: run_id.clone(),
             run_date,
-            status: "running".into(),
+            status: RunStatus::Running,
             error: None,
             code_version: CODE_VERSION.to_string(),
             parameters: step.parameters(),
@@ -334,10 +373,10 @@ pub fn execute(
     manifest.run_date = ctx.run_date;
     manifest.finished_at = Some(Utc::now().to_rfc3339());
     match &result {
-        Ok(()) => manifest.status = "succeeded".into(),
+        Ok(()) => manifest.status = RunStatus::Succeeded,
         Err(e) => {
             ctx.discard();
-            manifest.status = "failed".into();
+            manifest.status = RunStatus::Failed;
             manifest.error = Some(format!("{e:#}"));
             manifest.outputs.clear();
         }
@@ -419,6 +458,7 @@ mod tests {
                 reads: &[],
                 writes: &["out/dt=<run_date>/"],
                 about: "test step",
+                trains: None,
             }
         }
         fn parameters(&self) -> serde_json::Value {

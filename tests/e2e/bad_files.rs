@@ -9,7 +9,9 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let good = generate(dir.path(), 200, 9, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["ingest", "--input"]).arg(&good));
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&good));
     let before = snapshot(&store);
     let run_date = ingested_run_date(&store);
 
@@ -59,7 +61,7 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
         std::fs::write(case.path().join(name), &bytes).unwrap();
         let err = fails(
             sgml(&store)
-                .args(["ingest", "--run-date", &run_date, "--input"])
+                .args(["ingest", "--demo", "--run-date", &run_date, "--input"])
                 .arg(case.path()),
             1,
         );

@@ -103,7 +103,9 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
     let input = generate(dir.path(), 800, 5, 0.0);
     append_odd_products(&input);
     let store = dir.path().join("store");
-    let out = ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let out = ok(sgml(&store)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     assert!(out.contains("train-categorize"), "{out}");
     let run_date = ingested_run_date(&store);
 
@@ -246,7 +248,9 @@ fn a_tampered_categorizer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 300, 9, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["ingest", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
     let run_date = ingested_run_date(&store);
     ok(sgml(&store).args([
         "train",
@@ -297,7 +301,9 @@ fn embed_without_the_model_names_the_setup_command() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 100, 2, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["ingest", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
     let run_date = ingested_run_date(&store);
     let err = fails(
         sgml(&store)

@@ -88,7 +88,7 @@ fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 50, 1, 0.1);
     let out = run(sgml(&dir.path().join("store"))
-        .args(["ingest", "--input"])
+        .args(["ingest", "--demo", "--input"])
         .arg(&input));
     assert!(out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -99,4 +99,53 @@ fn json_logs_are_one_object_per_line() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
+}
+
+/// A marker file in an input directory does not change key policy: `sgml generate`
+/// output (which carries SYNTHETIC.json) without a key is refused like any export; the
+/// demo key is used only on --demo, and the run manifest records it.
+#[test]
+fn the_demo_key_is_used_only_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 50, 3, 0.0);
+    assert!(
+        input.join("SYNTHETIC.json").is_file(),
+        "generate marks its output"
+    );
+    let store = dir.path().join("store");
+    let err = fails(sgml(&store).args(["ingest", "--input"]).arg(&input), 1);
+    assert!(
+        err.contains("no anonymization key") && err.contains("--demo"),
+        "{err}"
+    );
+    assert!(
+        !snapshot(&store).keys().any(|k| k.starts_with("raw/")),
+        "nothing ingested"
+    );
+    let err = fails(
+        sgml(&store)
+            .env("SGML_ANON_KEY", TEST_KEY)
+            .args(["ingest", "--demo", "--input"])
+            .arg(&input),
+        1,
+    );
+    assert!(
+        err.contains("--demo"),
+        "a secret and --demo together: {err}"
+    );
+
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let m = last_manifest(&store, "ingest");
+    assert_eq!(m["parameters"]["anonymization"], "demo");
+    assert!(m["notes"].to_string().contains("DEMO KEY"), "{m}");
+    ok(sgml(&store)
+        .env("SGML_ANON_KEY", TEST_KEY)
+        .args(["ingest", "--input"])
+        .arg(&input));
+    assert_eq!(
+        last_manifest(&store, "ingest")["parameters"]["anonymization"],
+        "secret"
+    );
 }

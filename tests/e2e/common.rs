@@ -82,10 +82,74 @@ pub fn generate(dir: &Path, orders: usize, seed: u64, bad: f64) -> PathBuf {
 /// A local store after `run all` on a fresh generated export (no bad rows): pricing
 /// and categorize champions, predictions, features and embeddings.
 pub fn store_after_run_all(dir: &Path, orders: usize, seed: u64) -> PathBuf {
+    store_after_run_all_with(dir, orders, seed, &[])
+}
+
+/// [`store_after_run_all`] with extra environment for `sgml` (a broker URL, say).
+pub fn store_after_run_all_with(
+    dir: &Path,
+    orders: usize,
+    seed: u64,
+    env: &[(&str, &str)],
+) -> PathBuf {
     let input = generate(dir, orders, seed, 0.0);
     let store = dir.join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .envs(env.iter().copied())
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     store
+}
+
+/// The store after `run all` (its pricing champion `v1`) plus a second pricing
+/// version `v2` trained with `trees` trees and not promoted: the set-up of the
+/// publishing, serving and event tests. Returns (store, v1, v2).
+pub fn champion_and_challenger(
+    dir: &Path,
+    orders: usize,
+    seed: u64,
+    trees: usize,
+    env: &[(&str, &str)],
+) -> (PathBuf, String, String) {
+    let store = store_after_run_all_with(dir, orders, seed, env);
+    let v1 = champion_of(&store);
+    let run_date = ingested_run_date(&store);
+    ok(sgml(&store).envs(env.iter().copied()).args([
+        "train",
+        "pricing",
+        "--no-promote",
+        "--trees",
+        &trees.to_string(),
+        "--seed",
+        "9",
+        "--run-date",
+        &run_date,
+    ]));
+    let v2 = last_trained(&store);
+    assert_ne!(v1, v2);
+    (store, v1, v2)
+}
+
+/// The pricing version the latest `train pricing` wrote.
+pub fn last_trained(store: &Path) -> String {
+    last_manifest(store, "train-pricing")["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| {
+            sgml_registry::layout::version_of_manifest(o["uri"].as_str().unwrap(), "pricing")
+        })
+        .unwrap()
+}
+
+/// The version the pricing champion names.
+pub fn champion_of(store: &Path) -> String {
+    let s = sgml_registry::LocalStore::new(store).unwrap();
+    sgml_registry::publish::read_alias(&s, "pricing", sgml_registry::CHAMPION)
+        .unwrap()
+        .expect("a pricing champion")
+        .0
+        .version
 }
 
 /// Every file in a store: key → bytes.

@@ -1,6 +1,8 @@
 //! model.published on the real RabbitMQ at 127.0.0.1:5672 (guest/guest).
 
-use sgml_models::events::{Subscription, routing_key};
+use sgml_registry::Announcer;
+use sgml_registry::events::{Subscription, routing_key};
+use sgml_registry::publish::Action;
 
 use crate::common::*;
 
@@ -12,7 +14,7 @@ async fn collect(
     sub: &mut Subscription,
     versions: &[String],
     want: usize,
-) -> Vec<sgml_models::events::ModelPublished> {
+) -> Vec<sgml_registry::events::ModelPublished> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while out.len() < want {
@@ -35,24 +37,8 @@ fn alias_moves_are_announced_once() {
         .block_on(Subscription::open(AMQP_URL, &["pricing"]))
         .expect("RabbitMQ at 127.0.0.1:5672");
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 1500, 31, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .env("SGML_AMQP_URL", AMQP_URL)
-        .args(["run", "all", "--input"])
-        .arg(&input));
-    let run_date = ingested_run_date(&store);
-    let v1 = crate::publish::champion_of(&store);
-    ok(sgml(&store).env("SGML_AMQP_URL", AMQP_URL).args([
-        "train",
-        "pricing",
-        "--no-promote",
-        "--trees",
-        "20",
-        "--run-date",
-        &run_date,
-    ]));
-    let v2 = crate::publish::last_trained(&store);
+    let (store, v1, v2) =
+        champion_and_challenger(dir.path(), 1500, 31, 20, &[("SGML_AMQP_URL", AMQP_URL)]);
     ok(sgml(&store).env("SGML_AMQP_URL", AMQP_URL).args([
         "models",
         "publish",
@@ -66,16 +52,16 @@ fn alias_moves_are_announced_once() {
         .args(["models", "rollback", "pricing"]));
 
     let events = rt.block_on(collect(&mut sub, &[v1.clone(), v2.clone()], 3));
-    let summary: Vec<(String, String)> = events
+    let summary: Vec<(Action, String)> = events
         .iter()
-        .map(|e| (e.action.clone(), e.version.clone()))
+        .map(|e| (e.action, e.version.clone()))
         .collect();
     assert_eq!(
         summary,
         [
-            ("promote".to_string(), v1.clone()),
-            ("promote".to_string(), v2.clone()),
-            ("rollback".to_string(), v1.clone())
+            (Action::Promote, v1.clone()),
+            (Action::Promote, v2.clone()),
+            (Action::Rollback, v1.clone())
         ]
     );
     let bundle = sgml_models::Bundle::load_dir(&store.join("models/pricing").join(&v1)).unwrap();
@@ -87,12 +73,13 @@ fn alias_moves_are_announced_once() {
 
     // Redeliver the last event twice (what a publisher retrying after a lost confirm
     // does): the consumer passes it on no more.
+    let amqp = Announcer::Amqp(AMQP_URL.into());
     for _ in 0..2 {
-        sgml_pipelines::events::send(AMQP_URL, &events[2]).unwrap();
+        amqp.announce(&events[2]).unwrap();
     }
     let mut marker = events[2].clone();
     marker.idempotency_key = format!("{}-marker", marker.idempotency_key);
-    sgml_pipelines::events::send(AMQP_URL, &marker).unwrap();
+    amqp.announce(&marker).unwrap();
     let after = rt.block_on(collect(&mut sub, std::slice::from_ref(&v1), 1));
     assert_eq!(after.len(), 1);
     assert_eq!(

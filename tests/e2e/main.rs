@@ -9,6 +9,7 @@ mod common;
 mod bad_files;
 mod categorize;
 mod cli;
+mod deps;
 mod events;
 mod online_retail;
 mod pii;

@@ -7,7 +7,9 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 3000, 31, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let run_date = ingested_run_date(&store);
     ok(sgml(&store).args([
         "train",
@@ -25,7 +27,9 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
         .as_array()
         .unwrap()
         .iter()
-        .find_map(|o| sgml_pipelines::bundles::version_of(o["uri"].as_str().unwrap(), "pricing"))
+        .find_map(|o| {
+            sgml_registry::layout::version_of_manifest(o["uri"].as_str().unwrap(), "pricing")
+        })
         .unwrap();
     let versions = [store.join("models/pricing").join(&version)];
     let bundle = sgml_models::Bundle::load_dir(&versions[0]).unwrap();
@@ -40,13 +44,13 @@ fn train_pricing_writes_a_verified_bundle_that_beats_the_baseline() {
     assert!(metric("interval_coverage") > 0.75, "{:?}", m.metrics);
     // Lineage: the fingerprint hashes the inputs the manifest lists, and the drift
     // baseline profiles every model column.
-    let fingerprint = m.training_data["fingerprint"].as_str().unwrap();
+    let fingerprint = &m.training_data.fingerprint;
     assert_eq!(fingerprint.len(), 64);
-    let inputs = m.training_data["inputs"].as_array().unwrap();
+    let inputs = &m.training_data.inputs;
     assert!(
         inputs
             .iter()
-            .any(|i| i["uri"].as_str().unwrap().contains("features/order_lines")),
+            .any(|i| i.uri.contains("features/order_lines")),
         "{inputs:?}"
     );
     assert_eq!(
@@ -226,7 +230,9 @@ fn later_prices_never_reach_the_fitted_model() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 1500, 5, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let run_date = ingested_run_date(&store);
     let train = |store: &std::path::Path| {
         ok(sgml(store).args(["train", "pricing", "--trees", "50", "--run-date", &run_date]));

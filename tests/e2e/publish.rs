@@ -1,32 +1,16 @@
-use sgml_pipelines::publish::{self, PublishError};
-use sgml_pipelines::store::{LocalStore, Store};
+use sgml_models::BundleError;
+use sgml_registry::publish::{self, Action};
+use sgml_registry::store::{LocalStore, Store};
+use sgml_registry::{Announcer, RegistryError, layout};
 
 use crate::common::*;
 
-pub fn last_trained(store: &std::path::Path) -> String {
-    trained_version(store)
-}
-
-pub fn champion_of(store: &std::path::Path) -> String {
-    champion(store)
-}
-
 fn trained_version(store: &std::path::Path) -> String {
-    last_manifest(store, "train-pricing")["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|o| sgml_pipelines::bundles::version_of(o["uri"].as_str().unwrap(), "pricing"))
-        .unwrap()
+    last_trained(store)
 }
 
 fn champion(store: &std::path::Path) -> String {
-    let s = LocalStore::new(store).unwrap();
-    publish::read_alias(&s, "pricing", "champion")
-        .unwrap()
-        .unwrap()
-        .0
-        .version
+    champion_of(store)
 }
 
 /// `run all` publishes its model; a worse challenger is stopped by the gate unless
@@ -56,8 +40,12 @@ fn gate_force_history_and_rollback() {
     assert_eq!(champion(&store), v1);
     let manifest = sgml_models::Bundle::load_dir(&store.join("models/pricing").join(&v2)).unwrap();
     assert_eq!(
-        manifest.manifest().training_data["champion_version"],
-        v1.as_str()
+        manifest
+            .manifest()
+            .training_data
+            .champion_version
+            .as_deref(),
+        Some(v1.as_str())
     );
     let err = fails(
         sgml(&store).args(["models", "publish", "pricing", "--version", &v2]),
@@ -122,10 +110,12 @@ fn gate_force_history_and_rollback() {
     bytes[n] ^= 1;
     std::fs::write(&model, bytes).unwrap();
     let s = LocalStore::new(&store).unwrap();
-    let err = publish::load_alias(&s, "pricing", "champion")
-        .expect_err("tampered champion refused")
-        .to_string();
-    assert!(err.contains("model.txt"), "{err}");
+    let err =
+        publish::load_alias(&s, "pricing", "champion").expect_err("tampered champion refused");
+    assert!(
+        matches!(&err, RegistryError::Unverified { source: BundleError::ChecksumMismatch { path, .. }, .. } if path == "model.txt"),
+        "{err}"
+    );
     let err = fails(
         sgml(&store).args(["predict", "pricing", "--run-date", &run_date]),
         1,
@@ -159,18 +149,19 @@ fn racing_publishers_one_wins() {
     let before = publish::history(&store, "pricing").unwrap().len();
     let a = publish::prepare(&store, "pricing", &versions[0], "champion", true, "a").unwrap();
     let b = publish::prepare(&store, "pricing", &versions[1], "champion", true, "b").unwrap();
-    publish::commit(&store, a).unwrap();
-    match publish::commit(&store, b) {
-        Err(PublishError::LostRace { winner, .. }) => assert_eq!(winner, versions[0]),
+    publish::commit(&store, &Announcer::Off, a).unwrap();
+    match publish::commit(&store, &Announcer::Off, b) {
+        Err(RegistryError::LostRace { winner, .. }) => assert_eq!(winner, versions[0]),
         other => panic!("expected a lost race, got {:?}", other.map(|p| p.to)),
     }
     assert_eq!(champion(&store_dir), versions[0]);
     let history = publish::history(&store, "pricing").unwrap();
     assert_eq!(history.len(), before + 1);
     assert_eq!(history.last().unwrap().to, versions[0]);
+    assert_eq!(history.last().unwrap().action, Action::Promote);
     // The alias object is whole JSON naming a verified version.
     let alias = store
-        .get(&publish::alias_key("pricing", "champion"))
+        .get(&layout::alias_key("pricing", "champion"))
         .unwrap()
         .unwrap();
     let parsed: publish::Alias = serde_json::from_slice(&alias.bytes).unwrap();
@@ -182,21 +173,7 @@ fn racing_publishers_one_wins() {
 #[test]
 fn a_publisher_killed_at_any_step_leaves_a_loadable_champion() {
     let dir = tempfile::tempdir().unwrap();
-    let store_dir = store_after_run_all(dir.path(), 1500, 13);
-    let run_date = ingested_run_date(&store_dir);
-    let old = champion(&store_dir);
-    ok(sgml(&store_dir).args([
-        "train",
-        "pricing",
-        "--no-promote",
-        "--trees",
-        "30",
-        "--seed",
-        "5",
-        "--run-date",
-        &run_date,
-    ]));
-    let new = trained_version(&store_dir);
+    let (store_dir, old, new) = champion_and_challenger(dir.path(), 1500, 13, 30, &[]);
     let store = LocalStore::new(&store_dir).unwrap();
     assert_publish_is_crash_safe(&store, || sgml(&store_dir), &old, &new);
 }
@@ -225,7 +202,16 @@ pub fn assert_publish_is_crash_safe(
     ] {
         // Start from the old champion each time (a forced publish back, if needed).
         if champion() != old {
-            publish::promote(store, "pricing", old, "champion", true, "reset").unwrap();
+            publish::promote(
+                store,
+                &Announcer::Off,
+                "pricing",
+                old,
+                "champion",
+                true,
+                "reset",
+            )
+            .unwrap();
         }
         let out = sgml()
             .env("SGML_CRASH_AT", point)

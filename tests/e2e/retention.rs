@@ -15,7 +15,9 @@ fn retention_moves_exactly_the_old_crawled_rows() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 800, 21, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["ingest", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
     let run_date = ingested_run_date(&store);
     let raw_key = store.join(format!(
         "raw/crawled_offers/dt={run_date}/part-00000.parquet"

@@ -16,8 +16,38 @@ fn run_all_on_generated_data_accounts_for_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 1500, 11, 0.04);
     let store = dir.path().join("store");
-    let out = ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    let out = ok(sgml(&store)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     assert!(out.contains("sgml run all: done"), "{out}");
+
+    // Every step of the graph `sgml steps --json` prints ran, once, and each started
+    // only after every step whose output it reads had finished.
+    let graph: serde_json::Value =
+        serde_json::from_str(&ok(sgml(&store).args(["steps", "--json"]))).unwrap();
+    let runs = manifests(&store);
+    let run_of = |step: &str| {
+        let mine: Vec<&serde_json::Value> = runs.iter().filter(|m| m["step"] == step).collect();
+        assert_eq!(mine.len(), 1, "{step} ran {} times", mine.len());
+        assert_eq!(mine[0]["status"], "succeeded", "{step}");
+        let at = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(mine[0][field].as_str().unwrap()).unwrap()
+        };
+        (at("started_at"), at("finished_at"))
+    };
+    let steps = graph.as_array().unwrap();
+    assert_eq!(runs.len(), steps.len(), "one run per step of the graph");
+    for step in steps {
+        let name = step["name"].as_str().unwrap();
+        let (started, _) = run_of(name);
+        for before in step["after"].as_array().unwrap() {
+            let (_, finished) = run_of(before.as_str().unwrap());
+            assert!(
+                finished <= started,
+                "{name} started at {started}, before {before} finished at {finished}"
+            );
+        }
+    }
 
     let ingest = last_manifest(&store, "ingest");
     for field in [
@@ -131,9 +161,13 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 400, 3, 0.0);
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let first = snapshot(&store);
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml(&store)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let second = snapshot(&store);
     // Same data partitions with the same rows; only new run manifests added, and a
     // new model version with its predictions (training never overwrites a version).
@@ -198,10 +232,12 @@ fn chunked_ingest_matches_whole_ingest() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 600, 17, 0.05);
     let (whole, chunked) = (dir.path().join("whole"), dir.path().join("chunked"));
-    ok(sgml(&whole).args(["ingest", "--input"]).arg(&input));
+    ok(sgml(&whole)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
     ok(sgml(&chunked)
         .env("SGML_CHUNK_ROWS", "97")
-        .args(["ingest", "--input"])
+        .args(["ingest", "--demo", "--input"])
         .arg(&input));
     let (a, b) = (
         last_manifest(&whole, "ingest"),
@@ -286,7 +322,7 @@ fn every_file_format_ingests_the_same_rows() {
     let mut counts = Vec::new();
     for d in &dirs {
         let store = d.join("store");
-        ok(sgml(&store).args(["ingest", "--input"]).arg(d));
+        ok(sgml(&store).args(["ingest", "--demo", "--input"]).arg(d));
         let m = last_manifest(&store, "ingest");
         let run_date = m["run_date"].as_str().unwrap().to_string();
         let rows = read_partition(&store.join(format!("raw/orders/dt={run_date}")));

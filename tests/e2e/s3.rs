@@ -4,9 +4,7 @@
 
 use std::process::Command;
 
-use sgml_pipelines::store::{
-    Condition, MULTIPART_THRESHOLD, S3Options, S3Store, Store, StoreError,
-};
+use sgml_registry::store::{Condition, MULTIPART_THRESHOLD, S3Options, S3Store, Store, StoreError};
 
 use crate::common::*;
 
@@ -123,7 +121,9 @@ fn run_all_against_s3() {
     let input = generate(dir.path(), 1500, 21, 0.0);
     let bucket = bucket("runall");
     let uri = format!("s3://{bucket}/sgml");
-    ok(sgml_s3(&uri).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml_s3(&uri)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let s = open(&uri);
     let keys = s.list("").unwrap();
     for area in [
@@ -142,7 +142,7 @@ fn run_all_against_s3() {
         !keys.iter().any(|k| k.starts_with("_staging/")),
         "staging left behind"
     );
-    let alias = sgml_pipelines::publish::read_alias(&s, "pricing", "champion")
+    let alias = sgml_registry::publish::read_alias(&s, "pricing", "champion")
         .unwrap()
         .expect("run all published a champion");
     let shown = ok(sgml_s3(&uri).args(["models", "show", "pricing"]));
@@ -191,7 +191,7 @@ fn unreachable_s3_is_a_clear_error() {
         .unwrap()
         .port();
     let mut cmd = sgml_s3_at("s3://nowhere/sgml", &format!("http://127.0.0.1:{port}"));
-    let err = fails(cmd.args(["ingest", "--input"]).arg(&input), 1);
+    let err = fails(cmd.args(["ingest", "--demo", "--input"]).arg(&input), 1);
     assert!(err.contains("s3://nowhere/sgml/"), "{err}");
     assert!(err.contains("attempts") || err.contains("connect"), "{err}");
 }
@@ -200,12 +200,14 @@ fn unreachable_s3_is_a_clear_error() {
 /// local store): the champion always loads verified, the old one or the new one.
 #[test]
 fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
-    use sgml_pipelines::publish;
+    use sgml_registry::publish;
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 1500, 23, 0.0);
     let bucket = bucket("crash");
     let uri = format!("s3://{bucket}/sgml");
-    ok(sgml_s3(&uri).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml_s3(&uri)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let s = open(&uri);
     let champion = |s: &S3Store| {
         publish::read_alias(s, "pricing", "champion")
@@ -234,7 +236,9 @@ fn a_publisher_killed_on_s3_leaves_a_loadable_champion() {
     ]));
     let new = out
         .lines()
-        .find_map(|l| sgml_pipelines::bundles::version_of(l.split_whitespace().nth(1)?, "pricing"))
+        .find_map(|l| {
+            sgml_registry::layout::version_of_manifest(l.split_whitespace().nth(1)?, "pricing")
+        })
         .expect("train printed its bundle");
     crate::publish::assert_publish_is_crash_safe(&s, || sgml_s3(&uri), &old, &new);
 }
@@ -376,7 +380,7 @@ fn throttled_s3_requests_are_retried() {
     let proxy = FaultyProxy::start(&endpoint());
     proxy.state.slow_downs.store(3, SeqCst);
     ok(sgml_s3_at(&uri, &proxy.endpoint)
-        .args(["ingest", "--input"])
+        .args(["ingest", "--demo", "--input"])
         .arg(&input));
     assert_eq!(proxy.state.slow_downs_sent.load(SeqCst), 3);
     assert!(
@@ -394,13 +398,15 @@ fn throttled_s3_requests_are_retried() {
 /// still loads, verified.
 #[test]
 fn s3_stopping_mid_run_leaves_earlier_outputs_intact() {
-    use sgml_pipelines::publish;
+    use sgml_registry::publish;
     use std::sync::atomic::Ordering::SeqCst;
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 1500, 25, 0.0);
     let bucket = bucket("stopped");
     let uri = format!("s3://{bucket}/sgml");
-    ok(sgml_s3(&uri).args(["run", "all", "--input"]).arg(&input));
+    ok(sgml_s3(&uri)
+        .args(["run", "all", "--demo", "--input"])
+        .arg(&input));
     let s = open(&uri);
     let before: Vec<(String, Vec<u8>)> = s
         .list("")

@@ -12,12 +12,11 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use sgml_models::pricing::{PriceInput, PriceModel};
-use sgml_pipelines::publish;
-use sgml_pipelines::store::LocalStore;
+use sgml_registry::publish;
+use sgml_registry::store::LocalStore;
 
 use crate::common::*;
 use crate::events::AMQP_URL;
-use crate::publish::{champion_of, last_trained};
 
 pub const SECRET: &str = "e2e-serve-secret";
 
@@ -136,25 +135,7 @@ fn serve_cmd(store: &Path) -> Command {
 
 /// A store with a published champion (v1) and a second version (v2) not promoted.
 fn two_versions(dir: &Path, seed: u64) -> (std::path::PathBuf, String, String) {
-    let input = generate(dir, 1500, seed, 0.0);
-    let store = dir.join("store");
-    ok(sgml(&store).args(["run", "all", "--input"]).arg(&input));
-    let v1 = champion_of(&store);
-    let run_date = ingested_run_date(&store);
-    ok(sgml(&store).args([
-        "train",
-        "pricing",
-        "--no-promote",
-        "--trees",
-        "25",
-        "--seed",
-        "9",
-        "--run-date",
-        &run_date,
-    ]));
-    let v2 = last_trained(&store);
-    assert_ne!(v1, v2);
-    (store, v1, v2)
+    champion_and_challenger(dir, 1500, seed, 25, &[])
 }
 
 /// Every JWT failure is 401, a scope outside the token is 403, bad bodies 422 naming
@@ -396,8 +377,8 @@ fn the_categorizer_is_served() {
     )
     .unwrap();
     assert_eq!(b["version"], alias["version"]);
-    let local = sgml_pipelines::store::LocalStore::new(&store).unwrap();
-    let bundle = sgml_pipelines::bundles::load_version(
+    let local = LocalStore::new(&store).unwrap();
+    let bundle = sgml_registry::versions::load_version(
         &local,
         "categorize",
         alias["version"].as_str().unwrap(),

@@ -8,9 +8,11 @@
 //! the text-feature settings, the temperature and the review policy.
 
 pub mod calibrate;
+#[cfg(feature = "linear")]
 pub mod dense;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "report")]
 pub mod report;
 pub mod text;
 
@@ -229,14 +231,14 @@ mod tests {
             code_version: "test".into(),
             parameters: serde_json::json!({}),
             seed: 42,
-            training_data: serde_json::json!([]),
+            training_data: crate::bundle::TrainingData::default(),
             input_schema: vec![],
             output_schema: vec![],
             metrics: BTreeMap::new(),
             baseline: serde_json::json!({}),
             gate: Gate {
                 metric: "macro_f1".into(),
-                direction: "higher".into(),
+                direction: crate::bundle::Direction::Higher,
                 tolerance: 0.005,
             },
             files: vec![],

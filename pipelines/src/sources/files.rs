@@ -13,9 +13,6 @@ use sgml_features::validate::RawTable;
 use super::{BoxError, ChunkSink, HashingReader, InputRecord, SourceError};
 use crate::mapping::Mapping;
 
-/// File written by `sgml generate` beside its tables; its presence allows the demo key.
-pub const SYNTHETIC_MARKER: &str = "SYNTHETIC.json";
-
 const EXTENSIONS: &[&str] = &[
     ".csv.gz",
     ".csv",

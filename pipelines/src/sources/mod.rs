@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use crate::mapping::Mapping;
 
-pub use files::SYNTHETIC_MARKER;
 pub use postgres::redact as redact_url;
 pub use text::{CsvChunks, read_csv, read_jsonl};
 
@@ -50,13 +49,8 @@ pub fn chunk_rows() -> usize {
         .unwrap_or(CHUNK_ROWS)
 }
 
-/// What ingest read, for lineage.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct InputRecord {
-    pub uri: String,
-    pub sha256: String,
-    pub rows: usize,
-}
+/// What a step read, for lineage (the same record a bundle's training data keeps).
+pub use sgml_models::bundle::InputRecord;
 
 /// Options that only some sources use.
 #[derive(Debug, Clone, Default)]
@@ -64,14 +58,6 @@ pub struct SourceOptions {
     pub pg_schema: String,
     /// `(table, SQL)` pairs replacing `SELECT * FROM schema.table`.
     pub pg_queries: Vec<(String, String)>,
-}
-
-/// Whether the inputs are marked as `sgml generate` output (the demo key is allowed).
-pub fn is_synthetic(inputs: &[String]) -> bool {
-    !inputs.is_empty()
-        && inputs
-            .iter()
-            .all(|i| std::path::Path::new(i).join(SYNTHETIC_MARKER).is_file())
 }
 
 /// Streams every input (PostgreSQL URLs, directories, files) into `sink`, table by

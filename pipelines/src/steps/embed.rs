@@ -31,6 +31,7 @@ pub const SPEC: StepSpec = StepSpec {
     reads: &["raw/products/dt=*", "<model dir>/model.safetensors"],
     writes: &["features/embeddings/dt=<run_date>/"],
     about: "embed every product title with all-MiniLM-L6-v2 (384-d, L2-normalised)",
+    trains: None,
 };
 
 impl Step for Embed {

@@ -18,6 +18,7 @@ pub const SPEC: StepSpec = StepSpec {
     reads: &["raw/orders/dt=*", "raw/products/dt=*", "raw/fx_rates/dt=*"],
     writes: &["features/<name>/dt=<run_date>/"],
     about: "build the feature tables (order lines, products, sellers, customers, markets)",
+    trains: None,
 };
 
 impl Step for Features {

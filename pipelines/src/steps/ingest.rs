@@ -15,14 +15,35 @@ use crate::mapping::Mapping;
 use crate::run::{RunContext, Step, StepSpec};
 use crate::sources::{self, SourceOptions};
 
+#[derive(Clone)]
 pub struct Ingest {
     pub inputs: Vec<String>,
     pub mapping: Option<String>,
     pub source: SourceOptions,
+    pub key: Anonymization,
+}
+
+/// How customer ids are keyed. Chosen by the user, never by the input: a file in an
+/// input directory cannot switch a real export to the public key.
+#[derive(Clone)]
+pub enum Anonymization {
     /// The secret from `SGML_ANON_KEY` or a key file.
-    pub key: Option<AnonKey>,
-    /// Demo mode (`sgml run all` on the bundled sample): the demo key is allowed.
-    pub demo: bool,
+    Secret(AnonKey),
+    /// The public demo key, asked for explicitly (`--demo`, or `sgml run all` on the
+    /// bundled sample); the run manifest records it.
+    Demo,
+    /// Neither: ingest refuses to run.
+    Missing,
+}
+
+impl Anonymization {
+    fn name(&self) -> &'static str {
+        match self {
+            Anonymization::Secret(_) => "secret",
+            Anonymization::Demo => "demo",
+            Anonymization::Missing => "missing",
+        }
+    }
 }
 
 pub const SPEC: StepSpec = StepSpec {
@@ -30,6 +51,7 @@ pub const SPEC: StepSpec = StepSpec {
     reads: &["<input>", "raw/deletion_requests/dt=*"],
     writes: &["raw/<table>/dt=<run_date>/", "quarantine/<table>/<run_id>/"],
     about: "validate, anonymize and store the input tables",
+    trains: None,
 };
 
 impl Step for Ingest {
@@ -43,20 +65,23 @@ impl Step for Ingest {
             "mapping": self.mapping,
             "pg_schema": self.source.pg_schema,
             "pg_queries": self.source.pg_queries.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            "anonymization": self.key.name(),
         })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let mapping = self.mapping.as_deref().map(Mapping::load).transpose()?;
-        let key = match (&self.key, self.demo || sources::is_synthetic(&self.inputs)) {
-            (Some(key), _) => key.clone(),
-            (None, true) => {
-                ctx.note("anonymization: DEMO KEY (public; synthetic sample data only)");
+        let key = match &self.key {
+            Anonymization::Secret(key) => key.clone(),
+            Anonymization::Demo => {
+                ctx.note(
+                    "anonymization: DEMO KEY (public; asked for with --demo; synthetic data only)",
+                );
                 AnonKey::demo()
             }
-            (None, false) => bail!(
+            Anonymization::Missing => bail!(
                 "no anonymization key: set SGML_ANON_KEY (at least 16 bytes) or pass --anon-key-file; \
-                 only synthetic data (sgml generate output, the bundled sample) may use the demo key"
+                 for synthetic data (sgml generate output) pass --demo to use the public demo key"
             ),
         };
         // Every deletion request ever seen applies to the orders read now; the input's

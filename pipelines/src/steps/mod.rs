@@ -1,5 +1,6 @@
 //! The pipeline steps. Each declares what it reads and writes ([`StepSpec`]) and
-//! implements one `run`; [`crate::run::execute`] does the rest.
+//! implements one `run`; [`crate::run::execute`] does the rest. [`GRAPH`] lists them
+//! with how `sgml run all` builds each; [`crate::plan`] orders it.
 
 pub mod embed;
 pub mod features;
@@ -15,19 +16,69 @@ use std::collections::HashSet;
 use polars::prelude::*;
 
 use crate::io;
-use crate::run::{RunContext, StepSpec};
+use crate::plan::{Node, Settings};
+use crate::run::{RunContext, Step, StepSpec};
 
-/// The steps of `sgml run all`, in order: the step graph as data.
-pub const GRAPH: &[StepSpec] = &[
-    ingest::SPEC,
-    retention::SPEC,
-    features::SPEC,
-    train_pricing::SPEC,
-    predict_pricing::SPEC,
-    embed::SPEC,
-    train_categorize::SPEC,
-    predict_categorize::SPEC,
+/// The step graph: every step `sgml run all` runs, with what it reads and writes.
+/// The order to run them in is derived from those declarations (crate::plan); this
+/// list's order only breaks ties. Adding a step here is all `run all` needs to run it.
+pub const GRAPH: &[Node] = &[
+    Node {
+        spec: ingest::SPEC,
+        build: |s| Ok(Box::new(s.ingest.clone())),
+    },
+    Node {
+        spec: retention::SPEC,
+        build: |_| Ok(Box::new(retention::Retention)),
+    },
+    Node {
+        spec: features::SPEC,
+        build: |s| {
+            Ok(Box::new(features::Features {
+                base_currency: s.base_currency.clone(),
+            }))
+        },
+    },
+    Node {
+        spec: train_pricing::SPEC,
+        build: |_| Ok(Box::new(train_pricing::TrainPricing::default())),
+    },
+    Node {
+        spec: predict_pricing::SPEC,
+        // No version: the champion as of when it runs (just promoted, or kept by the
+        // gate), else the newest.
+        build: |_| Ok(Box::new(predict_pricing::PredictPricing { version: None })),
+    },
+    Node {
+        spec: embed::SPEC,
+        build: build_embed,
+    },
+    Node {
+        spec: train_categorize::SPEC,
+        build: |_| Ok(Box::new(train_categorize::TrainCategorize::default())),
+    },
+    Node {
+        spec: predict_categorize::SPEC,
+        build: |_| {
+            Ok(Box::new(predict_categorize::PredictCategorize {
+                version: None,
+            }))
+        },
+    },
 ];
+
+fn build_embed(s: &Settings) -> anyhow::Result<Box<dyn Step>> {
+    Ok(Box::new(embed::Embed {
+        model_dir: s.model_dir.clone(),
+        batch: sgml_models::embed::DEFAULT_BATCH,
+        threads: 0,
+    }))
+}
+
+/// The spec of every step in the graph, by name.
+pub fn spec(name: &str) -> Option<&'static StepSpec> {
+    GRAPH.iter().map(|n| &n.spec).find(|s| s.name == name)
+}
 
 /// Every customer key with a stored deletion request (all partitions), recorded as
 /// the run's input.

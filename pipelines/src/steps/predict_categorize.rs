@@ -26,6 +26,7 @@ pub const SPEC: StepSpec = StepSpec {
     reads: &["models/categorize/<version>/", "raw/products/dt=*"],
     writes: &["predictions/categorize/<version>/dt=<run_date>/"],
     about: "top-3 categories with probabilities and a review flag for every product title",
+    trains: None,
 };
 
 impl Step for PredictCategorize {
@@ -45,7 +46,7 @@ impl Step for PredictCategorize {
             Some(v) => v.clone(),
             None => bundles::default_version(ctx, MODEL)?,
         };
-        let bundle = bundles::load_version(ctx.store, MODEL, &version)?;
+        let bundle = sgml_registry::versions::load_version(ctx.store, MODEL, &version)?;
         let categorizer = TitleCategorizer::from_bundle(&bundle)?;
         let products = super::read_raw(ctx, Table::Products, run_date)?
             .context("no products ingested")?

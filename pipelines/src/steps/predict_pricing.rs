@@ -39,6 +39,7 @@ pub const SPEC: StepSpec = StepSpec {
     ],
     writes: &["predictions/pricing/<version>/dt=<run_date>/"],
     about: "suggested prices with intervals for every active product and market",
+    trains: None,
 };
 
 impl Step for PredictPricing {
@@ -56,7 +57,9 @@ impl Step for PredictPricing {
             Some(v) => v.clone(),
             None => bundles::default_version(ctx, MODEL)?,
         };
-        let model = PriceModel::from_bundle(&bundles::load_version(ctx.store, MODEL, &version)?)?;
+        let model = PriceModel::from_bundle(&sgml_registry::versions::load_version(
+            ctx.store, MODEL, &version,
+        )?)?;
         ctx.progress("finding active products and markets");
         let (rows, keys, currencies) = active_rows(ctx, run_date)?;
         ctx.progress(format!("pricing {} product × market rows", rows.len()));

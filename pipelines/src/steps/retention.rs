@@ -39,6 +39,7 @@ pub const SPEC: StepSpec = StepSpec {
         "features/*/dt=*",
     ],
     about: "archive crawled data older than 60 days; unlink customers who asked for deletion",
+    trains: None,
 };
 
 /// The last crawl date kept: rows crawled before it are archived.

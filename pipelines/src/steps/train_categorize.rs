@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use polars::prelude::*;
 use sgml_features::Table;
-use sgml_models::bundle::Gate;
+use sgml_models::bundle::{Direction, Gate};
 use sgml_models::categorize::calibrate::{fit_temperature, review_policy};
 use sgml_models::categorize::dense::EmbeddingClassifierParams;
 use sgml_models::categorize::metrics::{ClassificationMetrics, classification};
@@ -45,6 +45,16 @@ pub struct TrainCategorize {
     pub review_precision: f64,
 }
 
+impl Default for TrainCategorize {
+    fn default() -> TrainCategorize {
+        TrainCategorize {
+            params: CategorizerParams::default(),
+            review_precision: DEFAULT_REVIEW_PRECISION,
+            challenger: EmbeddingClassifierParams::default(),
+        }
+    }
+}
+
 pub const SPEC: StepSpec = StepSpec {
     name: "train-categorize",
     reads: &[
@@ -53,6 +63,7 @@ pub const SPEC: StepSpec = StepSpec {
     ],
     writes: &["models/categorize/<version>/"],
     about: "train the title categorizer (hashed n-grams, softmax), evaluate on held-out titles, write a bundle",
+    trains: Some(MODEL),
 };
 
 /// Labelled titles.
@@ -242,14 +253,15 @@ impl Step for TrainCategorize {
             &labels,
             &notes,
         )?);
-        let training_data = serde_json::json!({
-            "champion_version": champion.map(|(v, _)| v),
-            "run_id": ctx.run_id,
-            "run_date": ctx.run_date,
-            "fingerprint": bundles::fingerprint(ctx.inputs()),
-            "inputs": ctx.inputs(),
-            "rows": { "fit": fit_idx.len(), "calibration": cal_idx.len(), "holdout": eval.len() },
-        });
+        let training_data = bundles::training_data(
+            ctx,
+            BTreeMap::from([
+                ("fit".to_string(), fit_idx.len()),
+                ("calibration".to_string(), cal_idx.len()),
+                ("holdout".to_string(), eval.len()),
+            ]),
+            champion.map(|(v, _)| v),
+        );
         let baseline = serde_json::json!({
             "rows": fit_idx.len(),
             "levels": {
@@ -270,7 +282,7 @@ impl Step for TrainCategorize {
             ],
             gate: Gate {
                 metric: "macro_f1".into(),
-                direction: "higher".into(),
+                direction: Direction::Higher,
                 tolerance: 0.01,
             },
         };

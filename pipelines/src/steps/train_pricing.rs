@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use polars::prelude::*;
 use sgml_features::Table;
-use sgml_models::bundle::Gate;
+use sgml_models::bundle::{Direction, Gate, TimeSplit, TrainingData};
 use sgml_models::estimator::{Fit, Matrix, Params, Predict};
 use sgml_models::gbdt::GbdtParams;
 use sgml_models::gbdt::ValidGbdtParams;
@@ -52,11 +52,24 @@ pub struct TrainPricing {
     pub linear: LinearParams,
 }
 
+impl Default for TrainPricing {
+    /// LightGBM with its default parameters, the latest days held out.
+    fn default() -> TrainPricing {
+        TrainPricing {
+            algo: Algo::Gbdt,
+            holdout_from: None,
+            params: GbdtParams::default(),
+            linear: LinearParams::default(),
+        }
+    }
+}
+
 pub const SPEC: StepSpec = StepSpec {
     name: "train-pricing",
     reads: &["features/order_lines/dt=<run_date>/", "raw/products/dt=*"],
     writes: &["models/pricing/<version>/"],
     about: "train the price model (LightGBM on log price), evaluate on the latest days, write a bundle",
+    trains: Some(MODEL),
 };
 
 /// The fitted model's file in the bundle: path and bytes.
@@ -193,19 +206,22 @@ impl Step for TrainPricing {
                 .zip(importance)
                 .collect(),
         })?);
-        let training_data = serde_json::json!({
-            "champion_version": champion.map(|(v, _)| v),
-            "run_id": ctx.run_id,
-            "run_date": ctx.run_date,
-            "fingerprint": bundles::fingerprint(ctx.inputs()),
-            "inputs": ctx.inputs(),
-            "split": {
-                "train_until": sgml_features::values::date_from_days(cut_eval - 1),
-                "calibration_from": sgml_features::values::date_from_days(cut_cal),
-                "holdout_from": sgml_features::values::date_from_days(cut_eval),
-            },
-            "rows": { "train": train_y.len(), "calibration": cal_y.len(), "holdout": eval_y.len() },
-        });
+        let training_data = TrainingData {
+            split: Some(TimeSplit {
+                train_until: sgml_features::values::date_from_days(cut_eval - 1).to_string(),
+                calibration_from: sgml_features::values::date_from_days(cut_cal).to_string(),
+                holdout_from: sgml_features::values::date_from_days(cut_eval).to_string(),
+            }),
+            ..bundles::training_data(
+                ctx,
+                BTreeMap::from([
+                    ("train".to_string(), train_y.len()),
+                    ("calibration".to_string(), cal_y.len()),
+                    ("holdout".to_string(), eval_y.len()),
+                ]),
+                champion.map(|(v, _)| v),
+            )
+        };
         let baseline = serde_json::json!({
             "rows": train_y.len(),
             "mean_log_price": train_y.iter().sum::<f64>() / train_y.len() as f64,
@@ -230,7 +246,7 @@ impl Step for TrainPricing {
             ],
             gate: Gate {
                 metric: "rmse_log".into(),
-                direction: "lower".into(),
+                direction: Direction::Lower,
                 tolerance: 0.005,
             },
         };

@@ -1,4 +1,6 @@
-//! `sgml generate`: a synthetic marketplace export, deterministic for a seed.
+//! sgml-synth: the synthetic marketplace export behind `sgml generate`, deterministic
+//! for a seed. Kept out of the production crates: nothing that ingests real data
+//! links it.
 //!
 //! Sellers and buyers in many countries and currencies, titles in several
 //! languages, prices driven by category, brand, condition, seller and market plus
@@ -9,7 +11,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use anyhow::Context;
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -17,7 +18,39 @@ use rand::prelude::*;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::sources::SYNTHETIC_MARKER;
+/// A file the generator writes beside its tables, describing them (generator,
+/// parameters). Informational only: it changes nothing about how the data is
+/// ingested (the demo key is asked for explicitly, with `--demo`).
+pub const SYNTHETIC_MARKER: &str = "SYNTHETIC.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("--bad-fraction must be between 0 and 0.5, got {0}")]
+    BadFraction(f64),
+    #[error("--orders must be at least 1")]
+    NoOrders,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {file}: {source}")]
+    Csv {
+        file: String,
+        #[source]
+        source: csv::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, SynthError>;
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
+    move |source| SynthError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Params {
@@ -651,56 +684,62 @@ struct Out {
 }
 
 impl Out {
-    fn create(dir: &Path, table: &str, gzip: bool, header: &[&str]) -> anyhow::Result<Out> {
+    fn create(dir: &Path, table: &str, gzip: bool, header: &[&str]) -> Result<Out> {
         let name = if gzip {
             format!("{table}.csv.gz")
         } else {
             format!("{table}.csv")
         };
-        let file = BufWriter::new(
-            File::create(dir.join(&name)).with_context(|| format!("creating {name}"))?,
-        );
+        let path = dir.join(&name);
+        let file = BufWriter::new(File::create(&path).map_err(io_at(&path))?);
         let sink: Box<dyn Write> = if gzip {
             Box::new(GzEncoder::new(file, Compression::default()))
         } else {
             Box::new(file)
         };
-        let mut writer = csv::Writer::from_writer(sink);
-        writer.write_record(header)?;
-        Ok(Out {
-            writer,
+        let mut out = Out {
+            writer: csv::Writer::from_writer(sink),
             rows: 0,
             name,
-        })
+        };
+        out.row(header)?;
+        out.rows = 0;
+        Ok(out)
     }
 
-    fn row<I, B>(&mut self, fields: I) -> anyhow::Result<()>
+    fn row<I, B>(&mut self, fields: I) -> Result<()>
     where
         I: IntoIterator<Item = B>,
         B: AsRef<[u8]>,
     {
-        self.writer.write_record(fields)?;
+        self.writer
+            .write_record(fields)
+            .map_err(|source| SynthError::Csv {
+                file: self.name.clone(),
+                source,
+            })?;
         self.rows += 1;
         Ok(())
     }
 
-    fn finish(self) -> anyhow::Result<(String, usize)> {
-        let sink = self
-            .writer
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.name))?;
+    fn finish(self) -> Result<(String, usize)> {
+        let sink = self.writer.into_inner().map_err(|e| SynthError::Io {
+            path: self.name.clone(),
+            source: e.into_error(),
+        })?;
         drop(sink); // GzEncoder finishes on drop
         Ok((self.name, self.rows))
     }
 }
 
-pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
-    anyhow::ensure!(
-        (0.0..=0.5).contains(&p.bad_fraction),
-        "--bad-fraction must be between 0 and 0.5"
-    );
-    anyhow::ensure!(p.orders > 0, "--orders must be at least 1");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub fn generate(dir: &Path, p: &Params) -> Result<Summary> {
+    if !(0.0..=0.5).contains(&p.bad_fraction) {
+        return Err(SynthError::BadFraction(p.bad_fraction));
+    }
+    if p.orders == 0 {
+        return Err(SynthError::NoOrders);
+    }
+    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let end = end_date();
     let start = end - Duration::days(DAYS - 1);
@@ -795,12 +834,14 @@ pub fn generate(dir: &Path, p: &Params) -> anyhow::Result<Summary> {
         "generator": "sgml generate",
         "synthetic": true,
         "params": p,
-        "note": "synthetic data: no real person is in it; ingest may use the demo anonymization key",
+        "note": "synthetic data: no real person is in it; `sgml ingest --demo` anonymizes it with the public demo key",
     });
+    let marker_path = dir.join(SYNTHETIC_MARKER);
     std::fs::write(
-        dir.join(SYNTHETIC_MARKER),
-        serde_json::to_vec_pretty(&marker)?,
-    )?;
+        &marker_path,
+        serde_json::to_vec_pretty(&marker).expect("the marker serializes"),
+    )
+    .map_err(io_at(&marker_path))?;
     Ok(Summary { files })
 }
 
@@ -824,7 +865,7 @@ fn write_products(
     sellers: &[Seller],
     products: &[Product],
     start: NaiveDate,
-) -> anyhow::Result<(String, usize)> {
+) -> Result<(String, usize)> {
     let mut out = Out::create(
         dir,
         "products",
@@ -911,7 +952,7 @@ fn write_orders(
     products: &[Product],
     customers: &[Customer],
     start: NaiveDate,
-) -> anyhow::Result<(String, usize)> {
+) -> Result<(String, usize)> {
     let mut out = Out::create(
         dir,
         "orders",
@@ -1060,7 +1101,7 @@ fn write_crawled(
     rng: &mut ChaCha8Rng,
     products: &[Product],
     end: NaiveDate,
-) -> anyhow::Result<(String, usize)> {
+) -> Result<(String, usize)> {
     let mut out = Out::create(
         dir,
         "crawled_offers",
@@ -1111,12 +1152,7 @@ fn write_crawled(
 }
 
 /// Daily rates on weekdays only, as central banks publish them.
-fn write_fx(
-    dir: &Path,
-    p: &Params,
-    start: NaiveDate,
-    end: NaiveDate,
-) -> anyhow::Result<(String, usize)> {
+fn write_fx(dir: &Path, p: &Params, start: NaiveDate, end: NaiveDate) -> Result<(String, usize)> {
     let mut out = Out::create(dir, "fx_rates", p.gzip, &["date", "currency", "rate"])?;
     let first = start - Duration::days(7);
     let mut seen: Vec<&str> = Vec::new();
@@ -1151,7 +1187,7 @@ fn write_deletions(
     rng: &mut ChaCha8Rng,
     customers: &[Customer],
     end: NaiveDate,
-) -> anyhow::Result<(String, usize)> {
+) -> Result<(String, usize)> {
     let mut out = Out::create(
         dir,
         "deletion_requests",

@@ -1,6 +1,6 @@
 //! `model.published`: the message sent to an AMQP topic exchange whenever an alias
-//! moves (promotion or rollback), and — with the `events` feature — a consumer that
-//! services embed to hot-swap models.
+//! moves (promotion or rollback), and — with the `amqp` feature — the subscription
+//! services embed to hot-swap models. Promotions send it ([`crate::announce`]).
 //!
 //! Delivery is at least once (publisher confirms; a publisher that re-sends after a
 //! crash, a redelivered message), so each message carries an idempotency key that is
@@ -9,6 +9,8 @@
 use std::collections::{HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
+
+use crate::publish::{Action, Promotion};
 
 /// The topic exchange (durable) the events go to.
 pub const EXCHANGE: &str = "sgml.models";
@@ -27,11 +29,24 @@ pub struct ModelPublished {
     pub version: String,
     pub alias: String,
     pub manifest_sha256: String,
-    /// `promote` or `rollback`.
-    pub action: String,
+    pub action: Action,
     /// The same for every delivery of one alias move: `<name>/<alias>/<history seq>`.
     pub idempotency_key: String,
     pub at: String,
+}
+
+/// The event for one alias move.
+pub fn event_for(name: &str, p: &Promotion) -> ModelPublished {
+    ModelPublished {
+        event: EVENT.into(),
+        name: name.into(),
+        version: p.to.clone(),
+        alias: p.alias.clone(),
+        manifest_sha256: p.manifest_sha256.clone(),
+        action: p.action,
+        idempotency_key: format!("{name}/{}/{}", p.alias, p.seq),
+        at: p.at.clone(),
+    }
 }
 
 /// Remembers the last `capacity` idempotency keys.
@@ -67,10 +82,10 @@ impl Dedup {
     }
 }
 
-#[cfg(feature = "events")]
+#[cfg(feature = "amqp")]
 pub use consumer::{EventError, Subscription, declare_exchange};
 
-#[cfg(feature = "events")]
+#[cfg(feature = "amqp")]
 mod consumer {
     use futures_lite::StreamExt;
     use lapin::options::{
@@ -205,7 +220,7 @@ mod tests {
             version: "v1".into(),
             alias: "champion".into(),
             manifest_sha256: "ab".into(),
-            action: "promote".into(),
+            action: Action::Promote,
             idempotency_key: "pricing/champion/1".into(),
             at: "2026-11-25T00:00:00Z".into(),
         };

@@ -1,4 +1,4 @@
-//! `sgml serve`: scores JSON requests with each model's verified champion over HTTP.
+//! sgml-serve: the HTTP server behind `sgml serve`. It scores JSON requests with each model's verified champion over HTTP.
 //!
 //! - `POST /v1/models/{name}/predict` — `{"rows": [...]}` of raw attributes →
 //!   predictions, intervals and the model version (scope `predict:<name>`);
@@ -8,11 +8,11 @@
 //!   scrapers do not hold one.
 //!
 //! New champions are picked up from `model.published` events (when an AMQP URL is
-//! given) and by polling the alias as a fallback; see [`registry`].
+//! given) and by polling the alias as a fallback; see [`champions`].
 
 pub mod auth;
+pub mod champions;
 pub mod metrics;
-pub mod registry;
 pub mod rows;
 
 use std::net::SocketAddr;
@@ -29,9 +29,9 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use self::auth::{Auth, Denied};
+use self::champions::{Models, Reloader, Scorer, Trigger};
 use self::metrics::{EndpointLabels, Metrics, ModelLabels, RequestLabels};
-use self::registry::{Models, Reloader, Scorer, Trigger};
-use crate::store::Store;
+use sgml_registry::Store;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -92,7 +92,7 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
     for (name, outcome) in reloader.check_all() {
         tracing::info!(model = %name, ?outcome, "initial load");
     }
-    let reload = registry::spawn(reloader, config.poll)?;
+    let reload = champions::spawn(reloader, config.poll)?;
     let app = Arc::new(App {
         auth,
         models,
@@ -300,9 +300,12 @@ async fn score(
 /// length).
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
+        // The limit's error sits somewhere down the chain of causes, by type.
+        let too_large =
+            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |c| {
+                c.source()
+            })
+            .any(|c| c.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -376,7 +379,7 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
 /// Forwards `model.published` events for the served models to the reloader;
 /// reconnects with a pause when RabbitMQ goes away (polling covers the gap).
 async fn follow_events(url: String, models: Vec<String>, reload: Sender<Trigger>) {
-    use sgml_models::events::Subscription;
+    use sgml_registry::events::Subscription;
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
     loop {
         match Subscription::open(&url, &names).await {
@@ -386,7 +389,7 @@ async fn follow_events(url: String, models: Vec<String>, reload: Sender<Trigger>
                     match event {
                         Ok(e) => {
                             tracing::info!(model = %e.name, version = %e.version, alias = %e.alias, "model.published");
-                            if e.alias == registry::ALIAS
+                            if e.alias == champions::ALIAS
                                 && reload.send(Trigger::Event(e.name)).is_err()
                             {
                                 return;

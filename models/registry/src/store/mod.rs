@@ -5,9 +5,11 @@
 //! by prefix, delete, move. Keys are `/`-separated paths relative to the store root.
 
 mod local;
+#[cfg(feature = "s3")]
 mod s3;
 
 pub use local::LocalStore;
+#[cfg(feature = "s3")]
 pub use s3::{MAX_ATTEMPTS, MULTIPART_THRESHOLD, S3Options, S3Store};
 
 use std::path::PathBuf;
@@ -89,9 +91,22 @@ pub trait Store: Send + Sync {
 
 /// Opens a store from its URI: `s3://bucket/prefix`, or a directory path (or
 /// `file://` URL).
+#[cfg(feature = "s3")]
 pub fn open(uri: &str, s3: &S3Options) -> Result<Box<dyn Store>, StoreError> {
     if uri.starts_with("s3://") {
         return Ok(Box::new(S3Store::open(uri, s3)?));
+    }
+    open_local(uri)
+}
+
+/// Opens a local store from a directory path or `file://` URL; an `s3://` URI is an
+/// error naming the missing feature.
+pub fn open_local(uri: &str) -> Result<Box<dyn Store>, StoreError> {
+    if uri.starts_with("s3://") {
+        return Err(StoreError::S3 {
+            uri: uri.to_string(),
+            message: "this build has no S3 support (sgml-registry's `s3` feature)".into(),
+        });
     }
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     Ok(Box::new(LocalStore::new(path)?))

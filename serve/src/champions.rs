@@ -19,11 +19,11 @@ use sgml_models::categorize::{self, TitleCategorizer};
 use sgml_models::pricing::{KIND_GBDT, KIND_LINEAR, PriceModel};
 
 use super::metrics::{Metrics, ReloadLabels, VersionLabels};
-use crate::publish;
-use crate::store::Store;
+use sgml_registry::Store;
+use sgml_registry::publish;
 
 /// The alias a server follows.
-pub const ALIAS: &str = "champion";
+pub const ALIAS: &str = sgml_registry::CHAMPION;
 
 /// A model ready to score, of whichever kind its bundle is.
 pub enum Scorer {
@@ -209,7 +209,7 @@ impl Reloader {
                 version: c.version.clone(),
             };
         }
-        let bundle = match publish::load_aliased(self.store.as_ref(), name, &alias) {
+        let bundle = match publish::load_aliased(self.store.as_ref(), name, ALIAS, &alias) {
             Ok(b) => b,
             Err(e) => return failed(e.to_string()),
         };

@@ -4,7 +4,7 @@
 //! otherwise silently price without that attribute), wrong types, out-of-range values.
 
 use serde::Deserialize;
-use sgml_features::contract::MAX_TITLE_CHARS;
+use sgml_models::MAX_TITLE_CHARS;
 use sgml_models::pricing::PriceInput;
 
 /// A refused body: where (`rows[3].month`, or `rows`, or `` for the whole body) and why.

@@ -1,0 +1,65 @@
+//! `sgml serve`: sgml-serve on the store's champions.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use sgml_serve::auth::Auth;
+
+use crate::global::Global;
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("jwt").required(true).args(["jwt_secret", "jwt_public_key"]))]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port; the first line on stdout names it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The models to serve, comma-separated (pricing, categorize).
+    #[arg(long, value_delimiter = ',', default_value = "pricing")]
+    models: Vec<String>,
+    /// Verify HS256 tokens with this shared secret (prefer the environment variable
+    /// to keep it out of the process list).
+    #[arg(
+        long,
+        env = "SGML_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    jwt_secret: Option<String>,
+    /// Verify RS256 tokens with this PEM public key file.
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// Seconds between checks of the champion aliases (events make swaps immediate;
+    /// polling covers a missed event).
+    #[arg(long, default_value_t = 30)]
+    poll_secs: u64,
+    /// Request bodies over this many bytes get 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Request threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
+    let auth = match (&a.jwt_secret, &a.jwt_public_key) {
+        (Some(secret), _) => Auth::hs256(secret.as_bytes())?,
+        (None, Some(path)) => Auth::rs256(
+            &std::fs::read(path)
+                .with_context(|| format!("reading the JWT public key {}", path.display()))?,
+        )
+        .with_context(|| format!("JWT public key {}", path.display()))?,
+        (None, None) => bail!("give --jwt-secret (or SGML_JWT_SECRET) or --jwt-public-key"),
+    };
+    let config = sgml_serve::Config {
+        listen: a.listen,
+        models: a.models.clone(),
+        poll: std::time::Duration::from_secs(a.poll_secs.max(1)),
+        max_body_bytes: a.max_body_bytes,
+        amqp_url: g.amqp_url.clone(),
+        workers: a.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        }),
+    };
+    sgml_serve::serve(g.open_store()?, auth, config)?;
+    Ok(())
+}

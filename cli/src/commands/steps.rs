@@ -1,0 +1,103 @@
+//! The data steps that take only a run date and their own options (retention,
+//! features, embed), and `sgml steps`, the graph.
+
+use chrono::NaiveDate;
+use sgml_pipelines::plan::Plan;
+use sgml_pipelines::run;
+use sgml_pipelines::steps::{self, embed::Embed, features::Features, retention::Retention};
+
+use crate::global::Global;
+use crate::output;
+use crate::weights::{self, ModelDirArgs};
+
+#[derive(clap::Args)]
+pub struct DateArgs {
+    /// The run date (YYYY-MM-DD): the partition this run owns.
+    #[arg(long)]
+    pub run_date: NaiveDate,
+}
+
+#[derive(clap::Args)]
+pub struct FeaturesArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    /// Currency that prices convert to when the input has several (via fx_rates).
+    #[arg(long, default_value = sgml_features::fx::DEFAULT_BASE)]
+    base_currency: String,
+}
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    #[command(flatten)]
+    model: ModelDirArgs,
+    /// Titles per forward pass.
+    #[arg(long, default_value_t = sgml_models::embed::DEFAULT_BATCH)]
+    batch: usize,
+    /// Threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(clap::Args)]
+pub struct GraphArgs {
+    /// As JSON (name, about, reads, writes, trains, after), for generating the Airflow
+    /// DAG.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn retention(g: &Global, a: &DateArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    output::manifest(&run::execute(store.as_ref(), &Retention, Some(a.run_date))?);
+    Ok(())
+}
+
+pub fn features(g: &Global, a: &FeaturesArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let step = Features {
+        base_currency: a.base_currency.clone(),
+    };
+    output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+    Ok(())
+}
+
+pub fn embed(g: &Global, a: &EmbedArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let step = Embed {
+        model_dir: weights::model_dir(&a.model)?,
+        batch: a.batch,
+        threads: a.threads,
+    };
+    output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+    Ok(())
+}
+
+/// The graph in the order `run all` runs it.
+pub fn graph(a: &GraphArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(steps::GRAPH)?;
+    let described = plan.describe();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&described)?);
+        return Ok(());
+    }
+    for s in described {
+        println!(
+            "{:<18} {}\n{:19}reads  {}\n{:19}writes {}\n{:19}after  {}",
+            s.spec.name,
+            s.spec.about,
+            "",
+            s.spec.reads.join(", "),
+            "",
+            s.spec.writes.join(", "),
+            "",
+            if s.after.is_empty() {
+                "-".to_string()
+            } else {
+                s.after.join(", ")
+            }
+        );
+    }
+    Ok(())
+}

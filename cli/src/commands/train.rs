@@ -1,0 +1,162 @@
+//! `sgml train pricing|categorize`: one training run, then promotion to champion when
+//! the new version passes the gate (unless --no-promote).
+
+use chrono::NaiveDate;
+use clap::{Subcommand, ValueEnum};
+use sgml_models::categorize::dense::EmbeddingClassifierParams;
+use sgml_models::categorize::model::CategorizerParams;
+use sgml_models::categorize::text::TextFeatures;
+use sgml_models::gbdt::GbdtParams;
+use sgml_models::linear::LinearParams;
+use sgml_pipelines::plan;
+use sgml_pipelines::run::{self, Step};
+use sgml_pipelines::steps::train_categorize::{DEFAULT_REVIEW_PRECISION, TrainCategorize};
+use sgml_pipelines::steps::train_pricing::{Algo, TrainPricing};
+
+use crate::global::Global;
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// LightGBM on log price (base currency) from features/order_lines/dt=D: the latest
+    /// 20% of days (or the days from --holdout-from) are held out, the last 10% of the
+    /// days before them calibrate split-conformal 90% intervals, the rest train. Writes
+    /// models/pricing/<version>/ with the model, its lookups, metrics, drift baseline
+    /// and a report (report/index.html).
+    Pricing(PricingArgs),
+    /// The product-title categorizer (fastText-style: hashed word and character
+    /// n-grams, softmax, SGD) from every product listed up to the run date. Distinct
+    /// titles are split 70/10/20 into fit, calibration (temperature and review
+    /// threshold) and holdout. Writes models/categorize/<version>/ with the weights
+    /// (safetensors), metrics (accuracy, macro-F1, per category) and a report with the
+    /// confusion matrix.
+    Categorize(CategorizeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgoArg {
+    /// LightGBM gradient-boosted trees.
+    Gbdt,
+    /// ElasticNet on standardised features (the baseline).
+    Linear,
+}
+
+#[derive(clap::Args)]
+pub struct PricingArgs {
+    /// The run date (YYYY-MM-DD): whose features to train on.
+    #[arg(long)]
+    run_date: NaiveDate,
+    #[arg(long, value_enum, default_value_t = AlgoArg::Gbdt)]
+    algo: AlgoArg,
+    /// Hold out the sale lines from this date (YYYY-MM-DD) on, instead of the latest 20%
+    /// of days.
+    #[arg(long, value_name = "DATE")]
+    holdout_from: Option<NaiveDate>,
+    /// Boosting rounds.
+    #[arg(long, default_value_t = 500)]
+    trees: usize,
+    #[arg(long, default_value_t = 0.05)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 31)]
+    num_leaves: usize,
+    /// Seed for LightGBM and the target-encoding folds.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Do not promote the new version to `champion` (by default it is promoted when
+    /// it passes the gate).
+    #[arg(long)]
+    no_promote: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CategorizeArgs {
+    /// The run date (YYYY-MM-DD): train on every product listed up to it.
+    #[arg(long)]
+    run_date: NaiveDate,
+    /// Width of the title vector.
+    #[arg(long, default_value_t = CategorizerParams::default().dim)]
+    dim: usize,
+    #[arg(long, default_value_t = CategorizerParams::default().epochs)]
+    epochs: usize,
+    /// Starting learning rate (decays linearly to 0).
+    #[arg(long, default_value_t = CategorizerParams::default().learning_rate)]
+    learning_rate: f32,
+    /// Word n-grams up to this length.
+    #[arg(long, default_value_t = TextFeatures::default().word_ngrams)]
+    word_ngrams: u32,
+    /// Character n-gram lengths MIN,MAX (0,0: none).
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [TextFeatures::default().char_ngrams_min, TextFeatures::default().char_ngrams_max])]
+    char_ngrams: Vec<u32>,
+    /// Rows of the hashed embedding table.
+    #[arg(long, default_value_t = TextFeatures::default().buckets)]
+    buckets: u32,
+    /// Training threads (0: all cores; 1 trains deterministically).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Precision the automatically categorized listings must reach on the calibration
+    /// titles; listings less sure than that go to review.
+    #[arg(long, default_value_t = DEFAULT_REVIEW_PRECISION)]
+    review_precision: f64,
+    /// Do not promote the new version to `champion`.
+    #[arg(long)]
+    no_promote: bool,
+}
+
+pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
+    match c {
+        Command::Pricing(a) => {
+            let step = TrainPricing {
+                algo: match a.algo {
+                    AlgoArg::Gbdt => Algo::Gbdt,
+                    AlgoArg::Linear => Algo::Linear,
+                },
+                holdout_from: a.holdout_from,
+                linear: LinearParams::default(),
+                params: GbdtParams {
+                    trees: a.trees,
+                    learning_rate: a.learning_rate,
+                    num_leaves: a.num_leaves,
+                    seed: a.seed,
+                    ..GbdtParams::default()
+                },
+            };
+            train(g, &step, a.run_date, !a.no_promote)
+        }
+        Command::Categorize(a) => {
+            let step = TrainCategorize {
+                params: CategorizerParams {
+                    features: TextFeatures {
+                        buckets: a.buckets,
+                        word_ngrams: a.word_ngrams,
+                        char_ngrams_min: a.char_ngrams[0],
+                        char_ngrams_max: a.char_ngrams[1],
+                    },
+                    dim: a.dim,
+                    epochs: a.epochs,
+                    learning_rate: a.learning_rate,
+                    threads: a.threads,
+                    seed: a.seed,
+                },
+                review_precision: a.review_precision,
+                challenger: EmbeddingClassifierParams::default(),
+            };
+            train(g, &step, a.run_date, !a.no_promote)
+        }
+    }
+}
+
+fn train(g: &Global, step: &dyn Step, run_date: NaiveDate, promote: bool) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let m = run::execute(store.as_ref(), step, Some(run_date))?;
+    output::manifest(&m);
+    if promote {
+        let spec = step.spec();
+        let announcer = g.announcer();
+        if let Some(t) = plan::promote_trained(store.as_ref(), &announcer, &spec, &m)? {
+            output::trained(spec.trains.unwrap_or_default(), &t, announcer.is_on());
+        }
+    }
+    Ok(())
+}

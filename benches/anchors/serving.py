@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benches" / "results"
 SGML = ROOT / "target" / "release" / "sgml"
-SECRET = "bench-serving-secret"
+SECRET = "bench-serving-secret-of-at-least-32-bytes"
 
 
 def free_port():

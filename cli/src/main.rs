@@ -8,6 +8,15 @@
 //!
 //! Exit codes: 0 success, 1 failure (reason on stderr), 2 usage error.
 
+/// `println!` for everything `sgml` prints on stdout: when the reader has gone
+/// (`sgml models list pricing | head -1`), it ends the process quietly as other
+/// command-line tools do, instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod global;
 mod output;

@@ -5,6 +5,19 @@ use sgml_pipelines::plan::Outcome;
 use sgml_pipelines::run::{OutputRecord, RunManifest};
 use sgml_registry::publish::{Promotion, Trained};
 
+/// Writes one line to stdout (see `say!`).
+pub fn line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Rows of a table; bundle files are not tables.
 fn size(o: &OutputRecord) -> String {
     if o.uri.contains("/models/") {
@@ -15,23 +28,25 @@ fn size(o: &OutputRecord) -> String {
 }
 
 pub fn manifest(m: &RunManifest) {
-    println!(
+    say!(
         "{} {} (run date {})",
         m.step,
         m.run_id,
         m.run_date.map(|d| d.to_string()).unwrap_or_default()
     );
     for (table, c) in &m.counts {
-        println!(
+        say!(
             "  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}",
-            c.rows_in, c.accepted, c.quarantined
+            c.rows_in,
+            c.accepted,
+            c.quarantined
         );
     }
     for o in &m.outputs {
-        println!("  wrote {} {}", o.uri, size(o));
+        say!("  wrote {} {}", o.uri, size(o));
     }
     for n in &m.notes {
-        println!("  note: {n}");
+        say!("  note: {n}");
     }
 }
 
@@ -39,18 +54,18 @@ pub fn manifest(m: &RunManifest) {
 pub fn trained(model: &str, t: &Trained, announced: bool) {
     match t {
         Trained::Promoted(p) => {
-            println!("  promoted {model} {} to champion ({})", p.to, p.reason);
+            say!("  promoted {model} {} to champion ({})", p.to, p.reason);
             if announced {
                 announcement(model, p);
             }
         }
-        Trained::Kept(why) => println!("  not promoted (gate): {why}"),
+        Trained::Kept(why) => say!("  not promoted (gate): {why}"),
     }
 }
 
 pub fn announcement(model: &str, p: &Promotion) {
     let event = sgml_registry::events::event_for(model, p);
-    println!(
+    say!(
         "  announced {} ({})",
         event.idempotency_key,
         sgml_registry::events::EVENT
@@ -70,25 +85,27 @@ pub fn step_done(o: &Outcome, announced: bool) {
 
 pub fn summary(store: &str, run_date: Option<NaiveDate>, outcomes: &[Outcome]) {
     let date = run_date.map(|d| d.to_string()).unwrap_or_default();
-    println!("sgml run all: done for run date {date}, store {store}");
+    say!("sgml run all: done for run date {date}, store {store}");
     for m in outcomes.iter().map(|o| &o.manifest) {
-        println!("\n{} — run {} ({})", m.step, m.run_id, m.status);
+        say!("\n{} — run {} ({})", m.step, m.run_id, m.status);
         for (table, c) in &m.counts {
-            println!(
+            say!(
                 "  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}",
-                c.rows_in, c.accepted, c.quarantined
+                c.rows_in,
+                c.accepted,
+                c.quarantined
             );
         }
         for o in &m.outputs {
             if !o.uri.contains("/raw/") || m.step != "ingest" {
-                println!("  {:<70} {:>14}", o.uri, size(o));
+                say!("  {:<70} {:>14}", o.uri, size(o));
             }
         }
         for n in m.notes.iter().filter(|n| !n.contains("quarantined by")) {
-            println!("  note: {n}");
+            say!("  note: {n}");
         }
     }
-    println!(
+    say!(
         "\nrun manifests: {store}/runs/  ·  open the features from Python: see notebooks/README.md"
     );
 }

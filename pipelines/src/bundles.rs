@@ -103,17 +103,22 @@ pub fn write(ctx: &mut RunContext, bundle: &Bundle) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The version to score with when none is named: the champion, else the newest
-/// (noted on the run).
-pub fn default_version(ctx: &mut RunContext, model: &str) -> anyhow::Result<String> {
-    match publish::default_version(ctx.store, model)? {
-        Some((v, publish::Fallback::Champion)) => Ok(v),
-        Some((v, publish::Fallback::Newest)) => {
+/// The verified bundle to score with (see `publish::scoring_bundle`): the named
+/// version, else the champion, else the newest (noted on the run).
+pub fn scoring_bundle(
+    ctx: &mut RunContext,
+    model: &str,
+    version: Option<&str>,
+) -> anyhow::Result<Bundle> {
+    match publish::scoring_bundle(ctx.store, model, version)? {
+        Some((bundle, publish::Chosen::Newest)) => {
             ctx.note(format!(
-                "no champion published: using the newest version {v}"
+                "no champion published: using the newest version {}",
+                bundle.manifest().version
             ));
-            Ok(v)
+            Ok(bundle)
         }
+        Some((bundle, _)) => Ok(bundle),
         None => anyhow::bail!("no {model} model: run `sgml train {model}` first"),
     }
 }

@@ -13,9 +13,15 @@ use serde::Deserialize;
 pub enum AuthError {
     #[error("the RS256 public key is not a PEM RSA public key: {0}")]
     BadKey(String),
-    #[error("the HS256 secret is empty")]
-    EmptySecret,
+    #[error(
+        "the HS256 secret has {len} bytes; it needs at least {MIN_SECRET_BYTES} (RFC 7518 §3.2: as long as the hash)"
+    )]
+    ShortSecret { len: usize },
 }
+
+/// The shortest HS256 secret accepted: the hash's own length (RFC 7518 §3.2). A short
+/// shared secret is guessed offline from any one token.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Why a request was refused: 401 (no valid token) or 403 (token lacks the scope).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +52,8 @@ pub struct Grant {
 
 impl Auth {
     pub fn hs256(secret: &[u8]) -> Result<Auth, AuthError> {
-        if secret.is_empty() {
-            return Err(AuthError::EmptySecret);
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(AuthError::ShortSecret { len: secret.len() });
         }
         Ok(Auth::new(
             DecodingKey::from_secret(secret),
@@ -64,6 +70,8 @@ impl Auth {
     fn new(key: DecodingKey, alg: Algorithm) -> Auth {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token is not valid before its `nbf` (within the same leeway as `exp`).
+        validation.validate_nbf = true;
         // Clock skew between the token issuer and this host.
         validation.leeway = 30;
         Auth { key, validation }
@@ -147,10 +155,10 @@ mod tests {
 
     #[test]
     fn scopes_grant_exactly_what_they_name() {
-        let auth = Auth::hs256(b"s3cret").unwrap();
+        let auth = Auth::hs256(SECRET).unwrap();
         let t = token(
             Algorithm::HS256,
-            b"s3cret",
+            SECRET,
             serde_json::json!({"sub": "svc", "exp": now() + 60, "scope": "predict:pricing"}),
         );
         let g = auth.verify(Some(&bearer(&t))).unwrap();
@@ -163,16 +171,41 @@ mod tests {
         assert!(g.may_reload().is_err());
         let all = token(
             Algorithm::HS256,
-            b"s3cret",
+            SECRET,
             serde_json::json!({"sub": "ops", "exp": now() + 60, "scope": "predict:* admin:reload"}),
         );
         let g = auth.verify(Some(&bearer(&all))).unwrap();
         assert!(g.may_predict("anything").is_ok() && g.may_reload().is_ok());
     }
 
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
+
+    #[test]
+    fn short_secrets_are_refused_and_nbf_is_honoured() {
+        assert!(matches!(
+            Auth::hs256(b"s3cret"),
+            Err(AuthError::ShortSecret { len: 6 })
+        ));
+        assert!(matches!(
+            Auth::hs256(b""),
+            Err(AuthError::ShortSecret { len: 0 })
+        ));
+        let auth = Auth::hs256(SECRET).unwrap();
+        let later = serde_json::json!({"sub": "svc", "exp": now() + 7200, "nbf": now() + 3600, "scope": "predict:*"});
+        assert!(matches!(
+            auth.verify(Some(&bearer(&token(Algorithm::HS256, SECRET, later)))),
+            Err(Denied::Unauthenticated(_))
+        ));
+        let now_valid = serde_json::json!({"sub": "svc", "exp": now() + 7200, "nbf": now() - 10, "scope": "predict:*"});
+        assert!(
+            auth.verify(Some(&bearer(&token(Algorithm::HS256, SECRET, now_valid))))
+                .is_ok()
+        );
+    }
+
     #[test]
     fn bad_tokens_are_unauthenticated() {
-        let auth = Auth::hs256(b"s3cret").unwrap();
+        let auth = Auth::hs256(SECRET).unwrap();
         let claims = serde_json::json!({"sub": "svc", "exp": now() + 60, "scope": "predict:*"});
         let unauth = |h: Option<&str>| matches!(auth.verify(h), Err(Denied::Unauthenticated(_)));
         assert!(unauth(None));
@@ -184,22 +217,21 @@ mod tests {
         )))));
         assert!(unauth(Some(&bearer(&token(
             Algorithm::HS512,
-            b"s3cret",
+            SECRET,
             claims.clone()
         )))));
         let expired = serde_json::json!({"sub": "svc", "exp": now() - 3600, "scope": "predict:*"});
         assert!(unauth(Some(&bearer(&token(
             Algorithm::HS256,
-            b"s3cret",
+            SECRET,
             expired
         )))));
         let no_sub = serde_json::json!({"exp": now() + 60, "scope": "predict:*"});
         assert!(unauth(Some(&bearer(&token(
             Algorithm::HS256,
-            b"s3cret",
+            SECRET,
             no_sub
         )))));
-        assert!(matches!(Auth::hs256(b""), Err(AuthError::EmptySecret)));
         assert!(matches!(
             Auth::rs256(b"not a key"),
             Err(AuthError::BadKey(_))

@@ -199,11 +199,18 @@ async fn predict(
             (e.into_response(), s)
         }
     };
+    // The name comes from the URL, before authentication: only a served model gets a
+    // series of its own, or anyone could add series without limit.
+    let model = if app.models.knows(&name) {
+        name
+    } else {
+        metrics::UNKNOWN_MODEL.to_string()
+    };
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
             endpoint: "predict",
-            model: name,
+            model,
             status: status.as_u16(),
         })
         .inc();

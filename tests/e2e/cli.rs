@@ -149,3 +149,49 @@ fn the_demo_key_is_used_only_when_asked_for() {
         "secret"
     );
 }
+
+/// Versions and alias names are names, not paths: nothing outside the store is listed
+/// or shown, and an alias cannot be named `a b` or `team/x`.
+#[test]
+fn names_are_not_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let err = fails(
+        sgml(&store).args(["models", "show", "pricing", "--version", "../../../../etc"]),
+        1,
+    );
+    assert!(err.contains("invalid version"), "{err}");
+    for alias in ["a b", "team/x", ""] {
+        let err = fails(
+            sgml(&store).args([
+                "models",
+                "publish",
+                "pricing",
+                "--version",
+                "v1",
+                "--alias",
+                alias,
+            ]),
+            1,
+        );
+        assert!(err.contains("invalid alias name"), "{alias:?}: {err}");
+    }
+}
+
+/// `sgml … | head -1`: when the reader of stdout has gone, sgml ends quietly (exit 0,
+/// no panic), as other command-line tools do.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = sgml(dir.path())
+        .args(["steps"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before sgml writes
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

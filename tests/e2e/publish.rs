@@ -103,6 +103,23 @@ fn gate_force_history_and_rollback() {
     let err = fails(sgml(&store).args(["models", "rollback", "pricing"]), 1);
     assert!(err.contains("no earlier version"), "{err}");
 
+    // An alias edited by hand to name another version (its manifest digest left as
+    // published) is refused by batch prediction exactly as the server refuses it.
+    let alias_path = store.join("models/pricing/aliases/champion.json");
+    let published = std::fs::read(&alias_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_slice(&published).unwrap();
+    edited["version"] = v2.clone().into();
+    std::fs::write(&alias_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let err = fails(
+        sgml(&store).args(["predict", "pricing", "--run-date", &run_date]),
+        1,
+    );
+    assert!(
+        err.contains("not the one alias champion was published with"),
+        "{err}"
+    );
+    std::fs::write(&alias_path, published).unwrap();
+
     // Tamper with the champion's model: loading the alias refuses it.
     let model = store.join("models/pricing").join(&v1).join("model.txt");
     let mut bytes = std::fs::read(&model).unwrap();

@@ -18,7 +18,7 @@ use sgml_registry::store::LocalStore;
 use crate::common::*;
 use crate::events::AMQP_URL;
 
-pub const SECRET: &str = "e2e-serve-secret";
+pub const SECRET: &str = "e2e-serve-secret-of-at-least-32-bytes";
 
 /// A running `sgml serve`, killed on drop.
 pub struct Server {
@@ -294,6 +294,12 @@ fn auth_validation_and_scoring() {
     assert!(big.len() > 4096);
     assert_eq!(post(&predict, Some(&t), &big).0, 413);
 
+    // Names from the URL label metrics only when served: unauthenticated requests
+    // for random models all count under one label.
+    for i in 0..50 {
+        let url = server.url(&format!("/v1/models/random-{i}/predict"));
+        assert_eq!(post(&url, None, &body).0, 401);
+    }
     // Probes and metrics.
     assert_eq!(get(&server.url("/healthz")).0, 200);
     let (s, ready) = get(&server.url("/readyz"));
@@ -307,9 +313,24 @@ fn auth_validation_and_scoring() {
         "status=\"422\"",
         "sgml_predicted_rows_total{model=\"pricing\"} 3",
         &format!("sgml_model_serving{{model=\"pricing\",version=\"{champion}\"}} 1"),
+        "sgml_http_requests_total{endpoint=\"predict\",model=\"(unknown)\",status=\"401\"} 50",
     ] {
         assert!(metrics.contains(needle), "no {needle} in\n{metrics}");
     }
+    assert!(!metrics.contains("random-"), "{metrics}");
+}
+
+/// A shared secret short enough to guess offline from one token is refused at start.
+#[test]
+fn a_short_hs256_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(
+        sgml(dir.path())
+            .env("SGML_JWT_SECRET", "short-secret")
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+        1,
+    );
+    assert!(err.contains("at least 32"), "{err}");
 }
 
 /// RS256 with a PEM public key; an HS256 token signed with that public key as its

@@ -33,10 +33,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         gzip: a.gzip,
     };
     let summary = sgml_synth::generate(&a.out, &params)?;
-    println!("wrote synthetic data to {}:", a.out.display());
+    say!("wrote synthetic data to {}:", a.out.display());
     for (file, rows) in summary.files {
-        println!("  {file:<28} {rows:>9} rows");
+        say!("  {file:<28} {rows:>9} rows");
     }
-    println!("ingest it with --demo (the public demo key: synthetic data only)");
+    say!("ingest it with --demo (the public demo key: synthetic data only)");
     Ok(())
 }

@@ -61,7 +61,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
             };
             let bundle = versions::load_version(store, name, &version)?;
             let m = bundle.manifest();
-            println!(
+            say!(
                 "{} {} ({}, created {}), verified: {} files",
                 m.name,
                 m.version,
@@ -72,7 +72,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
             let t = &m.training_data;
             let rows = |cut: &str| t.rows.get(cut).copied().unwrap_or_default();
             if let Some(split) = &t.split {
-                println!(
+                say!(
                     "  trained for {} on {} lines (until {}), intervals calibrated on {}, held out {} from {}",
                     t.run_date.as_deref().unwrap_or("?"),
                     rows("train"),
@@ -81,11 +81,11 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                     rows("holdout"),
                     split.holdout_from,
                 );
-                println!("  training data fingerprint {}", t.fingerprint);
+                say!("  training data fingerprint {}", t.fingerprint);
             }
-            println!("\n  {:<36} {:>12}", "holdout metric", "value");
+            say!("\n  {:<36} {:>12}", "holdout metric", "value");
             for (metric, value) in &m.metrics {
-                println!("  {metric:<36} {value:>12.4}");
+                say!("  {metric:<36} {value:>12.4}");
             }
             let report = format!(
                 "{}report/index.html",
@@ -93,8 +93,8 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
             );
             if bundle.file("report/index.html").is_some() {
                 match store.local_path(&report) {
-                    Some(path) => println!("\n  report: {}", path.display()),
-                    None => println!("\n  report: {}", store.uri(&report)),
+                    Some(path) => say!("\n  report: {}", path.display()),
+                    None => say!("\n  report: {}", store.uri(&report)),
                 }
             }
             Ok(())
@@ -108,7 +108,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         } => {
             let announcer = g.announcer();
             let p = publish::promote(store, &announcer, name, version, alias, *force, reason)?;
-            println!(
+            say!(
                 "{name}: {alias} → {} (was {}); {}",
                 p.to,
                 p.from.as_deref().unwrap_or("unset"),
@@ -126,7 +126,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         } => {
             let announcer = g.announcer();
             let p = publish::rollback(store, &announcer, name, alias, reason)?;
-            println!(
+            say!(
                 "{name}: {alias} rolled back to {} (was {})",
                 p.to,
                 p.from.as_deref().unwrap_or("unset")
@@ -143,7 +143,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                     .gate_metric
                     .map(|(m, x)| format!("{m} {x:.4}"))
                     .unwrap_or_default();
-                println!(
+                say!(
                     "{}  {kind:<16} {metric:<18} {}",
                     v.version,
                     v.aliases.join(", ")
@@ -153,7 +153,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         }
         Command::History { name } => {
             for p in publish::history(store, name)? {
-                println!(
+                say!(
                     "{:>4}  {}  {:<8} {:<10} {} → {}  by {}{}: {}",
                     p.seq,
                     p.at,

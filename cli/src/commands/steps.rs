@@ -79,11 +79,11 @@ pub fn graph(a: &GraphArgs) -> anyhow::Result<()> {
     let plan = Plan::new(steps::GRAPH)?;
     let described = plan.describe();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&described)?);
+        say!("{}", serde_json::to_string_pretty(&described)?);
         return Ok(());
     }
     for s in described {
-        println!(
+        say!(
             "{:<18} {}\n{:19}reads  {}\n{:19}writes {}\n{:19}after  {}",
             s.spec.name,
             s.spec.about,

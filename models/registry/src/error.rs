@@ -8,10 +8,52 @@ use crate::gate::GateFailure;
 use crate::publish::Promotion;
 use crate::store::StoreError;
 
+/// What an invalid name was meant to name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameOf {
+    Model,
+    Version,
+    Alias,
+}
+
+impl std::fmt::Display for NameOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameOf::Model => "model name",
+            NameOf::Version => "version",
+            NameOf::Alias => "alias name",
+        })
+    }
+}
+
+/// At most 100 characters of a name, for messages (names can come from anyone).
+fn brief(name: &str) -> String {
+    match name.char_indices().nth(100) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name.to_string(),
+    }
+}
+
+/// Refuses the first invalid name.
+pub(crate) fn check_names(names: &[(NameOf, &str)]) -> Result<(), RegistryError> {
+    match names.iter().find(|(_, n)| !crate::layout::valid_name(n)) {
+        Some((what, name)) => Err(RegistryError::InvalidName {
+            what: *what,
+            name: (*name).to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "invalid {what} `{}`: names take letters, digits, `.`, `_` and `-` (at most 128), never `..`",
+        brief(name)
+    )]
+    InvalidName { what: NameOf, name: String },
     #[error("no version {version} of model {name}")]
     NoVersion { name: String, version: String },
     #[error("model {name} version {version}: {source}")]

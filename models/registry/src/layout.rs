@@ -15,6 +15,18 @@ const MANIFEST: &str = "manifest.json";
 const ALIASES: &str = "aliases";
 const HISTORY: &str = "history";
 
+/// Whether a model, version or alias name is safe in a key: one or more of
+/// `[A-Za-z0-9._-]`, at most 128 long, and never `..` (so no name reaches outside
+/// its model's folder, and every name reads the same in every store).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// `models/<name>/`: everything of one model.
 pub fn model_prefix(name: &str) -> String {
     format!("{MODELS}/{name}/")
@@ -94,5 +106,25 @@ mod tests {
             history_key("pricing", 7),
             "models/pricing/history/0000000007.json"
         );
+    }
+
+    #[test]
+    fn names_that_could_leave_their_folder_are_invalid() {
+        for good in ["pricing", "champion", "20261201T000000Z-ab12", "team_a.v-2"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../../../../etc",
+            "a b",
+            "team/x",
+            "a..b",
+            "é",
+            "x\0",
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        assert!(!valid_name(&"a".repeat(129)));
     }
 }

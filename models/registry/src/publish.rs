@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sgml_models::Bundle;
 
 use crate::announce::Announcer;
-use crate::error::RegistryError;
+use crate::error::{NameOf, RegistryError, check_names};
 use crate::events::event_for;
 use crate::gate::{self, GateFailure};
 use crate::layout;
@@ -73,6 +73,7 @@ pub fn read_alias(
     name: &str,
     alias: &str,
 ) -> Result<Option<(Alias, String)>, RegistryError> {
+    check_names(&[(NameOf::Model, name), (NameOf::Alias, alias)])?;
     let key = layout::alias_key(name, alias);
     match store.get(&key)? {
         None => Ok(None),
@@ -117,22 +118,33 @@ pub fn load_aliased(
     Ok(bundle)
 }
 
-/// The version to score with when none is named: the champion's, else the newest
-/// (`Fallback::Newest` says so, for the run's notes); `None` when the model has no
-/// version at all.
-pub fn default_version(
+/// The bundle to score with, verified, for batch prediction and services alike: the
+/// named version; else the champion, checked against the manifest digest its alias was
+/// published with (as the server checks it); else the newest version. `None` when the
+/// model has no version at all.
+pub fn scoring_bundle(
     store: &dyn Store,
     name: &str,
-) -> Result<Option<(String, Fallback)>, RegistryError> {
-    if let Some((a, _)) = read_alias(store, name, layout::CHAMPION)? {
-        return Ok(Some((a.version, Fallback::Champion)));
+    version: Option<&str>,
+) -> Result<Option<(Bundle, Chosen)>, RegistryError> {
+    if let Some(v) = version {
+        return Ok(Some((load_version(store, name, v)?, Chosen::Named)));
     }
-    Ok(crate::versions::latest(store, name)?.map(|v| (v, Fallback::Newest)))
+    if let Some((a, _)) = read_alias(store, name, layout::CHAMPION)? {
+        let bundle = load_aliased(store, name, layout::CHAMPION, &a)?;
+        return Ok(Some((bundle, Chosen::Champion)));
+    }
+    match crate::versions::latest(store, name)? {
+        Some(v) => Ok(Some((load_version(store, name, &v)?, Chosen::Newest))),
+        None => Ok(None),
+    }
 }
 
-/// Which rule [`default_version`] applied.
+/// Which rule [`scoring_bundle`] applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
+pub enum Chosen {
+    /// The caller named the version.
+    Named,
     Champion,
     /// No champion is published.
     Newest,
@@ -140,6 +152,7 @@ pub enum Fallback {
 
 /// The promotion history, oldest first.
 pub fn history(store: &dyn Store, name: &str) -> Result<Vec<Promotion>, RegistryError> {
+    check_names(&[(NameOf::Model, name)])?;
     let mut out = Vec::new();
     for key in store.list(&layout::history_prefix(name))? {
         let Some(o) = store.get(&key)? else { continue };
@@ -231,6 +244,11 @@ pub fn prepare(
     force: bool,
     reason: &str,
 ) -> Result<Prepared, RegistryError> {
+    check_names(&[
+        (NameOf::Model, name),
+        (NameOf::Version, version),
+        (NameOf::Alias, alias),
+    ])?;
     let bundle = load_version(store, name, version)?;
     crash_point("after-verify");
     let current = read_alias(store, name, alias)?;

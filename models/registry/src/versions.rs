@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sgml_models::Bundle;
 
-use crate::error::RegistryError;
+use crate::error::{NameOf, RegistryError, check_names};
 use crate::layout;
 use crate::publish::read_alias;
 use crate::store::{Condition, Store};
@@ -19,6 +19,7 @@ pub fn write_version(
     mut written: impl FnMut(&str, &[u8]),
 ) -> Result<(), RegistryError> {
     let m = bundle.manifest();
+    check_names(&[(NameOf::Model, &m.name), (NameOf::Version, &m.version)])?;
     let prefix = layout::version_prefix(&m.name, &m.version);
     // `to_files` yields the manifest last.
     for (path, bytes) in bundle.to_files() {
@@ -31,6 +32,7 @@ pub fn write_version(
 
 /// Every version of a model in the store, oldest first (versions sort by time).
 pub fn versions(store: &dyn Store, name: &str) -> Result<Vec<String>, RegistryError> {
+    check_names(&[(NameOf::Model, name)])?;
     let mut versions: Vec<String> = store
         .list(&layout::model_prefix(name))?
         .iter()
@@ -47,6 +49,7 @@ pub fn latest(store: &dyn Store, name: &str) -> Result<Option<String>, RegistryE
 
 /// Loads one version and verifies every file against its manifest.
 pub fn load_version(store: &dyn Store, name: &str, version: &str) -> Result<Bundle, RegistryError> {
+    check_names(&[(NameOf::Model, name), (NameOf::Version, version)])?;
     let prefix = layout::version_prefix(name, version);
     let mut objects = BTreeMap::new();
     for key in store.list(&prefix)? {
@@ -108,4 +111,45 @@ pub fn list(store: &dyn Store, name: &str) -> Result<Vec<VersionInfo>, RegistryE
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::NameOf;
+
+    #[test]
+    fn versions_and_models_that_leave_their_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::LocalStore::new(dir.path().join("store")).unwrap();
+        let err = load_version(&store, "pricing", "../../../../etc").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                RegistryError::InvalidName {
+                    what: NameOf::Version,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            versions(&store, "../x"),
+            Err(RegistryError::InvalidName {
+                what: NameOf::Model,
+                ..
+            })
+        ));
+        assert!(matches!(
+            crate::publish::read_alias(&store, "pricing", "team/x"),
+            Err(RegistryError::InvalidName {
+                what: NameOf::Alias,
+                ..
+            })
+        ));
+        assert!(matches!(
+            crate::publish::read_alias(&store, "pricing", ""),
+            Err(RegistryError::InvalidName { .. })
+        ));
+    }
 }

@@ -42,11 +42,8 @@ impl Step for PredictCategorize {
         let run_date = ctx
             .run_date
             .context("predict categorize needs --run-date")?;
-        let version = match &self.version {
-            Some(v) => v.clone(),
-            None => bundles::default_version(ctx, MODEL)?,
-        };
-        let bundle = sgml_registry::versions::load_version(ctx.store, MODEL, &version)?;
+        let bundle = bundles::scoring_bundle(ctx, MODEL, self.version.as_deref())?;
+        let version = bundle.manifest().version.clone();
         let categorizer = TitleCategorizer::from_bundle(&bundle)?;
         let products = super::read_raw(ctx, Table::Products, run_date)?
             .context("no products ingested")?

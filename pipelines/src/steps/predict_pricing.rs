@@ -53,12 +53,10 @@ impl Step for PredictPricing {
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("predict pricing needs --run-date")?;
-        let version = match &self.version {
-            Some(v) => v.clone(),
-            None => bundles::default_version(ctx, MODEL)?,
-        };
-        let model = PriceModel::from_bundle(&sgml_registry::versions::load_version(
-            ctx.store, MODEL, &version,
+        let model = PriceModel::from_bundle(&bundles::scoring_bundle(
+            ctx,
+            MODEL,
+            self.version.as_deref(),
         )?)?;
         ctx.progress("finding active products and markets");
         let (rows, keys, currencies) = active_rows(ctx, run_date)?;

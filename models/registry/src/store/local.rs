@@ -122,6 +122,7 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        super::check_prefix(prefix)?;
         let mut keys = Vec::new();
         let start = self.root.join(prefix.trim_end_matches('/'));
         let mut stack = vec![start.clone()];
@@ -218,6 +219,25 @@ mod tests {
         s.delete("a/b/c.json").unwrap();
         assert!(s.get("a/b/c.json").unwrap().is_none());
         assert_eq!(s.list("").unwrap(), vec!["a/d.json"]);
+    }
+
+    #[test]
+    fn listing_outside_the_store_is_refused() {
+        let (d, s) = store();
+        std::fs::write(d.path().join("inside.json"), b"{}").unwrap();
+        for bad in [
+            "../",
+            "a/../../",
+            "/etc/",
+            "models/pricing/../../../../etc/",
+            "/",
+        ] {
+            assert!(
+                matches!(s.list(bad), Err(StoreError::InvalidKey(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(s.list("").unwrap(), vec!["inside.json"]);
     }
 
     #[test]

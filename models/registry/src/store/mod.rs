@@ -112,6 +112,15 @@ pub fn open_local(uri: &str) -> Result<Box<dyn Store>, StoreError> {
     Ok(Box::new(LocalStore::new(path)?))
 }
 
+/// A listing prefix: empty (the whole store), or a key, or a key's folder ending in
+/// `/`; never a path that climbs out of the store.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    match prefix.strip_suffix('/').unwrap_or(prefix) {
+        "" if prefix.is_empty() => Ok(()),
+        folder => check_key(folder).map_err(|_| StoreError::InvalidKey(prefix.to_string())),
+    }
+}
+
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
         || key.starts_with('/')

@@ -293,6 +293,7 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        super::check_prefix(prefix)?;
         let full_prefix = format!("{}{prefix}", self.prefix);
         self.runtime.block_on(async {
             let mut keys = Vec::new();

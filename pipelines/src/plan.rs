@@ -355,6 +355,7 @@ mod tests {
                 mapping: None,
                 source: Default::default(),
                 key: crate::steps::ingest::Anonymization::Missing,
+                max_reject_share: crate::steps::ingest::MAX_REJECT_SHARE,
             },
             base_currency: "USD".into(),
             model_dir: dir.path().into(),

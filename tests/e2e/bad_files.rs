@@ -82,3 +82,68 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
         );
     }
 }
+
+/// An export in which most rows of a table break the contract (a broken export or
+/// mapping) fails ingest above --max-reject-share and commits nothing: the good
+/// partition of the date stays. Asked for, a higher share lets it through.
+#[test]
+fn a_mostly_rejected_table_fails_and_keeps_the_good_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = generate(dir.path(), 200, 19, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&good));
+    let before = snapshot(&store);
+    let run_date = ingested_run_date(&store);
+
+    // Every order in a currency that does not exist.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in ["products.csv", "fx_rates.csv"] {
+        std::fs::copy(good.join(f), broken.join(f)).unwrap();
+    }
+    let mut reader = csv::Reader::from_path(good.join("orders.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let currency = headers.iter().position(|h| h == "currency").unwrap();
+    let mut writer = csv::Writer::from_path(broken.join("orders.csv")).unwrap();
+    writer.write_record(&headers).unwrap();
+    let mut rows = 0;
+    for record in reader.records() {
+        let mut fields: Vec<String> = record.unwrap().iter().map(String::from).collect();
+        fields[currency] = "N/A".into();
+        writer.write_record(&fields).unwrap();
+        rows += 1;
+    }
+    writer.flush().unwrap();
+
+    let ingest = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args(["ingest", "--demo", "--run-date", &run_date])
+            .args(extra)
+            .arg("--input")
+            .arg(&broken);
+        cmd
+    };
+    let err = fails(&mut ingest(&[]), 1);
+    assert!(
+        err.contains("too many rows rejected")
+            && err.contains(&format!("orders: {rows} of {rows} rows")),
+        "{err}"
+    );
+    let outside_runs = |snap: std::collections::BTreeMap<String, Vec<u8>>| {
+        snap.into_iter()
+            .filter(|(k, _)| !k.starts_with("runs/"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (after, kept) = (outside_runs(snapshot(&store)), outside_runs(before));
+    assert!(after == kept, "nothing committed");
+    assert_eq!(last_manifest(&store, "ingest")["status"], "failed");
+
+    fails(&mut ingest(&["--max-reject-share", "1.5"]), 2);
+    ok(&mut ingest(&["--max-reject-share", "1"]));
+    assert_eq!(
+        last_manifest(&store, "ingest")["counts"]["orders"]["accepted"],
+        0
+    );
+}

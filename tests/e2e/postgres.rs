@@ -59,8 +59,12 @@ fn ingest_from_postgres_streams_contract_tables() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    // A deliberately bad fixture: 4 of its 7 order rows break the contract, above
+    // the default reject limit.
     let out = ok(sgml(&store).env("SGML_ANON_KEY", TEST_KEY).args([
         "ingest",
+        "--max-reject-share",
+        "0.6",
         "--pg-schema",
         s,
         "--input",

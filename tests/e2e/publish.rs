@@ -74,6 +74,11 @@ fn gate_force_history_and_rollback() {
         "{listed}"
     );
 
+    // Publishing the champion again (a retried task) changes nothing: no history
+    // record, and `previous` never names the version itself.
+    let again =
+        ok(sgml(&store).args(["models", "publish", "pricing", "--version", &v2, "--force"]));
+    assert!(again.contains("already names version"), "{again}");
     ok(sgml(&store).args(["models", "rollback", "pricing"]));
     assert_eq!(
         champion(&store),

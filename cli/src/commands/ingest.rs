@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use sgml_features::anonymize::AnonKey;
 use sgml_pipelines::run;
 use sgml_pipelines::sources::SourceOptions;
-use sgml_pipelines::steps::ingest::{Anonymization, Ingest};
+use sgml_pipelines::steps::ingest::{Anonymization, Ingest, MAX_REJECT_SHARE};
 
 use crate::global::Global;
 use crate::output;
@@ -37,6 +37,10 @@ pub struct SourceArgs {
     /// (`sgml generate` output). The run manifest records it.
     #[arg(long, conflicts_with = "anon_key_file")]
     pub demo: bool,
+    /// The largest share of a table's rows that may be quarantined (0 to 1); above it
+    /// ingest fails and commits nothing.
+    #[arg(long, default_value_t = MAX_REJECT_SHARE, value_name = "SHARE", value_parser = parse_share)]
+    pub max_reject_share: f64,
 }
 
 #[derive(clap::Args)]
@@ -53,6 +57,13 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
     let m = run::execute(store.as_ref(), &step(&a.source)?, a.run_date)?;
     output::manifest(&m);
     Ok(())
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| (0.0..=1.0).contains(x))
+        .ok_or_else(|| format!("expected a share between 0 and 1, got `{s}`"))
 }
 
 fn parse_query(s: &str) -> Result<(String, String), String> {
@@ -95,5 +106,6 @@ pub fn step(args: &SourceArgs) -> anyhow::Result<Ingest> {
             pg_queries: args.pg_query.clone(),
         },
         key: anonymization(args)?,
+        max_reject_share: args.max_reject_share,
     })
 }

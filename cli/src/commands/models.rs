@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use sgml_registry::{CHAMPION, layout, publish, versions};
+use sgml_registry::{CHAMPION, RegistryError, layout, publish, versions};
 
 use crate::global::Global;
 use crate::output;
@@ -107,7 +107,16 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
             reason,
         } => {
             let announcer = g.announcer();
-            let p = publish::promote(store, &announcer, name, version, alias, *force, reason)?;
+            let p = match publish::promote(store, &announcer, name, version, alias, *force, reason)
+            {
+                Ok(p) => p,
+                // Re-running a publish (an Airflow retry) is not a failure.
+                Err(e @ RegistryError::AlreadyNamed { .. }) => {
+                    say!("{name}: {e}");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
             say!(
                 "{name}: {alias} → {} (was {}); {}",
                 p.to,

@@ -83,6 +83,14 @@ pub enum RegistryError {
     },
     #[error("gate: {0} (use --force to publish anyway; the history records it)")]
     Gate(GateFailure),
+    /// Publishing the version the alias already names changes nothing (and must not:
+    /// the alias's `previous` would then name the version itself).
+    #[error("alias {alias} of {name} already names version {version}; nothing changed")]
+    AlreadyNamed {
+        name: String,
+        alias: String,
+        version: String,
+    },
     #[error("alias {alias} of {name} does not exist")]
     NoAlias { name: String, alias: String },
     #[error("alias {alias} of {name} has no earlier version to roll back to")]

@@ -252,6 +252,13 @@ pub fn prepare(
     let bundle = load_version(store, name, version)?;
     crash_point("after-verify");
     let current = read_alias(store, name, alias)?;
+    if current.as_ref().is_some_and(|(a, _)| a.version == version) {
+        return Err(RegistryError::AlreadyNamed {
+            name: name.into(),
+            alias: alias.into(),
+            version: version.into(),
+        });
+    }
     let (verdict, forced) =
         match gate::check(&bundle, current.as_ref().map(|(a, _)| a.version.as_str())) {
             Ok(v) => (v, false),

@@ -21,7 +21,14 @@ pub struct Ingest {
     pub mapping: Option<String>,
     pub source: SourceOptions,
     pub key: Anonymization,
+    /// The largest share of a table's rows that may be quarantined: above it the run
+    /// fails and commits nothing (a broken export or mapping must not replace a good
+    /// partition with an empty one).
+    pub max_reject_share: f64,
 }
+
+/// Default of [`Ingest::max_reject_share`].
+pub const MAX_REJECT_SHARE: f64 = 0.5;
 
 /// How customer ids are keyed. Chosen by the user, never by the input: a file in an
 /// input directory cannot switch a real export to the public key.
@@ -66,6 +73,7 @@ impl Step for Ingest {
             "pg_schema": self.source.pg_schema,
             "pg_queries": self.source.pg_queries.iter().map(|(t, _)| t).collect::<Vec<_>>(),
             "anonymization": self.key.name(),
+            "max_reject_share": self.max_reject_share,
         })
     }
 
@@ -75,7 +83,7 @@ impl Step for Ingest {
             Anonymization::Secret(key) => key.clone(),
             Anonymization::Demo => {
                 ctx.note(
-                    "anonymization: DEMO KEY (public; asked for with --demo; synthetic data only)",
+                    "anonymization: DEMO KEY (public; asked for explicitly: --demo or run all on the bundled sample; synthetic data only)",
                 );
                 AnonKey::demo()
             }
@@ -125,6 +133,7 @@ impl Step for Ingest {
         };
         ctx.run_date = Some(run_date);
         ctx.rekey(PENDING_DATE, &run_date.to_string());
+        let mut over = Vec::new();
         for t in state.tables {
             let name = t.table.name();
             ctx.replace_partition(&io::partition("raw", name, run_date));
@@ -150,7 +159,24 @@ impl Step for Ingest {
                 let bytes = io::to_parquet(&mut rejects)?;
                 ctx.stage(&key, &bytes, rejects.height())?;
             }
+            let c = &summary.counts;
+            if c.rows_in > 0 && c.quarantined as f64 > self.max_reject_share * c.rows_in as f64 {
+                over.push(format!(
+                    "{name}: {} of {} rows ({:.0}%)",
+                    c.quarantined,
+                    c.rows_in,
+                    100.0 * c.quarantined as f64 / c.rows_in as f64
+                ));
+            }
             ctx.count(name, summary.counts);
+        }
+        if !over.is_empty() {
+            bail!(
+                "too many rows rejected, above the limit of {:.0}% of a table (--max-reject-share): {}; \
+                 nothing was committed (the run manifest lists the rules that rejected them)",
+                100.0 * self.max_reject_share,
+                over.join("; ")
+            );
         }
         Ok(())
     }

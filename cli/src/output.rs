@@ -27,13 +27,8 @@ fn size(o: &OutputRecord) -> String {
     }
 }
 
-pub fn manifest(m: &RunManifest) {
-    say!(
-        "{} {} (run date {})",
-        m.step,
-        m.run_id,
-        m.run_date.map(|d| d.to_string()).unwrap_or_default()
-    );
+/// Rows in, accepted and quarantined, per table.
+fn counts(m: &RunManifest) {
     for (table, c) in &m.counts {
         say!(
             "  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}",
@@ -42,6 +37,16 @@ pub fn manifest(m: &RunManifest) {
             c.quarantined
         );
     }
+}
+
+pub fn manifest(m: &RunManifest) {
+    say!(
+        "{} {} (run date {})",
+        m.step,
+        m.run_id,
+        m.run_date.map(|d| d.to_string()).unwrap_or_default()
+    );
+    counts(m);
     for o in &m.outputs {
         say!("  wrote {} {}", o.uri, size(o));
     }
@@ -88,14 +93,7 @@ pub fn summary(store: &str, run_date: Option<NaiveDate>, outcomes: &[Outcome]) {
     say!("sgml run all: done for run date {date}, store {store}");
     for m in outcomes.iter().map(|o| &o.manifest) {
         say!("\n{} — run {} ({})", m.step, m.run_id, m.status);
-        for (table, c) in &m.counts {
-            say!(
-                "  {table:<18} in {:>9}  accepted {:>9}  quarantined {:>7}",
-                c.rows_in,
-                c.accepted,
-                c.quarantined
-            );
-        }
+        counts(m);
         for o in &m.outputs {
             if !o.uri.contains("/raw/") || m.step != "ingest" {
                 say!("  {:<70} {:>14}", o.uri, size(o));

@@ -88,13 +88,10 @@ pub fn training_data(
 /// Writes the version (create-only, manifest last) and records its files as the
 /// run's outputs.
 pub fn write(ctx: &mut RunContext, bundle: &Bundle) -> anyhow::Result<()> {
-    let mut written = Vec::new();
-    versions::write_version(ctx.store, bundle, |key, bytes| {
-        written.push((key.to_string(), crate::store::sha256_hex(bytes)));
+    let store = ctx.store;
+    versions::write_version(store, bundle, |key, bytes| {
+        ctx.record_written(key, crate::store::sha256_hex(bytes));
     })?;
-    for (key, sha256) in written {
-        ctx.record_written(&key, sha256);
-    }
     let m = bundle.manifest();
     ctx.note(format!(
         "wrote {}",

@@ -130,8 +130,7 @@ pub fn scoring_bundle(
     if let Some(v) = version {
         return Ok(Some((load_version(store, name, v)?, Chosen::Named)));
     }
-    if let Some((a, _)) = read_alias(store, name, layout::CHAMPION)? {
-        let bundle = load_aliased(store, name, layout::CHAMPION, &a)?;
+    if let Some(bundle) = load_alias(store, name, layout::CHAMPION)? {
         return Ok(Some((bundle, Chosen::Champion)));
     }
     match crate::versions::latest(store, name)? {

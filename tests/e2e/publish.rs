@@ -168,7 +168,7 @@ fn racing_publishers_one_wins() {
         versions.push(trained_version(&store_dir));
     }
     let store = LocalStore::new(&store_dir).unwrap();
-    let before = publish::history(&store, "pricing").unwrap().len();
+    let before = publish::log(&store, "pricing").unwrap().len();
     let a = publish::prepare(&store, "pricing", &versions[0], "champion", true, "a").unwrap();
     let b = publish::prepare(&store, "pricing", &versions[1], "champion", true, "b").unwrap();
     publish::commit(&store, &Announcer::Off, a).unwrap();
@@ -177,10 +177,24 @@ fn racing_publishers_one_wins() {
         other => panic!("expected a lost race, got {:?}", other.map(|p| p.to)),
     }
     assert_eq!(champion(&store_dir), versions[0]);
-    let history = publish::history(&store, "pricing").unwrap();
-    assert_eq!(history.len(), before + 1);
-    assert_eq!(history.last().unwrap().to, versions[0]);
-    assert_eq!(history.last().unwrap().action, Action::Promote);
+    // Both moves were logged before their flips; only the winner's happened.
+    let log = publish::log(&store, "pricing").unwrap();
+    assert_eq!(log.len(), before + 2);
+    let (won, lost) = (&log[before], &log[before + 1]);
+    assert_eq!(
+        (won.promotion.to.as_str(), won.applied),
+        (versions[0].as_str(), true)
+    );
+    assert_eq!(
+        (lost.promotion.to.as_str(), lost.applied),
+        (versions[1].as_str(), false)
+    );
+    assert_eq!(won.promotion.action, Action::Promote);
+    let shown = ok(sgml(&store_dir).args(["models", "history", "pricing"]));
+    assert!(
+        shown.lines().last().unwrap().contains("never applied"),
+        "{shown}"
+    );
     // The alias object is whole JSON naming a verified version.
     let alias = store
         .get(&layout::alias_key("pricing", "champion"))
@@ -218,9 +232,9 @@ pub fn assert_publish_is_crash_safe(
     };
     for point in [
         "after-verify",
+        "after-history",
         "before-alias",
         "after-alias",
-        "after-history",
     ] {
         // Start from the old champion each time (a forced publish back, if needed).
         if champion() != old {
@@ -247,12 +261,15 @@ pub fn assert_publish_is_crash_safe(
         let loaded = publish::load_alias(store, "pricing", "champion")
             .unwrap_or_else(|e| panic!("{point}: the champion does not load: {e}"))
             .expect("a champion");
-        let expected = if point == "after-alias" || point == "after-history" {
-            new
-        } else {
-            old
-        };
+        let moved = point == "after-alias";
+        let expected = if moved { new } else { old };
         assert_eq!(loaded.manifest().version, expected, "{point}");
+        // The log knows the move the alias made, and marks one it never made.
+        let last = publish::log(store, "pricing").unwrap().pop().unwrap();
+        if point != "after-verify" {
+            assert_eq!(last.promotion.to, new, "{point}: the move was logged first");
+            assert_eq!(last.applied, moved, "{point}");
+        }
         // And the model it names scores.
         sgml_models::pricing::PriceModel::from_bundle(&loaded).unwrap();
     }

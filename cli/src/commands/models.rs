@@ -161,9 +161,10 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::History { name } => {
-            for p in publish::history(store, name)? {
+            for logged in publish::log(store, name)? {
+                let p = &logged.promotion;
                 say!(
-                    "{:>4}  {}  {:<8} {:<10} {} → {}  by {}{}: {}",
+                    "{:>4}  {}  {:<8} {:<10} {} → {}  by {}{}: {}{}",
                     p.seq,
                     p.at,
                     p.action.to_string(),
@@ -172,7 +173,12 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                     p.to,
                     p.by,
                     if p.forced { " (forced)" } else { "" },
-                    p.reason
+                    p.reason,
+                    if logged.applied {
+                        ""
+                    } else {
+                        "  [never applied: the publisher stopped before the alias moved, or lost the race]"
+                    }
                 );
             }
             Ok(())

@@ -3,11 +3,17 @@
 //!
 //! The protocol (DESIGN.md, Publishing): a version's files and manifest are written
 //! create-only by training; `promote` verifies every file of the version, applies the
-//! gate, flips `models/<name>/aliases/<alias>.json` with a conditional put (If-Match on
-//! the ETag read, or If-None-Match for the first promotion), appends a record to
-//! `models/<name>/history/<seq>.json` (create-only, so two writers never share a
-//! sequence number), then announces the move (`model.published`) when an announcer is
-//! configured. A reader resolves the alias and loads the version it names; since a
+//! gate, appends the move to the event log `models/<name>/history/<seq>.json`
+//! (create-only, so two writers never share a sequence number) *before* the alias
+//! moves, then flips `models/<name>/aliases/<alias>.json` with a conditional put
+//! (If-Match on the ETag read, or If-None-Match for the first promotion), then announces
+//! the move (`model.published`) when an announcer is configured.
+//!
+//! The alias is a projection of the log: it names the event it applies (`seq`), and
+//! each event names the one the alias applied when it was prepared (`based_on`). The
+//! events reachable from the alias along `based_on` are exactly the moves that
+//! happened; any other event was logged by a publisher that crashed before its flip or
+//! lost the race, and [`log`] says so. A reader resolves the alias and loads the version it names; since a
 //! version is whole before any alias can name it, a crash anywhere leaves readers on
 //! the old champion or the new one.
 
@@ -33,6 +39,10 @@ pub struct Alias {
     pub promoted_at: String,
     pub by: String,
     pub reason: String,
+    /// The history event this state of the alias applies (absent on aliases written
+    /// before the log came first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// How an alias moved.
@@ -65,6 +75,54 @@ pub struct Promotion {
     pub by: String,
     pub reason: String,
     pub forced: bool,
+    /// The event the alias applied when this move was prepared (`None`: no alias yet,
+    /// or one from before the log came first).
+    #[serde(default)]
+    pub based_on: Option<u64>,
+    /// Written before the alias moved (every event since the log comes first); older
+    /// events were written after a successful flip, so they all happened.
+    #[serde(default)]
+    pub logged_first: bool,
+}
+
+/// One event of the log, and whether the alias move it records happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub promotion: Promotion,
+    /// False for a move logged by a publisher that crashed before its flip or lost the
+    /// compare-and-swap.
+    pub applied: bool,
+}
+
+/// The history with each event marked applied or not (see the module docs), oldest
+/// first.
+pub fn log(store: &dyn Store, name: &str) -> Result<Vec<Logged>, RegistryError> {
+    let events = history(store, name)?;
+    let mut applied = std::collections::HashSet::new();
+    let aliases: std::collections::BTreeSet<&str> =
+        events.iter().map(|p| p.alias.as_str()).collect();
+    for alias in aliases {
+        let Some((a, _)) = read_alias(store, name, alias)? else {
+            continue;
+        };
+        let mut next = a.seq;
+        while let Some(seq) = next {
+            let Some(event) = events.iter().find(|p| p.seq == seq && p.alias == alias) else {
+                break;
+            };
+            if !applied.insert(seq) {
+                break; // a loop cannot happen in a log written by this code; stop anyway
+            }
+            next = event.based_on;
+        }
+    }
+    Ok(events
+        .into_iter()
+        .map(|p| Logged {
+            applied: !p.logged_first || applied.contains(&p.seq),
+            promotion: p,
+        })
+        .collect())
 }
 
 /// The alias and its ETag (for the compare-and-swap), if it exists.
@@ -382,22 +440,48 @@ fn flip(store: &dyn Store, f: Flip) -> Result<Promotion, RegistryError> {
     let by = whoami();
     let from = f.current.as_ref().map(|(a, _)| a.version.clone());
     // A rollback's "previous" is what the restored version replaced when it was
-    // promoted, so repeated rollbacks walk back through the history.
+    // promoted, so repeated rollbacks walk back through the history (moves that
+    // happened only).
     let previous = match f.action {
-        Action::Rollback => history(store, f.name)?
+        Action::Rollback => log(store, f.name)?
             .into_iter()
             .rev()
+            .filter(|l| l.applied)
+            .map(|l| l.promotion)
             .find(|p| p.alias == f.alias && p.to == f.version && p.action == Action::Promote)
             .and_then(|p| p.from),
         Action::Promote => from.clone(),
     };
+    // The event first: a crash after it leaves a logged move that never happened
+    // (and `log` says so), never a move that the log does not know.
+    let manifest_sha256 = f.bundle.manifest_sha256();
+    let event = append_history(
+        store,
+        f.name,
+        Promotion {
+            seq: 0,
+            alias: f.alias.into(),
+            action: f.action,
+            from,
+            to: f.version.into(),
+            manifest_sha256: manifest_sha256.clone(),
+            at: at.clone(),
+            by: by.clone(),
+            reason: f.reason.into(),
+            forced: f.forced,
+            based_on: f.current.as_ref().and_then(|(a, _)| a.seq),
+            logged_first: true,
+        },
+    )?;
+    crash_point("after-history");
     let record = Alias {
         version: f.version.into(),
-        manifest_sha256: f.bundle.manifest_sha256(),
+        manifest_sha256,
         previous,
-        promoted_at: at.clone(),
-        by: by.clone(),
+        promoted_at: at,
+        by,
         reason: f.reason.into(),
+        seq: Some(event.seq),
     };
     let bytes = serde_json::to_vec_pretty(&record).expect("alias serializes");
     let condition = match &f.current {
@@ -421,22 +505,7 @@ fn flip(store: &dyn Store, f: Flip) -> Result<Promotion, RegistryError> {
         Err(e) => return Err(e.into()),
     }
     crash_point("after-alias");
-    append_history(
-        store,
-        f.name,
-        Promotion {
-            seq: 0,
-            alias: f.alias.into(),
-            action: f.action,
-            from,
-            to: f.version.into(),
-            manifest_sha256: record.manifest_sha256,
-            at,
-            by,
-            reason: f.reason.into(),
-            forced: f.forced,
-        },
-    )
+    Ok(event)
 }
 
 /// Crash-safety tests kill the publisher between the protocol's steps: with
@@ -462,12 +531,81 @@ fn append_history(
         p.seq = seq;
         let bytes = serde_json::to_vec_pretty(&p).expect("history serializes");
         match store.put(&layout::history_key(name, seq), &bytes, Condition::IfAbsent) {
-            Ok(_) => {
-                crash_point("after-history");
-                return Ok(p);
-            }
+            Ok(_) => return Ok(p),
             Err(StoreError::PreconditionFailed { .. }) => seq += 1,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalStore;
+
+    fn put(store: &LocalStore, key: &str, value: serde_json::Value) {
+        store
+            .put(key, &serde_json::to_vec(&value).unwrap(), Condition::Always)
+            .unwrap();
+    }
+
+    fn event(seq: u64, to: &str, based_on: Option<u64>) -> serde_json::Value {
+        serde_json::json!({
+            "seq": seq, "alias": "champion", "action": "promote", "from": null, "to": to,
+            "manifest_sha256": "ab", "at": "2026-12-01T00:00:00Z", "by": "t", "reason": "",
+            "forced": false, "based_on": based_on, "logged_first": true,
+        })
+    }
+
+    /// The moves that happened are the events reachable from the alias; an event
+    /// from before the log came first (no `logged_first`) happened by construction.
+    #[test]
+    fn the_log_marks_moves_that_never_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let mut legacy = event(1, "v1", None);
+        let legacy_map = legacy.as_object_mut().unwrap();
+        legacy_map.remove("based_on");
+        legacy_map.remove("logged_first");
+        put(&store, &layout::history_key("pricing", 1), legacy);
+        put(
+            &store,
+            &layout::history_key("pricing", 2),
+            event(2, "v2", None),
+        );
+        put(
+            &store,
+            &layout::history_key("pricing", 3),
+            event(3, "v3", Some(2)),
+        );
+        // Prepared against the same alias state as 3, but lost the swap.
+        put(
+            &store,
+            &layout::history_key("pricing", 4),
+            event(4, "v4", Some(2)),
+        );
+        // Logged, then the publisher died before the flip.
+        put(
+            &store,
+            &layout::history_key("pricing", 5),
+            event(5, "v5", Some(3)),
+        );
+        put(
+            &store,
+            &layout::alias_key("pricing", "champion"),
+            serde_json::json!({
+                "version": "v3", "manifest_sha256": "ab", "previous": "v2",
+                "promoted_at": "2026-12-01T00:00:00Z", "by": "t", "reason": "", "seq": 3,
+            }),
+        );
+        let applied: Vec<(u64, bool)> = log(&store, "pricing")
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.promotion.seq, l.applied))
+            .collect();
+        assert_eq!(
+            applied,
+            [(1, true), (2, true), (3, true), (4, false), (5, false)]
+        );
     }
 }

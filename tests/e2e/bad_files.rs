@@ -1,19 +1,41 @@
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
+
+/// A generated export ingested into a fresh store: (export, store, the store's files
+/// after it, the run date).
+fn ingested_export(dir: &Path, seed: u64) -> (PathBuf, PathBuf, BTreeMap<String, Vec<u8>>, String) {
+    let good = generate(dir, 200, seed, 0.0);
+    let store = dir.join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&good));
+    let before = snapshot(&store);
+    let run_date = ingested_run_date(&store);
+    (good, store, before, run_date)
+}
+
+/// The keys outside runs/ that were added, removed or rewritten since `before`.
+fn outputs_changed(before: &BTreeMap<String, Vec<u8>>, store: &Path) -> Vec<String> {
+    let after = snapshot(store);
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| !k.starts_with("runs/") && before.get(*k) != after.get(*k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
 
 /// Each unreadable orders file fails the run with a message naming the file and
 /// what was expected, and leaves the store exactly as it was.
 #[test]
 fn unreadable_files_fail_cleanly_and_touch_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let good = generate(dir.path(), 200, 9, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&good));
-    let before = snapshot(&store);
-    let run_date = ingested_run_date(&store);
+    let (good, store, before, run_date) = ingested_export(dir.path(), 9);
 
     let orders = std::fs::read(good.join("orders.csv")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -69,11 +91,7 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
             err.contains(name) && err.contains(want),
             "{name}/{want}: {err}"
         );
-        let after = snapshot(&store);
-        let changed: Vec<&String> = after
-            .keys()
-            .filter(|k| !k.starts_with("runs/") && before.get(*k) != after.get(*k))
-            .collect();
+        let changed = outputs_changed(&before, &store);
         assert!(changed.is_empty(), "{want}: outputs changed: {changed:?}");
         let failed = last_manifest(&store, "ingest");
         assert_eq!(
@@ -89,13 +107,7 @@ fn unreadable_files_fail_cleanly_and_touch_nothing() {
 #[test]
 fn a_mostly_rejected_table_fails_and_keeps_the_good_partition() {
     let dir = tempfile::tempdir().unwrap();
-    let good = generate(dir.path(), 200, 19, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&good));
-    let before = snapshot(&store);
-    let run_date = ingested_run_date(&store);
+    let (good, store, before, run_date) = ingested_export(dir.path(), 19);
 
     // Every order in a currency that does not exist.
     let broken = dir.path().join("broken");
@@ -131,13 +143,11 @@ fn a_mostly_rejected_table_fails_and_keeps_the_good_partition() {
             && err.contains(&format!("orders: {rows} of {rows} rows")),
         "{err}"
     );
-    let outside_runs = |snap: std::collections::BTreeMap<String, Vec<u8>>| {
-        snap.into_iter()
-            .filter(|(k, _)| !k.starts_with("runs/"))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
-    let (after, kept) = (outside_runs(snapshot(&store)), outside_runs(before));
-    assert!(after == kept, "nothing committed");
+    let changed = outputs_changed(&before, &store);
+    assert!(
+        changed.is_empty(),
+        "nothing committed, but {changed:?} changed"
+    );
     assert_eq!(last_manifest(&store, "ingest")["status"], "failed");
 
     fails(&mut ingest(&["--max-reject-share", "1.5"]), 2);

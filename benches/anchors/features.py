@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Release binaries: where scripts/cargo-env puts the target directory.
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 
 
 # ---------------------------------------------------------------- peers (in-process)
@@ -204,8 +206,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--uci", type=Path, default=ROOT.parent / "shared/data/online_retail.csv.gz")
     p.add_argument("--work", type=Path, default=ROOT / "target/bench-data")
-    p.add_argument("--sgml-bin", type=Path, default=ROOT / "target/release/sgml")
-    p.add_argument("--anchor-bin", type=Path, default=ROOT / "target/release/anchor-features")
+    p.add_argument("--sgml-bin", type=Path, default=RELEASE / "sgml")
+    p.add_argument("--anchor-bin", type=Path, default=RELEASE / "anchor-features")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--copies", type=int, default=10)

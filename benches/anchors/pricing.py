@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
+# Release binaries: where scripts/cargo-env puts the target directory.
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 SHARED = Path(os.environ.get("SGML_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benches" / "results"
 CUT = ["Fair", "Good", "Very Good", "Premium", "Ideal"]
@@ -94,7 +96,7 @@ def diamonds(threads, work):
                   xtr, ytr, xte, yte),
         timed_fit("Ridge (one-hot)", lambda: Ridge(alpha=1.0), htr, ytr, hte, yte),
     ]
-    out = subprocess.run([str(ROOT / "target/release/anchor-pricing"), str(path), str(split_file), str(threads)],
+    out = subprocess.run([str(RELEASE / "anchor-pricing"), str(path), str(split_file), str(threads)],
                          check=True, capture_output=True, text=True)
     rust = json.loads(out.stdout)
     assert rust["test_rows"] == len(idx_test), "Rust and Python must test on the same rows"
@@ -191,7 +193,7 @@ def retail_python(threads):
 
 
 def retail_rust(threads, work, trees, learning_rate):
-    sgml = str(ROOT / "target/release/sgml")
+    sgml = str(RELEASE / "sgml")
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
     env = dict(os.environ, SGML_ANON_KEY="benchmark-key-not-a-secret", RAYON_NUM_THREADS=str(threads),

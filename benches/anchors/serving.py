@@ -34,8 +34,10 @@ import jwt
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
+# Release binaries: where scripts/cargo-env puts the target directory.
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 RESULTS = ROOT / "benches" / "results"
-SGML = ROOT / "target" / "release" / "sgml"
+SGML = RELEASE / "sgml"
 SECRET = "bench-serving-secret-of-at-least-32-bytes"
 
 

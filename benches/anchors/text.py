@@ -33,10 +33,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+# Release binaries: where scripts/cargo-env puts the target directory.
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 SHARED = Path(os.environ.get("SGML_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benches" / "results"
 TITLES = SHARED / "product_titles.csv.gz"
-ANCHOR = ROOT / "target" / "release" / "anchor-text"
+ANCHOR = RELEASE / "anchor-text"
 GRID_EPOCHS = [5, 10, 25]
 GRID_LR = [0.1, 0.5, 1.0]
 

@@ -109,6 +109,8 @@ pub enum Check {
     Currency,
     /// ISO 3166-1 alpha-2 code, or `ZZ` (unknown region, as CLDR uses it).
     Country,
+    /// A key (order, product, seller, offer id): no control characters.
+    Identifier,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -163,7 +165,7 @@ pub const REVERSAL_STATUSES: &[&str] = &["cancelled", "returned"];
 pub const CONDITIONS: &[&str] = &["new", "used", "refurbished"];
 
 static ORDERS: &[Column] = &[
-    col("order_id", ID, true, Check::None),
+    col("order_id", ID, true, Check::Identifier),
     col(
         "line_no",
         Type::Int,
@@ -180,8 +182,8 @@ static ORDERS: &[Column] = &[
         false,
         Check::None,
     ),
-    col("product_id", ID, true, Check::None),
-    col("seller_id", ID, true, Check::None),
+    col("product_id", ID, true, Check::Identifier),
+    col("seller_id", ID, true, Check::Identifier),
     col(
         "quantity",
         Type::Int,
@@ -208,8 +210,8 @@ static ORDERS: &[Column] = &[
 ];
 
 static PRODUCTS: &[Column] = &[
-    col("product_id", ID, true, Check::None),
-    col("seller_id", ID, true, Check::None),
+    col("product_id", ID, true, Check::Identifier),
+    col("seller_id", ID, true, Check::Identifier),
     // The seller's home market (ship-from country); not in DESIGN.md's first draft,
     // added because cross-border features and pricing markets need it.
     col("seller_country", CODE, false, Check::Country),
@@ -231,9 +233,9 @@ static PRODUCTS: &[Column] = &[
 ];
 
 static CRAWLED_OFFERS: &[Column] = &[
-    col("offer_id", ID, true, Check::None),
+    col("offer_id", ID, true, Check::Identifier),
     col("source", NAME, true, Check::None),
-    col("product_ref", ID, false, Check::None),
+    col("product_ref", ID, false, Check::Identifier),
     col("title", TITLE, true, Check::None),
     col(
         "price",
@@ -299,6 +301,7 @@ pub fn rule_names(table: Table) -> Vec<String> {
             Check::OneOf(_) => rules.push(format!("{t}.{n}.enum")),
             Check::Currency => rules.push(format!("{t}.{n}.currency")),
             Check::Country => rules.push(format!("{t}.{n}.country")),
+            Check::Identifier => rules.push(format!("{t}.{n}.control")),
         }
     }
     if table == Table::Orders {

@@ -7,7 +7,8 @@
 //! - [`fx`]: conversion to the base currency;
 //! - [`geo`]: country regions;
 //! - [`language`]: the language of a title (ISO 639-1), when not declared;
-//! - [`builders`]: the feature tables as polars lazy queries.
+//! - [`builders`]: the feature tables as polars lazy queries;
+//! - [`quote`]: input values echoed into messages, briefly.
 //!
 //! Nothing here touches a store or a path: `sgml-pipelines` owns all I/O.
 
@@ -17,6 +18,7 @@ pub mod contract;
 pub mod fx;
 pub mod geo;
 pub mod language;
+pub mod quote;
 pub mod validate;
 pub mod values;
 

@@ -17,7 +17,7 @@ use crate::contract::{
     CUSTOMER_ID, Check, Column as Spec, FREE_TEXT_COLUMNS, PII_COLUMNS, REVERSAL_STATUSES, Table,
     Type,
 };
-use crate::values;
+use crate::{quote, values};
 
 /// A table as read from a source: every cell text, column-major.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +30,18 @@ pub struct RawTable {
     pub source_rows: Vec<u64>,
     /// Rows the reader could not split into cells (ragged CSV lines, bad JSON lines).
     pub malformed: Vec<Malformed>,
+    /// Cells whose bytes were not UTF-8 (kept as text with U+FFFD in their place, so
+    /// the row reaches quarantine whole). A U+FFFD that arrived as valid UTF-8 is
+    /// text like any other and is not listed.
+    pub not_utf8: Vec<NotUtf8>,
+}
+
+/// A cell of the input that was not valid UTF-8.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotUtf8 {
+    pub source_row: u64,
+    /// The input's column name.
+    pub column: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,22 +81,32 @@ impl RawTable {
         self.height() + self.malformed.len()
     }
 
-    /// Appends the rows of another chunk of the same table.
-    pub fn append(&mut self, other: RawTable) -> Result<(), String> {
-        if self.columns != other.columns {
-            return Err(format!(
-                "{}: columns differ between chunks: {} vs {}",
-                other.source,
-                self.columns.join(","),
-                other.columns.join(",")
-            ));
+    /// Appends the rows of another chunk of the same source. Chunks of JSON lines
+    /// may name different keys: the columns are their union, null where a chunk
+    /// lacks one.
+    pub fn append(&mut self, other: RawTable) {
+        let before = self.height();
+        let added = other.height();
+        let mut other_cells: Vec<Option<Vec<Option<String>>>> =
+            other.cells.into_iter().map(Some).collect();
+        for (name, cells) in other.columns.into_iter().zip(other_cells.iter_mut()) {
+            let cells = cells.take().expect("each column once");
+            match self.columns.iter().position(|c| *c == name) {
+                Some(i) => self.cells[i].extend(cells),
+                None => {
+                    let mut column = vec![None; before];
+                    column.extend(cells);
+                    self.columns.push(name);
+                    self.cells.push(column);
+                }
+            }
         }
-        for (a, b) in self.cells.iter_mut().zip(other.cells) {
-            a.extend(b);
+        for column in &mut self.cells {
+            column.resize(before + added, None);
         }
         self.source_rows.extend(other.source_rows);
         self.malformed.extend(other.malformed);
-        Ok(())
+        self.not_utf8.extend(other.not_utf8);
     }
 
     fn column(&self, name: &str) -> Option<&[Option<String>]> {
@@ -185,7 +207,7 @@ pub struct Chunk {
 pub struct Validator {
     table: Table,
     ctx: Context,
-    seen_keys: HashSet<String>,
+    seen_keys: HashSet<u128>,
     unlinked: HashMap<String, String>,
     counts: Counts,
     rules: BTreeMap<String, usize>,
@@ -224,6 +246,7 @@ impl Validator {
         let n = raw.height();
         let mut missing_columns = Vec::new();
         let mut violations: Vec<Option<Violation>> = vec![None; n];
+        flag_not_utf8(table, raw, &mut violations);
         let mut checked: Vec<Checked> = Vec::new();
         for spec in table.columns() {
             let text: Vec<Option<String>> = if spec.name == "customer_key" && table.has_customer() {
@@ -367,7 +390,7 @@ fn absent(
             table,
             column: input_name.to_string(),
             expected: describe(spec),
-            found: raw.columns.join(", "),
+            found: quote::list(&raw.columns, ", "),
         });
     }
     missing.push(spec.name.to_string());
@@ -385,6 +408,7 @@ fn describe(spec: &Spec) -> String {
     match spec.check {
         Check::Currency => format!("{ty}, an ISO 4217 currency code"),
         Check::Country => format!("{ty}, an ISO 3166-1 alpha-2 country code"),
+        Check::Identifier => format!("{ty} without control characters"),
         Check::OneOf(values) => format!("{ty}, one of {}", values.join("|")),
         _ => ty,
     }
@@ -427,9 +451,7 @@ fn check_column(
         };
         let number = match (&mut parsed, spec.ty) {
             (Parsed::Text(out), Type::Text { max_chars }) => {
-                if s.contains('\u{FFFD}') {
-                    flag(i, "utf8", s);
-                } else if s.chars().count() > max_chars {
+                if s.chars().count() > max_chars {
                     let head: String = s.chars().take(40).collect();
                     flag(
                         i,
@@ -440,6 +462,7 @@ fn check_column(
                     let r = match spec.check {
                         Check::Currency => "currency",
                         Check::Country => "country",
+                        Check::Identifier => "control",
                         _ => "enum",
                     };
                     flag(i, r, s);
@@ -480,6 +503,44 @@ fn check_column(
     parsed
 }
 
+/// Rows with a cell the reader found not to be UTF-8 break the column's `utf8` rule.
+fn flag_not_utf8(table: Table, raw: &RawTable, violations: &mut [Option<Violation>]) {
+    if raw.not_utf8.is_empty() {
+        return;
+    }
+    let index: HashMap<u64, usize> = raw
+        .source_rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (*r, i))
+        .collect();
+    for bad in &raw.not_utf8 {
+        let contract_name = if bad.column == CUSTOMER_ID && table.has_customer() {
+            "customer_key"
+        } else {
+            bad.column.as_str()
+        };
+        let (Some(spec), Some(&i)) = (
+            table.columns().iter().find(|c| c.name == contract_name),
+            index.get(&bad.source_row),
+        ) else {
+            // A column outside the contract is dropped anyway.
+            continue;
+        };
+        if violations[i].is_none() {
+            let cell = raw
+                .column(&bad.column)
+                .and_then(|cells| cells[i].as_deref())
+                .unwrap_or_default();
+            violations[i] = Some(Violation {
+                rule: format!("{}.{}.utf8", table.name(), spec.name),
+                column: spec.name,
+                value: Some(cell.to_string()),
+            });
+        }
+    }
+}
+
 fn push_null(p: &mut Parsed) {
     match p {
         Parsed::Text(v) => v.push(None),
@@ -495,6 +556,9 @@ fn text_check(check: Check, s: &str) -> bool {
         Check::Currency => values::is_currency(s),
         Check::Country => values::is_country(s),
         Check::OneOf(allowed) => allowed.contains(&s),
+        // A NUL, newline or escape inside a key breaks joins, logs and file formats
+        // downstream.
+        Check::Identifier => !s.chars().any(char::is_control),
         _ => true,
     }
 }
@@ -546,7 +610,7 @@ fn check_duplicate_keys(
     table: Table,
     checked: &[Checked],
     violations: &mut [Option<Violation>],
-    seen: &mut HashSet<String>,
+    seen: &mut HashSet<u128>,
 ) {
     let key_cols: Vec<&Checked> = table.key().iter().map(|k| find(checked, k)).collect();
     for (i, slot) in violations.iter_mut().enumerate() {
@@ -558,14 +622,15 @@ fn check_duplicate_keys(
             .map(|c| c.text[i].as_deref().map(str::trim).unwrap_or(""))
             .collect();
         let key = key.join("\u{1f}");
-        if seen.contains(&key) {
+        // The set spans every chunk of the table, so it holds a 128-bit fingerprint
+        // per key rather than the key (16 bytes whatever the key's length; a false
+        // duplicate needs a collision, about 1e-25 for ten million keys).
+        if !seen.insert(xxhash_rust::xxh3::xxh3_128(key.as_bytes())) {
             *slot = Some(Violation {
                 rule: format!("{}.key.duplicate", table.name()),
                 column: table.key()[0],
                 value: Some(key.replace('\u{1f}', "/")),
             });
-        } else {
-            seen.insert(key);
         }
     }
 }
@@ -619,11 +684,12 @@ fn rejects_frame(
         source_row.push(raw.source_rows[i]);
         rule.push(v.rule.clone());
         column.push(Some(v.column.to_string()));
+        // The row itself is kept whole beside this; the note quotes its value briefly.
         value.push(v.value.as_deref().map(|s| {
             if PII_COLUMNS.contains(&v.column) {
                 anonymize::mask(s)
             } else {
-                s.to_string()
+                quote::brief(s)
             }
         }));
     }
@@ -631,7 +697,7 @@ fn rejects_frame(
         source_row.push(m.source_row);
         rule.push(m.rule.clone());
         column.push(None);
-        value.push(Some(m.detail.clone()));
+        value.push(Some(quote::brief(&m.detail)));
     }
     let height = source_row.len();
     let mut columns = vec![
@@ -753,6 +819,7 @@ mod tests {
             Check::OneOf(_) => bad.push(("enum", "bogus".into())),
             Check::Currency => bad.push(("currency", "EUX".into())),
             Check::Country => bad.push(("country", "XX".into())),
+            Check::Identifier => bad.push(("control", "A\u{0}1".into())),
             Check::None => {}
         }
         bad
@@ -775,9 +842,49 @@ mod tests {
             .collect();
         let mut t = RawTable::new(format!("{table}.csv"), columns);
         for (i, r) in rows.iter().enumerate() {
+            // These rows stand for bytes read from a file: a U+FFFD here is where the
+            // reader found bytes that were not UTF-8, and it says so.
+            for (c, cell) in r.iter().enumerate() {
+                if cell.contains('\u{FFFD}') {
+                    t.not_utf8.push(NotUtf8 {
+                        source_row: i as u64 + 1,
+                        column: t.columns[c].clone(),
+                    });
+                }
+            }
             t.push_row(i as u64 + 1, r.iter().map(|s| Some(s.clone())));
         }
         t
+    }
+
+    /// U+FFFD that arrived as valid UTF-8 is text (real exports carry it); only cells
+    /// the reader found not to be UTF-8 break the `utf8` rule.
+    #[test]
+    fn a_literal_replacement_character_is_text() {
+        let mut row = good_row(Table::Products, 0);
+        let title = Table::Products
+            .columns()
+            .iter()
+            .position(|c| c.name == "title")
+            .unwrap();
+        row[title] = "Mug \u{FFFD} blue".into();
+        let mut raw = raw_rows(Table::Products, &[row]);
+        raw.not_utf8.clear();
+        let key = AnonKey::new("unit-test-secret-123").unwrap();
+        let v = validate(Table::Products, &raw, &Context::new(key, HashSet::new())).unwrap();
+        assert_eq!((v.counts.accepted, v.counts.quarantined), (1, 0));
+    }
+
+    /// A quoted newline or a NUL inside an id is refused under the `control` rule.
+    #[test]
+    fn ids_refuse_control_characters() {
+        for id in ["A\n1", "A\u{0}1", "A\u{1b}[31m1", "A\t1"] {
+            let mut rows = vec![good_row(Table::Orders, 0), good_row(Table::Orders, 1)];
+            rows[1][0] = id.into();
+            let v = validate_rows(Table::Orders, &rows);
+            assert_eq!(v.counts.quarantined, 1, "{id:?}");
+            assert_eq!(rule_of(&v), "orders.order_id.control");
+        }
     }
 
     fn good_row(table: Table, row: usize) -> Vec<String> {

@@ -74,7 +74,19 @@ pub fn scan_local(path: &std::path::Path) -> anyhow::Result<LazyFrame> {
 }
 
 pub fn from_parquet(bytes: Vec<u8>) -> PolarsResult<DataFrame> {
-    ParquetReader::new(Cursor::new(bytes)).finish()
+    decoding(|| ParquetReader::new(Cursor::new(bytes)).finish())
+}
+
+/// Runs a Parquet decode, turning a panic into an error. polars-parquet 0.55 panics on
+/// some corrupt metadata (an `expect` on a thrift bool field, found by the fuzzer in
+/// sources/fuzz.rs) where it should return an error; a corrupt input must fail its
+/// step with the file's name, not abort the process.
+pub fn decoding<T>(decode: impl FnOnce() -> PolarsResult<T>) -> PolarsResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+        Err(PolarsError::ComputeError(
+            "the Parquet decoder failed on corrupt data".into(),
+        ))
+    })
 }
 
 /// Partitions of `<area>/<table>/` with their date, oldest first.
@@ -103,13 +115,75 @@ pub fn partitions(
     Ok(out)
 }
 
-/// Lineage of a local Parquet object: checksum of its bytes, rows from its metadata.
+/// The checksum beside a committed part file: `<key>.sha256`, one line in
+/// `sha256sum` format (so `sha256sum -c` checks a local store by hand). The run
+/// manifest records the same digest; the file beside the part lets a reader find it
+/// without searching every manifest.
+pub fn checksum_key(key: &str) -> String {
+    format!("{key}.sha256")
+}
+
+/// The body of [`checksum_key`] for `key`'s bytes.
+pub fn checksum_line(key: &str, sha256: &str) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    format!("{sha256}  {name}\n")
+}
+
+/// A stored part whose bytes are not the ones its run committed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{uri} does not match the checksum recorded when it was written (sha256 {found}, recorded {recorded}): \
+     the file was changed or corrupted; re-run the step that wrote it (its run manifest under runs/ names it)"
+)]
+pub struct Corrupt {
+    pub uri: String,
+    pub found: String,
+    pub recorded: String,
+}
+
+/// Checks a part's digest against the checksum committed beside it. A part written
+/// before checksums were kept (none beside it) is used with a warning.
+pub fn verify_part(store: &dyn Store, key: &str, found: &str) -> anyhow::Result<()> {
+    let Some(line) = store.get(&checksum_key(key))? else {
+        tracing::warn!(
+            "{}: no checksum beside it (written by an older version); not verified",
+            store.uri(key)
+        );
+        return Ok(());
+    };
+    let recorded = String::from_utf8_lossy(&line.bytes);
+    let recorded = recorded.split_whitespace().next().unwrap_or_default();
+    if recorded != found {
+        return Err(Corrupt {
+            uri: store.uri(key),
+            found: found.to_string(),
+            recorded: sgml_features::quote::brief(recorded),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A stored part's bytes, verified; `None` when the key is absent.
+pub fn get_verified(store: &dyn Store, key: &str) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+    let Some(object) = store.get(key)? else {
+        return Ok(None);
+    };
+    let sha256 = crate::store::sha256_hex(&object.bytes);
+    verify_part(store, key, &sha256)?;
+    Ok(Some((object.bytes, sha256)))
+}
+
+/// Lineage of a local Parquet object: checksum of its bytes (verified), rows from
+/// its metadata.
 fn local_record(store: &dyn Store, key: &str) -> anyhow::Result<InputRecord> {
     let path = store.local_path(key).expect("local store");
+    let sha256 =
+        crate::store::sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
+    verify_part(store, key, &sha256)?;
     Ok(InputRecord {
         uri: store.uri(key),
-        sha256: crate::store::sha256_file(&path)
-            .with_context(|| format!("reading {}", path.display()))?,
+        sha256,
         rows: parquet_rows(&path)?,
     })
 }
@@ -121,9 +195,8 @@ pub fn scan(store: &dyn Store, key: &str) -> anyhow::Result<(LazyFrame, InputRec
     if let Some(path) = store.local_path(key) {
         return Ok((scan_local(&path)?, local_record(store, key)?));
     }
-    let object = store.get(key)?.with_context(|| format!("{uri}: missing"))?;
-    let sha256 = crate::store::sha256_hex(&object.bytes);
-    let df = from_parquet(object.bytes)
+    let (bytes, sha256) = get_verified(store, key)?.with_context(|| format!("{uri}: missing"))?;
+    let df = from_parquet(bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("reading {uri}"))?;
     let rows = df.height();

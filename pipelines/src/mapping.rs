@@ -23,7 +23,7 @@ use std::path::Path;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 use sgml_features::Table;
-use sgml_features::validate::RawTable;
+use sgml_features::validate::{NotUtf8, RawTable};
 
 const BUILT_IN: &[(&str, &str)] = &[(
     "online-retail",
@@ -48,6 +48,9 @@ pub enum MappingError {
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     pub name: String,
+    /// Where the mapping came from (a built-in's name or the file's path), for errors.
+    #[serde(skip)]
+    pub origin: String,
     #[serde(default)]
     pub description: String,
     pub tables: BTreeMap<String, TableMapping>,
@@ -100,17 +103,18 @@ impl Mapping {
     }
 
     pub fn parse(origin: &str, text: &str) -> Result<Mapping, MappingError> {
-        let mapping: Mapping = toml::from_str(text).map_err(|e| MappingError::Invalid {
+        let mut mapping: Mapping = toml::from_str(text).map_err(|e| MappingError::Invalid {
             name: origin.into(),
-            message: e.to_string(),
+            message: sgml_features::quote::brief(&e.to_string()),
         })?;
+        mapping.origin = origin.to_string();
         mapping.check()?;
         Ok(mapping)
     }
 
     fn invalid(&self, message: String) -> MappingError {
         MappingError::Invalid {
-            name: self.name.clone(),
+            name: self.origin.clone(),
             message,
         }
     }
@@ -144,6 +148,15 @@ impl Mapping {
                 {
                     return Err(self.invalid(format!("{table_name}.{target}: no [lookups.{l}]")));
                 }
+                for f in &rule.format {
+                    if !reads_date_and_time(f) {
+                        return Err(self.invalid(format!(
+                            "{table_name}.{target}: format `{}` cannot read a date and time \
+                             (chrono strftime, such as \"%m/%d/%Y %H:%M\")",
+                            sgml_features::quote::brief(f)
+                        )));
+                    }
+                }
             }
             if let Some(d) = &tm.distinct_on
                 && !tm.columns.contains_key(d)
@@ -167,12 +180,29 @@ impl Mapping {
                 columns.push(target.clone());
                 cells.push(self.column(export, rule)?);
             }
+            // A cell that was not UTF-8 taints the contract columns made from it.
+            let not_utf8 = tm
+                .columns
+                .iter()
+                .flat_map(|(target, rule)| {
+                    let from = rule.from.as_deref().or(rule.position_in.as_deref());
+                    export
+                        .not_utf8
+                        .iter()
+                        .filter(move |bad| Some(bad.column.as_str()) == from)
+                        .map(|bad| NotUtf8 {
+                            source_row: bad.source_row,
+                            column: target.clone(),
+                        })
+                })
+                .collect();
             let mut raw = RawTable {
                 source: format!("{} (mapping {})", export.source, self.name),
                 columns,
                 cells,
                 source_rows: export.source_rows.clone(),
                 malformed: export.malformed.clone(),
+                not_utf8,
             };
             if let Some(key) = &tm.distinct_on {
                 raw = distinct(raw, key);
@@ -195,7 +225,7 @@ impl Mapping {
             .ok_or_else(|| MappingError::MissingColumn {
                 name: self.name.clone(),
                 column: column.into(),
-                found: export.columns.join(", "),
+                found: sgml_features::quote::list(&export.columns, ", "),
             })
     }
 
@@ -260,6 +290,25 @@ impl Mapping {
     }
 }
 
+/// Whether `format` is valid strftime that reads a whole date and time: every value
+/// it meets would otherwise pass unchanged and be quarantined, row by row.
+fn reads_date_and_time(format: &str) -> bool {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
+        return false;
+    }
+    let probe = chrono::NaiveDate::from_ymd_opt(2024, 3, 1)
+        .and_then(|d| d.and_hms_opt(10, 20, 0))
+        .expect("a valid date");
+    // Writing can fail (a time zone a naive time lacks): `write!`, not `to_string`,
+    // which would panic.
+    let mut written = String::new();
+    if std::fmt::Write::write_fmt(&mut written, format_args!("{}", probe.format(format))).is_err() {
+        return false;
+    }
+    NaiveDateTime::parse_from_str(&written, format).is_ok_and(|t| t.date() == probe.date())
+}
+
 /// One row per key, in order of first appearance; each column takes its first
 /// non-empty value among the key's rows.
 fn distinct(raw: RawTable, key: &str) -> RawTable {
@@ -290,13 +339,20 @@ fn distinct(raw: RawTable, key: &str) -> RawTable {
             }
         }
     }
+    let source_rows: Vec<u64> = rows.iter().map(|&i| raw.source_rows[i]).collect();
+    let kept: std::collections::HashSet<u64> = source_rows.iter().copied().collect();
     RawTable {
         source: raw.source,
         columns: raw.columns,
         cells: out_cells,
-        source_rows: rows.iter().map(|&i| raw.source_rows[i]).collect(),
         // Unsplittable lines are counted once, with the line-level table.
         malformed: Vec::new(),
+        not_utf8: raw
+            .not_utf8
+            .into_iter()
+            .filter(|bad| kept.contains(&bad.source_row))
+            .collect(),
+        source_rows,
     }
 }
 
@@ -409,6 +465,19 @@ mod tests {
             (
                 "name='x'\n[tables.orders.columns]\norder_id={form='A'}\n",
                 "unknown field",
+            ),
+            // Invalid strftime, a format without a time, one chrono cannot write.
+            (
+                "name='x'\n[tables.orders.columns]\norder_ts={from='T', format=['%Q/%d']}\n",
+                "format `%Q/%d` cannot read",
+            ),
+            (
+                "name='x'\n[tables.orders.columns]\norder_ts={from='T', format=['%d/%m/%Y']}\n",
+                "cannot read a date and time",
+            ),
+            (
+                "name='x'\n[tables.orders.columns]\norder_ts={from='T', format=['%d/%m/%Y %H:%M %Z']}\n",
+                "cannot read a date and time",
             ),
         ] {
             let err = Mapping::parse("test.toml", toml).unwrap_err().to_string();

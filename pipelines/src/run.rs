@@ -112,8 +112,6 @@ pub struct RunContext<'a> {
     staged: Vec<(String, String, String)>,
     /// Partitions (key prefixes) the step replaces wholesale.
     partitions: Vec<String>,
-    /// Keys to move on commit (retention's archive moves).
-    moves: Vec<(String, String)>,
     /// Keys to delete on commit.
     deletes: Vec<String>,
     bar: ProgressBar,
@@ -155,7 +153,23 @@ impl<'a> RunContext<'a> {
             rows,
             sha256: sha256.clone(),
         });
-        self.staged.push((key.to_string(), staging, sha256));
+        self.staged.push((key.to_string(), staging, sha256.clone()));
+        self.stage_checksum(key, &sha256)
+    }
+
+    /// Stages the checksum file beside a part (crate::io::checksum_key), committed
+    /// right after it, which readers verify the part against.
+    fn stage_checksum(&mut self, key: &str, sha256: &str) -> anyhow::Result<()> {
+        if !key.ends_with(".parquet") {
+            return Ok(());
+        }
+        let line = crate::io::checksum_line(key, sha256);
+        let key = crate::io::checksum_key(key);
+        let staging = format!("_staging/{}/{key}", self.run_id);
+        self.store
+            .put(&staging, line.as_bytes(), Condition::Always)?;
+        let digest = crate::store::sha256_hex(line.as_bytes());
+        self.staged.push((key, staging, digest));
         Ok(())
     }
 
@@ -209,8 +223,8 @@ impl<'a> RunContext<'a> {
             rows,
             sha256: sha256.clone(),
         });
-        self.staged.push((key.to_string(), staging, sha256));
-        Ok(())
+        self.staged.push((key.to_string(), staging, sha256.clone()));
+        self.stage_checksum(key, &sha256)
     }
 
     /// Stages `df` as the one part file of the partition `prefix` and declares the
@@ -245,12 +259,11 @@ impl<'a> RunContext<'a> {
         }
     }
 
-    pub fn move_on_commit(&mut self, from: &str, to: &str) {
-        self.moves.push((from.to_string(), to.to_string()));
-    }
-
     pub fn delete_on_commit(&mut self, key: &str) {
         self.deletes.push(key.to_string());
+        if key.ends_with(".parquet") {
+            self.deletes.push(crate::io::checksum_key(key));
+        }
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
@@ -285,9 +298,6 @@ impl<'a> RunContext<'a> {
         for (key, staging, _) in &self.staged {
             self.store.rename(staging, key)?;
         }
-        for (from, to) in &self.moves {
-            self.store.rename(from, to)?;
-        }
         for key in stale.iter().chain(&self.deletes) {
             self.store.delete(key)?;
         }
@@ -307,6 +317,72 @@ impl<'a> RunContext<'a> {
         }
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sgml-{}", self.run_id)));
     }
+}
+
+/// A run that started this long ago and left staged files is taken for dead (killed
+/// before it could discard them): no step of a daily pipeline runs for a day.
+pub const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// A store's temporary file this old belongs to no live write.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// Removes what killed runs left behind: the staging area of every run that has
+/// finished (its manifest exists) or started more than [`STALE_AFTER`] before `now`,
+/// and the store's old temporary files. Returns one note per thing removed.
+pub fn sweep_dead_runs(
+    store: &dyn Store,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let mut by_run: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for key in store.list("_staging/")? {
+        if let Some(run_id) = key
+            .strip_prefix("_staging/")
+            .and_then(|k| k.split('/').next())
+        {
+            by_run.entry(run_id.to_string()).or_default().push(key);
+        }
+    }
+    let mut notes = Vec::new();
+    for (run_id, keys) in by_run {
+        let finished = store
+            .get(&format!("runs/{run_id}/manifest.json"))?
+            .is_some();
+        let started = run_started(&run_id);
+        let expired = started.is_none_or(|t| now - t > STALE_AFTER);
+        if !(finished || expired) {
+            continue;
+        }
+        for key in &keys {
+            store.delete(key)?;
+        }
+        if let Some(dir) = store.local_path(&format!("_staging/{run_id}")) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        notes.push(format!(
+            "removed {} staged file(s) of run {run_id}, which {}",
+            keys.len(),
+            if finished {
+                "finished without removing them"
+            } else {
+                "was killed before it finished"
+            }
+        ));
+    }
+    let temporary = store.sweep_temporary(STALE_TEMPORARY)?;
+    if temporary > 0 {
+        notes.push(format!(
+            "removed {temporary} temporary file(s) of writes killed before they completed"
+        ));
+    }
+    Ok(notes)
+}
+
+/// The start time a run id begins with (see [`new_run_id`]).
+fn run_started(run_id: &str) -> Option<chrono::DateTime<Utc>> {
+    let stamp = run_id.get(..16)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 pub fn new_run_id(step: &str) -> String {
@@ -362,10 +438,14 @@ pub fn execute(
         },
         staged: Vec::new(),
         partitions: Vec::new(),
-        moves: Vec::new(),
         deletes: Vec::new(),
         bar: progress_bar(spec.name),
     };
+    // Housekeeping never fails a run: a store that cannot be swept now is swept next time.
+    match sweep_dead_runs(store, started) {
+        Ok(notes) => notes.into_iter().for_each(|n| ctx.note(n)),
+        Err(e) => tracing::warn!("could not clean up after earlier runs: {e:#}"),
+    }
     let result = step.run(&mut ctx).and_then(|_| ctx.commit());
     ctx.bar.finish_and_clear();
     ctx.clean_scratch();
@@ -469,6 +549,64 @@ mod tests {
             ctx.replace_partition("out/dt=1/");
             Ok(())
         }
+    }
+
+    /// What a SIGKILL leaves (staging of a run that never finished, a temporary file
+    /// between write and rename) is removed by a later run, which says so; a live
+    /// run's staging and a fresh temporary file are left alone.
+    #[test]
+    fn later_runs_clean_what_killed_runs_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let killed = "20200101T000000Z-ingest-0001";
+        let finished = new_run_id("features");
+        let live = new_run_id("ingest");
+        for run in [killed, &finished, &live] {
+            store
+                .put(
+                    &format!("_staging/{run}/raw/orders/dt=1/part-00000.parquet"),
+                    b"x",
+                    Condition::Always,
+                )
+                .unwrap();
+        }
+        store
+            .put(
+                &format!("runs/{finished}/manifest.json"),
+                b"{}",
+                Condition::IfAbsent,
+            )
+            .unwrap();
+        let tmp_dir = dir.path().join("raw/orders/dt=1");
+        std::fs::create_dir_all(&tmp_dir).unwrap();
+        let old_tmp = tmp_dir.join(".tmp-1-part-00000.parquet");
+        let fresh_tmp = tmp_dir.join(".tmp-2-part-00000.parquet");
+        for f in [&old_tmp, &fresh_tmp] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&old_tmp)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+
+        let manifest = execute(&store, &WritePart(b"data"), None).unwrap();
+        let notes = manifest.notes.join("\n");
+        assert!(
+            notes.contains(killed) && notes.contains("killed"),
+            "{notes}"
+        );
+        assert!(notes.contains(&finished), "{notes}");
+        assert!(notes.contains("1 temporary file"), "{notes}");
+        let staged = store.list("_staging/").unwrap();
+        assert_eq!(
+            staged,
+            vec![format!(
+                "_staging/{live}/raw/orders/dt=1/part-00000.parquet"
+            )]
+        );
+        assert!(!old_tmp.exists() && fresh_tmp.exists());
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Auth {
             .ok_or_else(|| unauthenticated("Authorization is not a Bearer token".into()))?
             .trim();
         let data = decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| unauthenticated(format!("invalid token: {e}")))?;
+            .map_err(|e| unauthenticated(crate::rows::brief(&format!("invalid token: {e}"))))?;
         Ok(Grant {
             sub: data.claims.sub,
             scopes: data

@@ -12,6 +12,9 @@
 
 pub mod auth;
 pub mod champions;
+pub mod connections;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod rows;
 
@@ -44,8 +47,23 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// RabbitMQ to hear `model.published` on.
     pub amqp_url: Option<String>,
-    /// Request threads.
+    /// Scoring threads: requests beyond them wait their turn, while health checks,
+    /// metrics and the reading of bodies go on on the server's own threads.
     pub workers: usize,
+    /// Open connections at most (lowered to fit the descriptor limit).
+    pub max_connections: usize,
+    /// Time a client has to send a request's head; idle keep-alive connections close
+    /// after it too.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once its head has arrived.
+    pub body_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for what a command line rarely changes.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +87,9 @@ struct App {
     metrics: Arc<Metrics>,
     reload: Sender<Trigger>,
     max_body_bytes: usize,
+    body_timeout: Duration,
+    /// One permit per scoring thread.
+    scoring: Arc<tokio::sync::Semaphore>,
 }
 
 /// Loads the champions, then serves until SIGINT or SIGTERM. The first line on stdout
@@ -99,10 +120,26 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
         metrics,
         reload: reload.clone(),
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout,
+        scoring: Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
     });
+    let limits = connections::Limits {
+        max_connections: connections::connection_limit(config.max_connections),
+        header_timeout: config.header_timeout,
+    };
+    if limits.max_connections < config.max_connections {
+        tracing::warn!(
+            wanted = config.max_connections,
+            allowed = limits.max_connections,
+            "connection limit lowered to fit the open-file limit (ulimit -n)"
+        );
+    }
 
+    // Two threads for connections, health and metrics: scoring runs on the blocking
+    // pool, so these stay free to answer probes however busy the scorers are.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers.max(1))
+        .worker_threads(2)
+        .max_blocking_threads(config.workers.max(1) + 2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -118,9 +155,7 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
         if let Some(url) = config.amqp_url.clone() {
             tokio::spawn(follow_events(url, config.models.clone(), reload));
         }
-        axum::serve(listener, router(app))
-            .with_graceful_shutdown(shutdown())
-            .await?;
+        connections::serve(listener, router(app), limits, shutdown()).await;
         tracing::info!("stopped");
         Ok(())
     })
@@ -241,54 +276,34 @@ async fn score(
             ),
         ));
     }
-    let bytes = read_body(body, app.max_body_bytes).await?;
+    let bytes = read_body(body, app.max_body_bytes, app.body_timeout).await?;
     let Some(served) = app.models.get(name) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no verified champion of {name} is loaded yet"),
         ));
     };
-    // Scoring runs on the request thread: a LightGBM prediction of a request's rows
-    // takes microseconds to a few milliseconds, less than a hand-off to a blocking
-    // pool would cost.
-    let predictions = match &served.scorer {
-        Scorer::Pricing(model) => {
-            let rows = rows::price_inputs(&bytes).map_err(|b| ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                error: b.why,
-                field: Some(b.field),
-            })?;
-            let priced = model
-                .price(&rows)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            priced
-                .iter()
-                .map(|p| {
-                    json!({
-                        "price_base": p.log_price.exp(),
-                        "price_base_low": p.low.exp(),
-                        "price_base_high": p.high.exp(),
-                    })
-                })
-                .collect::<Vec<_>>()
-        }
-        Scorer::Categorize(model) => {
-            let rows = rows::titles(&bytes).map_err(|b| ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                error: b.why,
-                field: Some(b.field),
-            })?;
-            rows.iter()
-                .map(|(title, k)| {
-                    let c = model.categorize(title, *k);
-                    json!({
-                        "categories": c.top.iter().map(|(name, p)| json!({"category": name, "probability": p})).collect::<Vec<_>>(),
-                        "needs_review": c.needs_review,
-                    })
-                })
-                .collect::<Vec<_>>()
-        }
-    };
+    // Parsing and scoring take CPU in proportion to the body (up to a few ms per MiB):
+    // they run on the blocking pool, one request per scoring thread, never on the
+    // threads that answer health checks.
+    let permit = app
+        .scoring
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let scoring = served.clone();
+    let predictions = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        predictions(&scoring.scorer, &bytes)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scoring failed: {e}"),
+        )
+    })??;
     app.metrics
         .rows
         .get_or_create(&ModelLabels {
@@ -303,10 +318,64 @@ async fn score(
     .into_response())
 }
 
-/// The whole body, or 413 once it passes the limit (whether or not it declared its
-/// length).
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    to_bytes(body, limit).await.map_err(|e| {
+/// Parses a request's rows and scores them (CPU only; runs on the blocking pool).
+fn predictions(scorer: &Scorer, bytes: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+    let refused = |b: rows::BadBody| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        error: b.why,
+        field: Some(b.field),
+    };
+    Ok(match scorer {
+        Scorer::Pricing(model) => {
+            let rows = rows::price_inputs(bytes).map_err(refused)?;
+            let priced = model
+                .price(&rows)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            priced
+                .iter()
+                .map(|p| {
+                    json!({
+                        "price_base": p.log_price.exp(),
+                        "price_base_low": p.low.exp(),
+                        "price_base_high": p.high.exp(),
+                    })
+                })
+                .collect()
+        }
+        Scorer::Categorize(model) => {
+            let rows = rows::titles(bytes).map_err(refused)?;
+            rows.iter()
+                .map(|(title, k)| {
+                    let c = model.categorize(title, *k);
+                    json!({
+                        "categories": c.top.iter().map(|(name, p)| json!({"category": name, "probability": p})).collect::<Vec<_>>(),
+                        "needs_review": c.needs_review,
+                    })
+                })
+                .collect()
+        }
+    })
+}
+
+/// The whole body; 413 once it passes the limit (whether or not it declared its
+/// length); 408 when it has not all arrived within `timeout`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    let read = tokio::time::timeout(timeout, to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s",
+                    timeout.as_secs()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         // The limit's error sits somewhere down the chain of causes, by type.
         let too_large =
             std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |c| {

@@ -48,8 +48,8 @@ struct PriceRow {
 fn parse<R: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Vec<R>, BadBody> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let request: Request<R> = serde_path_to_error::deserialize(de).map_err(|e| BadBody {
-        field: e.path().to_string().trim_start_matches('.').to_string(),
-        why: e.inner().to_string(),
+        field: brief(e.path().to_string().trim_start_matches('.')),
+        why: brief(&e.inner().to_string()),
     })?;
     if request.rows.is_empty() {
         return Err(BadBody {
@@ -58,6 +58,19 @@ fn parse<R: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Vec<R>, BadBody> {
         });
     }
     Ok(request.rows)
+}
+
+/// The most characters of a request a response quotes back.
+pub const MAX_QUOTE_CHARS: usize = 200;
+
+/// `s`, cut after [`MAX_QUOTE_CHARS`] characters: a field name or a value a parser
+/// error quotes comes from the request, which may be a megabyte long. (sgml-features
+/// has the ingest twin; the server does not link it.)
+pub fn brief(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTE_CHARS) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}…", &s[..end]),
+    }
 }
 
 /// A refused field of row `i`.

@@ -157,3 +157,145 @@ fn a_mostly_rejected_table_fails_and_keeps_the_good_partition() {
         0
     );
 }
+
+/// A symbolic link in an input directory that leads outside it is refused, naming the
+/// link, before anything is read (nothing of the target reaches stderr or the
+/// manifest); a link to a file inside the directory is followed.
+#[test]
+fn a_link_out_of_the_input_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = generate(dir.path(), 60, 21, 0.0);
+    let secret = dir.path().join("secret.csv");
+    std::fs::write(&secret, "order_id,SECRET-LINE-MARKER\n1,2\n").unwrap();
+
+    let linked = dir.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    for f in ["orders.csv", "fx_rates.csv"] {
+        std::fs::copy(good.join(f), linked.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(&secret, linked.join("products.csv")).unwrap();
+    let store = dir.path().join("store");
+    let out = run(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&linked));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("products.csv") && err.contains("leaves the input directory"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET-LINE-MARKER"), "{err}");
+    let manifests = snapshot(&store);
+    assert!(
+        manifests
+            .values()
+            .all(|b| !String::from_utf8_lossy(b).contains("SECRET-LINE-MARKER")),
+        "the target's content reached the store"
+    );
+
+    // A link that stays inside the directory is an ordinary input.
+    std::fs::remove_file(linked.join("products.csv")).unwrap();
+    std::fs::copy(
+        good.join("products.csv"),
+        linked.join("products-export.data"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("products-export.data", linked.join("products.csv")).unwrap();
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&linked));
+}
+
+/// A 1 MB header line of one column is quoted briefly: stderr and the run manifest stay
+/// small.
+#[test]
+fn a_huge_header_is_quoted_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let header = format!("{};x\n1;2\n", "h".repeat(1 << 20));
+    std::fs::write(input.join("orders.csv"), header).unwrap();
+    let store = dir.path().join("store");
+    let out = run(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("orders.csv") && err.contains("characters)"),
+        "{err}"
+    );
+    assert!(err.len() < 4096, "stderr is {} bytes", err.len());
+    let largest = snapshot(&store).values().map(Vec::len).max().unwrap_or(0);
+    assert!(largest < 16 * 1024, "a stored file of {largest} bytes");
+}
+
+/// One flipped byte in a stored raw part is caught before use: the next step fails
+/// naming the part, and writes nothing.
+#[test]
+fn a_corrupted_raw_part_is_refused_before_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store, _, run_date) = ingested_export(dir.path(), 23);
+    let part = std::fs::read_dir(store.join(format!("raw/orders/dt={run_date}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a part file");
+    // `sha256sum -c` agrees with the checksum beside it before the flip.
+    let check = std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!(
+            "{}.sha256",
+            part.file_name().unwrap().to_string_lossy()
+        ))
+        .current_dir(part.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&part, &bytes).unwrap();
+    let before = snapshot(&store);
+
+    let err = fails(sgml(&store).args(["features", "--run-date", &run_date]), 1);
+    let name = part.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains("does not match the checksum") && err.contains(&name),
+        "{err}"
+    );
+    let changed = outputs_changed(&before, &store);
+    assert!(changed.is_empty(), "{changed:?}");
+}
+
+/// A gzip that expands past --max-decompressed-bytes fails the run naming the file and
+/// the limit; nothing is committed.
+#[test]
+fn a_compression_bomb_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, store, before, run_date) = ingested_export(dir.path(), 29);
+    let bomb = dir.path().join("bomb");
+    std::fs::create_dir_all(&bomb).unwrap();
+    for f in ["products.csv", "fx_rates.csv"] {
+        std::fs::copy(good.join(f), bomb.join(f)).unwrap();
+    }
+    let orders = std::fs::read(good.join("orders.csv")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&orders).unwrap();
+    // Zeros after the rows: a few KB compressed, megabytes expanded.
+    gz.write_all(&vec![b'0'; 8 << 20]).unwrap();
+    std::fs::write(bomb.join("orders.csv.gz"), gz.finish().unwrap()).unwrap();
+
+    let err = fails(
+        sgml(&store)
+            .args(["ingest", "--demo", "--run-date", &run_date])
+            .args(["--max-decompressed-bytes", "1000000", "--input"])
+            .arg(&bomb),
+        1,
+    );
+    assert!(
+        err.contains("orders.csv.gz") && err.contains("more than 1000000 bytes"),
+        "{err}"
+    );
+    assert!(outputs_changed(&before, &store).is_empty());
+}

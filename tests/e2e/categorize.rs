@@ -84,6 +84,9 @@ fn append_odd_products(input: &std::path::Path) -> String {
     bad[at] = 0xff;
     bad[at + 1] = 0xfe;
     f.write_all(&bad).unwrap();
+    // Accepted: a U+FFFD that arrives as valid UTF-8 is text (real exports carry it).
+    f.write_all(&row("P-ODD-FFFD", "Ceramic mug \u{FFFD} blue", "Home"))
+        .unwrap();
     header
 }
 
@@ -112,8 +115,7 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
     // Ingest: the three bad titles are quarantined with a rule each; the rest accepted.
     let ingest = last_manifest(&store, "ingest");
     let run_id = ingest["run_id"].as_str().unwrap();
-    let rejects =
-        read_parquet(&store.join(format!("quarantine/products/{run_id}/rejects.parquet")));
+    let rejects = read_partition(&store.join(format!("quarantine/products/{run_id}")));
     let rejected: HashMap<String, String> = strings(&rejects, "product_id")
         .into_iter()
         .zip(strings(&rejects, "_rule"))
@@ -127,6 +129,7 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
         "{rejected:?}"
     );
     assert!(rejected["P-ODD-UTF8"].ends_with(".utf8"), "{rejected:?}");
+    assert!(!rejected.contains_key("P-ODD-FFFD"), "{rejected:?}");
     // The language of a title without one is detected at ingest.
     let raw = read_partition(&store.join(format!("raw/products/dt={run_date}")));
     let lang: HashMap<String, Option<String>> = strings(&raw, "product_id")
@@ -140,6 +143,10 @@ fn run_all_trains_applies_and_embeds_with_defined_behaviour_for_odd_titles() {
                 .map(|l| l.map(String::from)),
         )
         .collect();
+    assert!(
+        lang.contains_key("P-ODD-FFFD"),
+        "a literal U+FFFD is stored"
+    );
     assert_eq!(lang["P-ODD-ARABIC"].as_deref(), Some("ar"));
     assert_eq!(lang["P-ODD-HEBREW"].as_deref(), Some("he"));
 

@@ -95,7 +95,7 @@ fn ingest_from_postgres_streams_contract_tables() {
     );
 
     let run_id = m["run_id"].as_str().unwrap();
-    let rejects = read_parquet(&store.join(format!("quarantine/orders/{run_id}/rejects.parquet")));
+    let rejects = read_partition(&store.join(format!("quarantine/orders/{run_id}")));
     let mut rules = strings(&rejects, "_rule");
     rules.sort();
     assert_eq!(

@@ -109,7 +109,7 @@ fn run_all_on_generated_data_accounts_for_every_row() {
 
     // Quarantine holds the rejected rows with a known rule each.
     let run_id = ingest["run_id"].as_str().unwrap();
-    let rejects = read_parquet(&store.join(format!("quarantine/orders/{run_id}/rejects.parquet")));
+    let rejects = read_partition(&store.join(format!("quarantine/orders/{run_id}")));
     assert_eq!(
         rejects.height() as u64,
         ingest["counts"]["orders"]["quarantined"].as_u64().unwrap()

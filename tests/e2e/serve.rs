@@ -558,3 +558,173 @@ fn a_tampered_champion_is_never_served() {
     let (s, b) = post(&fresh.url("/v1/models/pricing/predict"), Some(&t), &body);
     assert_eq!(s, 503, "{b}");
 }
+
+/// `cmd` run under an open-file limit of `n` (through the shell's `ulimit`).
+fn with_open_file_limit(cmd: &Command, n: u32) -> Command {
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(format!("ulimit -n {n} && exec \"$@\""))
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
+    limited
+}
+
+/// Waits for the server to close `socket`: true when it read end-of-file (or a reset)
+/// before `within`.
+fn closed_by_server(socket: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        socket.set_read_timeout(Some(left)).unwrap();
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a response (408 or the like) before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Idle sockets, slowloris clients and idle keep-alive connections are closed after the
+/// header timeout, and past the connection limit clients wait in the backlog instead of
+/// taking descriptors: with 300 idle sockets against a 128-descriptor process, every
+/// socket is closed in turn and `/healthz` answers.
+#[test]
+fn idle_and_slow_connections_are_closed_and_health_answers() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_cmd(dir.path());
+    cmd.args(["--header-timeout-secs", "1"]);
+    let server = Server::start(with_open_file_limit(&cmd, 128));
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    let mut idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&addr).expect("the backlog takes the connection"))
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Slowloris: a byte every 200 ms never completes the head.
+    let dribble = std::thread::spawn(move || {
+        for _ in 0..15 {
+            for s in &mut slow {
+                let _ = s.write_all(b"a");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        slow
+    });
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(s, Duration::from_secs(30)),
+            "idle socket {i} of 300 is still open"
+        );
+    }
+    let mut slow = dribble.join().unwrap();
+    for s in &mut slow {
+        assert!(closed_by_server(s, Duration::from_secs(5)));
+    }
+    let (status, body) = get(&server.url("/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // A keep-alive connection that goes quiet after a response is closed too.
+    let mut keep = TcpStream::connect(&addr).unwrap();
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut keep, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(closed_by_server(&mut keep, Duration::from_secs(5)));
+}
+
+/// A body that stops arriving gets 408 after the body timeout.
+#[test]
+fn a_stalled_body_gets_408() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_cmd(dir.path());
+    cmd.args(["--body-timeout-secs", "1", "--models", "pricing"]);
+    let server = Server::start(cmd);
+    let mut s = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    let t = token("predict:pricing");
+    write!(
+        s,
+        "POST /v1/models/pricing/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"rows\": ["
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+}
+
+/// Scoring runs on its own threads: while one scoring thread works through large
+/// requests back to back, `/healthz` still answers at once. (A liveness check with a
+/// generous bound; the soak script measures the p99.)
+#[test]
+fn health_answers_while_scoring_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = two_versions(dir.path(), 47);
+    let mut cmd = serve_cmd(&store);
+    cmd.args(["--workers", "1"]);
+    let server = Server::start(cmd);
+    let many: Vec<Value> = (0..4000)
+        .flat_map(|_| rows()["rows"].as_array().unwrap().clone())
+        .collect();
+    let body = Arc::new(serde_json::to_vec(&json!({ "rows": many })).unwrap());
+    assert!(body.len() < 1 << 20);
+    let t = Arc::new(token("predict:pricing"));
+    let url = server.url("/v1/models/pricing/predict");
+    let started = Instant::now();
+    let (s, b) = post(&url, Some(&t), &body);
+    let one = started.elapsed();
+    assert_eq!(s, 200, "{b}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url, body, t) = (stop.clone(), url.clone(), body.clone(), t.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(post(&url, Some(&t), &body).0, 200);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        assert_eq!(get(&server.url("/healthz")).0, 200);
+        slowest = slowest.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "/healthz took {slowest:?} behind scoring (one request scores in {one:?})"
+    );
+}

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use sgml_features::anonymize::AnonKey;
 use sgml_pipelines::run;
-use sgml_pipelines::sources::SourceOptions;
+use sgml_pipelines::sources::{MAX_DECOMPRESSED_BYTES, SourceOptions};
 use sgml_pipelines::steps::ingest::{Anonymization, Ingest, MAX_REJECT_SHARE};
 
 use crate::global::Global;
@@ -41,6 +41,10 @@ pub struct SourceArgs {
     /// ingest fails and commits nothing.
     #[arg(long, default_value_t = MAX_REJECT_SHARE, value_name = "SHARE", value_parser = parse_share)]
     pub max_reject_share: f64,
+    /// A compressed input (.csv.gz, .jsonl.gz) that expands past this many bytes is
+    /// refused, naming the file.
+    #[arg(long, default_value_t = MAX_DECOMPRESSED_BYTES, value_name = "BYTES")]
+    pub max_decompressed_bytes: u64,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +108,7 @@ pub fn step(args: &SourceArgs) -> anyhow::Result<Ingest> {
         source: SourceOptions {
             pg_schema: args.pg_schema.clone(),
             pg_queries: args.pg_query.clone(),
+            max_decompressed_bytes: args.max_decompressed_bytes,
         },
         key: anonymization(args)?,
         max_reject_share: args.max_reject_share,

@@ -35,9 +35,21 @@ pub struct Args {
     /// Request bodies over this many bytes get 413.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
-    /// Request threads (default: one per core).
+    /// Scoring threads (default: one per core). Requests beyond them wait their turn;
+    /// health checks and metrics never wait behind scoring.
     #[arg(long)]
     workers: Option<usize>,
+    /// Open connections at most; more clients wait in the listen backlog. Lowered to
+    /// fit the open-file limit (`ulimit -n`) less 64.
+    #[arg(long, default_value_t = sgml_serve::Config::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head; idle keep-alive connections
+    /// close after it too.
+    #[arg(long, default_value_t = sgml_serve::Config::HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body (408 after).
+    #[arg(long, default_value_t = sgml_serve::Config::BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
 }
 
 pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
@@ -59,6 +71,9 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
         workers: a.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
         }),
+        max_connections: a.max_connections,
+        header_timeout: std::time::Duration::from_secs(a.header_timeout_secs),
+        body_timeout: std::time::Duration::from_secs(a.body_timeout_secs),
     };
     sgml_serve::serve(g.open_store()?, auth, config)?;
     Ok(())

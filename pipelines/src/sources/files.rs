@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 use polars::prelude::*;
-use sgml_features::Table;
 use sgml_features::validate::RawTable;
+use sgml_features::{Table, quote};
 
-use super::{BoxError, ChunkSink, HashingReader, InputRecord, SourceError};
+use super::{Capped, ChunkSink, HashingReader, InputRecord, SourceError, SourceOptions};
 use crate::mapping::Mapping;
 
 const EXTENSIONS: &[&str] = &[
@@ -25,8 +25,10 @@ const EXTENSIONS: &[&str] = &[
 pub fn load(
     inputs: &[String],
     mapping: Option<&Mapping>,
+    opts: &SourceOptions,
     sink: &mut ChunkSink,
 ) -> Result<Vec<InputRecord>, SourceError> {
+    let limit = opts.max_decompressed_bytes;
     let mut files: Vec<PathBuf> = Vec::new();
     for input in inputs {
         let path = PathBuf::from(input);
@@ -59,14 +61,13 @@ pub fn load(
                     file,
                     &mut |_, chunk| {
                         match whole.as_mut() {
-                            Some(acc) => acc
-                                .append(chunk)
-                                .map_err(|e| Box::new(SourceError::Input(e)) as BoxError)?,
+                            Some(acc) => acc.append(chunk),
                             None => whole = Some(chunk),
                         }
                         Ok(())
                     },
                     Table::Orders,
+                    limit,
                 )?;
                 records.push(record);
                 let table = whole.expect("a file yields at least one chunk");
@@ -104,20 +105,46 @@ pub fn load(
             }
             by_table.sort_by_key(|(t, _)| super::ingest_order(t));
             for (table, file) in by_table {
-                records.push(read_file(&file, sink, table)?);
+                records.push(read_file(&file, sink, table, limit)?);
             }
         }
     }
     Ok(records)
 }
 
+/// The data files of an input directory, in name order. A symbolic link is followed
+/// only when it stays inside the directory: a link planted in an export directory must
+/// not make ingest read (and quote) a file elsewhere on the machine.
 fn data_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| SourceError::Input(format!("{}: {e}", dir.display())))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && extension(p).is_some())
-        .collect();
+    let failed = |e: std::io::Error| SourceError::Input(format!("{}: {e}", dir.display()));
+    let root = dir.canonicalize().map_err(failed)?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let path = entry.map_err(failed)?.path();
+        if extension(&path).is_none() {
+            continue;
+        }
+        let is_link = path
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if is_link {
+            let inside = path
+                .canonicalize()
+                .is_ok_and(|target| target.starts_with(&root));
+            if !inside {
+                return Err(SourceError::Unreadable {
+                    file: path.display().to_string(),
+                    message: format!(
+                        "a symbolic link that leaves the input directory {}: refused (copy the file in, or name it as an input)",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        if path.is_file() {
+            files.push(path);
+        }
+    }
     files.sort();
     Ok(files)
 }
@@ -133,11 +160,13 @@ fn table_of(path: &Path) -> Option<Table> {
     Table::from_name(stem)
 }
 
-/// Streams one file into `sink` as `table` chunks and records its checksum.
+/// Streams one file into `sink` as `table` chunks and records its checksum. A
+/// compressed file may expand to at most `max_decompressed` bytes.
 pub fn read_file(
     path: &Path,
     sink: &mut ChunkSink,
     table: Table,
+    max_decompressed: u64,
 ) -> Result<InputRecord, SourceError> {
     let source = path.display().to_string();
     let io_err = |e: std::io::Error| SourceError::Unreadable {
@@ -162,22 +191,45 @@ pub fn read_file(
         ".csv" | ".csv.gz" => {
             let reader: Box<dyn Read + '_> = match ext {
                 ".csv" => Box::new(&mut hashing),
-                _ => Box::new(MultiGzDecoder::new(&mut hashing)),
+                _ => Box::new(Capped::new(
+                    MultiGzDecoder::new(&mut hashing),
+                    max_decompressed,
+                )),
             };
             let mut chunks = super::CsvChunks::new(&source, reader)?;
             while let Some(chunk) = chunks.next_chunk(super::chunk_rows())? {
                 emit(chunk)?;
             }
         }
-        ".jsonl" | ".ndjson" => emit(super::read_jsonl(&source, &mut hashing)?)?,
-        ".jsonl.gz" => emit(super::read_jsonl(
-            &source,
-            MultiGzDecoder::new(&mut hashing),
-        )?)?,
+        ".jsonl" | ".ndjson" | ".jsonl.gz" => {
+            let reader: Box<dyn Read + '_> = match ext {
+                ".jsonl.gz" => Box::new(Capped::new(
+                    MultiGzDecoder::new(&mut hashing),
+                    max_decompressed,
+                )),
+                _ => Box::new(&mut hashing),
+            };
+            let mut chunks =
+                super::JsonlChunks::new(&source, BufReader::with_capacity(1 << 16, reader));
+            while let Some(chunk) = chunks.next_chunk(super::chunk_rows())? {
+                emit(chunk)?;
+            }
+        }
         ".parquet" => {
-            let mut bytes = Vec::new();
-            hashing.read_to_end(&mut bytes).map_err(io_err)?;
-            emit(read_parquet(&source, bytes)?)?;
+            // Scanned in place a chunk of rows at a time; the checksum is a second,
+            // streaming pass over the file (cheap beside decoding it).
+            drop(hashing);
+            read_parquet(path, &source, super::chunk_rows(), &mut emit)?;
+            let mut hashing = HashingReader::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(path).map_err(io_err)?,
+            ));
+            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err)?;
+            return Ok(InputRecord {
+                uri: source,
+                sha256: hashing.hex(),
+                rows,
+            });
         }
         _ => unreachable!("extension listed"),
     }
@@ -190,31 +242,85 @@ pub fn read_file(
     })
 }
 
-fn read_parquet(source: &str, bytes: Vec<u8>) -> Result<RawTable, SourceError> {
+/// Reads a Parquet file a chunk of rows at a time (each slice decodes only the row
+/// groups it needs), every column as text.
+fn read_parquet(
+    path: &Path,
+    source: &str,
+    chunk_rows: usize,
+    emit: &mut dyn FnMut(RawTable) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
     let unreadable = |e: PolarsError| SourceError::Unreadable {
         file: source.to_string(),
-        message: format!("not readable as Parquet: {e}"),
+        message: sgml_features::quote::brief(&format!("not readable as Parquet: {e}")),
     };
-    let df = ParquetReader::new(std::io::Cursor::new(bytes))
-        .finish()
-        .map_err(unreadable)?;
-    let columns: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut table = RawTable::new(source, columns);
-    let text: Vec<StringChunked> = df
-        .columns()
-        .iter()
-        .map(|c| c.cast(&DataType::String).and_then(|c| c.str().cloned()))
-        .collect::<PolarsResult<_>>()
-        .map_err(unreadable)?;
-    for (col, cells) in text.iter().zip(table.cells.iter_mut()) {
-        cells.extend(col.iter().map(|v| v.map(str::to_string)));
+    check_parquet_layout(path, source)?;
+    let scan = || -> PolarsResult<LazyFrame> {
+        LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, ScanArgsParquet::default())
+    };
+    let total = crate::io::decoding(|| {
+        let n = scan()?.select([len()]).collect()?;
+        Ok(n.column("len")?.u32()?.get(0).unwrap_or(0) as u64)
+    })
+    .map_err(unreadable)?;
+    let step = chunk_rows.max(1) as u64;
+    let mut offset = 0u64;
+    loop {
+        let df = crate::io::decoding(|| scan()?.slice(offset as i64, step as IdxSize).collect())
+            .map_err(unreadable)?;
+        let columns: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut table = RawTable::new(source, columns);
+        let text: Vec<StringChunked> = df
+            .columns()
+            .iter()
+            .map(|c| c.cast(&DataType::String).and_then(|c| c.str().cloned()))
+            .collect::<PolarsResult<_>>()
+            .map_err(unreadable)?;
+        for (col, cells) in text.iter().zip(table.cells.iter_mut()) {
+            cells.extend(col.iter().map(|v| v.map(str::to_string)));
+        }
+        table.source_rows = (offset + 1..=offset + df.height() as u64).collect();
+        offset += df.height() as u64;
+        emit(table)?;
+        if offset >= total || df.height() == 0 {
+            return Ok(());
+        }
     }
-    table.source_rows = (1..=df.height() as u64).collect();
-    Ok(table)
+}
+
+/// Refuses a Parquet file whose metadata points outside it. polars 0.55's streaming
+/// scan slices the file by the byte ranges the metadata claims without checking them
+/// (`get_unchecked` in polars-stream's row-group fetcher: an out-of-bounds read on a
+/// corrupt file, found by the fuzzer in fuzz.rs); an input comes from outside, so
+/// every range is checked against the file's length first.
+fn check_parquet_layout(path: &Path, source: &str) -> Result<(), SourceError> {
+    let refuse = |message: String| SourceError::Unreadable {
+        file: source.to_string(),
+        message: sgml_features::quote::brief(&message),
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| refuse(e.to_string()))?
+        .len();
+    let file = File::open(path).map_err(|e| refuse(e.to_string()))?;
+    let metadata =
+        crate::io::decoding(|| Ok(ParquetReader::new(file).get_metadata()?.clone()))
+            .map_err(|e| refuse(format!("not readable as Parquet: {e}")))?;
+    for (i, group) in metadata.row_groups.iter().enumerate() {
+        let ranges = std::iter::once(group.full_byte_range()).chain(group.byte_ranges_iter());
+        for range in ranges {
+            if range.start > range.end || range.end > len {
+                return Err(refuse(format!(
+                    "not readable as Parquet: row group {i} claims bytes {}..{} of a {len}-byte file (corrupt or truncated)",
+                    range.start, range.end
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Files of one mapped export, one after another; row numbers continue across files.
@@ -225,8 +331,8 @@ fn concat_files(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceErr
             message: format!(
                 "columns differ from {}: expected {}, found {}",
                 acc.source,
-                acc.columns.join(","),
-                next.columns.join(",")
+                quote::list(&acc.columns, ","),
+                quote::list(&next.columns, ",")
             ),
         });
     }
@@ -241,5 +347,74 @@ fn concat_files(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceErr
             m.source_row += offset;
             m
         }));
+    acc.not_utf8.extend(next.not_utf8.into_iter().map(|mut m| {
+        m.source_row += offset;
+        m
+    }));
     Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// A small gzip that expands past the limit is refused by type, naming the file
+    /// and the limit, CSV and JSON lines alike.
+    #[test]
+    fn decompression_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = b"order_id,note\n".to_vec();
+        csv.extend(
+            std::iter::repeat_n(b"1,aaaaaaaaaaaaaaaaaaaa\n".iter().copied(), 50_000).flatten(),
+        );
+        let mut jsonl = Vec::new();
+        jsonl.extend(std::iter::repeat_n(b"{\"order_id\": 1}\n".iter().copied(), 50_000).flatten());
+        for (name, bytes) in [("orders.csv.gz", csv), ("orders.jsonl.gz", jsonl)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, gzip(&bytes)).unwrap();
+            let err = read_file(&path, &mut |_, _| Ok(()), Table::Orders, 100_000).unwrap_err();
+            match &err {
+                SourceError::TooLarge { file, limit } => {
+                    assert!(file.ends_with(name));
+                    assert_eq!(*limit, 100_000);
+                }
+                other => panic!("{name}: {other}"),
+            }
+            assert!(err.to_string().contains("--max-decompressed-bytes"));
+            // Under a limit it fits, the same file reads.
+            let record = read_file(&path, &mut |_, _| Ok(()), Table::Orders, 10 << 20).unwrap();
+            assert_eq!(record.rows, 50_000);
+        }
+    }
+
+    /// Parquet is read in chunks of rows, numbered on from chunk to chunk.
+    #[test]
+    fn parquet_is_read_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.parquet");
+        let mut df = df!("order_id" => (0..25i64).collect::<Vec<_>>()).unwrap();
+        std::fs::write(&path, crate::io::to_parquet(&mut df).unwrap()).unwrap();
+        let mut chunks = Vec::new();
+        read_parquet(&path, "orders.parquet", 10, &mut |t| {
+            chunks.push(t.source_rows.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[2], (21..=25).collect::<Vec<u64>>());
+        let record = read_file(&path, &mut |_, _| Ok(()), Table::Orders, 1).unwrap();
+        assert_eq!(record.rows, 25);
+        assert_eq!(
+            record.sha256,
+            crate::store::sha256_hex(&std::fs::read(&path).unwrap())
+        );
+    }
 }

@@ -4,6 +4,8 @@
 //! validation treats every source alike.
 
 mod files;
+#[cfg(test)]
+mod fuzz;
 mod postgres;
 mod text;
 
@@ -16,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::mapping::Mapping;
 
 pub use postgres::redact as redact_url;
-pub use text::{CsvChunks, read_csv, read_jsonl};
+pub use text::{CsvChunks, JsonlChunks, MAX_JSON_LINE_BYTES, read_csv, read_jsonl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -24,6 +26,10 @@ pub enum SourceError {
     Unreadable { file: String, message: String },
     #[error("{0}")]
     Input(String),
+    #[error(
+        "{file}: more than {limit} bytes once decompressed: refused (a compression bomb, or raise --max-decompressed-bytes)"
+    )]
+    TooLarge { file: String, limit: u64 },
     #[error("PostgreSQL {uri}: {message}")]
     Postgres { uri: String, message: String },
     /// The consumer of the chunks failed.
@@ -53,11 +59,71 @@ pub fn chunk_rows() -> usize {
 pub use sgml_models::bundle::InputRecord;
 
 /// Options that only some sources use.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SourceOptions {
     pub pg_schema: String,
     /// `(table, SQL)` pairs replacing `SELECT * FROM schema.table`.
     pub pg_queries: Vec<(String, String)>,
+    /// A compressed file that expands past this many bytes is refused.
+    pub max_decompressed_bytes: u64,
+}
+
+/// Default of [`SourceOptions::max_decompressed_bytes`]: 16 GiB, ten times the
+/// largest real export seen (1.5 GB of CSV for 10 M order lines).
+pub const MAX_DECOMPRESSED_BYTES: u64 = 16 << 30;
+
+impl Default for SourceOptions {
+    fn default() -> SourceOptions {
+        SourceOptions {
+            pg_schema: "public".into(),
+            pg_queries: Vec::new(),
+            max_decompressed_bytes: MAX_DECOMPRESSED_BYTES,
+        }
+    }
+}
+
+/// The error a [`Capped`] reader fails with past its limit, found again by type in
+/// the readers' error chains.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {limit} bytes")]
+pub(crate) struct OverLimit {
+    pub limit: u64,
+}
+
+/// A reader that fails once more than `limit` bytes have come through (decompressed
+/// input: a 9 MB gzip can expand to terabytes).
+pub(crate) struct Capped<R> {
+    inner: R,
+    limit: u64,
+    read: u64,
+}
+
+impl<R: Read> Capped<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Capped {
+            inner,
+            limit,
+            read: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::other(OverLimit { limit: self.limit }));
+        }
+        Ok(n)
+    }
+}
+
+/// The limit a [`Capped`] reader hit, if that is what `e` comes from.
+pub(crate) fn over_limit(e: &std::io::Error) -> Option<u64> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<OverLimit>())
+        .map(|o| o.limit)
 }
 
 /// Streams every input (PostgreSQL URLs, directories, files) into `sink`, table by
@@ -81,7 +147,7 @@ pub fn load(
         }
         return postgres::load(url, opts, sink);
     }
-    files::load(inputs, mapping, sink)
+    files::load(inputs, mapping, opts, sink)
 }
 
 /// Tables in the order ingest needs them: deletion requests first.

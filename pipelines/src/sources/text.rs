@@ -4,9 +4,10 @@
 //! truncated compression) is an error naming the file; a single row that cannot be
 //! split into the header's cells is recorded as malformed and goes to quarantine.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
-use sgml_features::validate::{Malformed, RawTable};
+use sgml_features::quote;
+use sgml_features::validate::{Malformed, NotUtf8, RawTable};
 
 use super::SourceError;
 
@@ -76,6 +77,14 @@ impl<R: Read> CsvChunks<R> {
                         });
                         continue;
                     }
+                    for (bytes, column) in record.iter().zip(&self.columns) {
+                        if std::str::from_utf8(bytes).is_err() {
+                            table.not_utf8.push(NotUtf8 {
+                                source_row: self.row,
+                                column: column.clone(),
+                            });
+                        }
+                    }
                     table.push_row(self.row, record.iter().map(cell));
                 }
                 Err(e) => return Err(csv_error(&self.source, self.row + 2, e)),
@@ -85,8 +94,9 @@ impl<R: Read> CsvChunks<R> {
     }
 }
 
-/// Text of a cell: empty is null; bytes that are not UTF-8 become U+FFFD, which the
-/// validator rejects under the column's `utf8` rule (the row is kept, not dropped).
+/// Text of a cell: empty is null; bytes that are not UTF-8 become U+FFFD (the reader
+/// lists the cell in `not_utf8`: the validator rejects the row under the column's
+/// `utf8` rule, and quarantine keeps it whole).
 fn cell(bytes: &[u8]) -> Option<String> {
     if bytes.is_empty() {
         None
@@ -97,9 +107,15 @@ fn cell(bytes: &[u8]) -> Option<String> {
 
 fn csv_error(source: &str, line: u64, e: csv::Error) -> SourceError {
     let message = match e.kind() {
-        csv::ErrorKind::Io(io) => {
-            format!("read failed near line {line}: {io} (truncated or corrupt file?)")
-        }
+        csv::ErrorKind::Io(io) => match super::over_limit(io) {
+            Some(limit) => {
+                return SourceError::TooLarge {
+                    file: source.to_string(),
+                    limit,
+                };
+            }
+            None => format!("read failed near line {line}: {io} (truncated or corrupt file?)"),
+        },
         _ => format!("not readable as CSV near line {line}: {e}"),
     };
     SourceError::Unreadable {
@@ -132,7 +148,8 @@ fn header_columns(source: &str, header: &csv::ByteRecord) -> Result<Vec<String>,
         let only = &columns[0];
         if let Some(sep) = [';', '\t', '|'].into_iter().find(|s| only.contains(*s)) {
             return Err(unreadable(format!(
-                "the header is one column `{only}`: the file looks {}-delimited, expected comma-separated",
+                "the header is one column `{}`: the file looks {}-delimited, expected comma-separated",
+                quote::brief(only),
                 match sep {
                     '\t' => "tab".to_string(),
                     s => format!("`{s}`"),
@@ -143,77 +160,207 @@ fn header_columns(source: &str, header: &csv::ByteRecord) -> Result<Vec<String>,
     Ok(columns)
 }
 
-/// Reads JSON lines: one object per line; values become text (numbers as written).
+/// Reads a JSON-lines stream whole (tests and small inputs; ingest streams with
+/// [`JsonlChunks`]).
 pub fn read_jsonl(source: &str, reader: impl Read) -> Result<RawTable, SourceError> {
-    let mut text = String::new();
-    let mut bytes = Vec::new();
-    let mut reader = reader;
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| SourceError::Unreadable {
-            file: source.into(),
-            message: format!("read failed: {e} (truncated or corrupt file?)"),
-        })?;
-    text.push_str(&String::from_utf8_lossy(&bytes));
-    let mut columns: Vec<String> = Vec::new();
-    // (source row, (column index, value)) as keys appear, filled out to full rows below.
-    type SparseRow = (u64, Vec<(usize, Option<String>)>);
-    let mut rows: Vec<SparseRow> = Vec::new();
-    let mut malformed = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let row = i as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) {
-            Ok(obj) => {
-                let cells = obj
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let idx = columns.iter().position(|c| *c == k).unwrap_or_else(|| {
-                            columns.push(k);
-                            columns.len() - 1
-                        });
-                        let v = match v {
-                            serde_json::Value::Null => None,
-                            serde_json::Value::String(s) => Some(s),
-                            other => Some(other.to_string()),
-                        };
-                        (idx, v)
-                    })
-                    .collect();
-                rows.push((row, cells));
-            }
-            Err(e) => malformed.push(Malformed {
-                source_row: row,
-                rule: "json.parse".into(),
-                detail: format!("not a JSON object: {e}"),
-            }),
-        }
+    let mut chunks = JsonlChunks::new(source, std::io::BufReader::new(reader));
+    let mut table = chunks
+        .next_chunk(usize::MAX)?
+        .expect("the first chunk always exists");
+    while let Some(more) = chunks.next_chunk(usize::MAX)? {
+        table.append(more);
     }
-    if rows.is_empty() && malformed.is_empty() {
-        return Err(SourceError::Unreadable {
-            file: source.into(),
-            message: "the file is empty: expected one JSON object per line".into(),
-        });
-    }
-    if rows.is_empty() {
-        return Err(SourceError::Unreadable {
-            file: source.into(),
-            message: "no line is a JSON object: expected one JSON object per line".into(),
-        });
-    }
-    let mut table = RawTable::new(source, columns);
-    let width = table.columns.len();
-    for (row, cells) in rows {
-        let mut full = vec![None; width];
-        for (i, v) in cells {
-            full[i] = v;
-        }
-        table.push_row(row, full);
-    }
-    table.malformed = malformed;
     Ok(table)
+}
+
+/// The longest JSON line read; a longer one is quarantined as malformed without
+/// being held whole.
+pub const MAX_JSON_LINE_BYTES: usize = 4 << 20;
+
+/// A JSON-lines stream read a bounded number of lines at a time: one object per line,
+/// values as text (numbers as written). A chunk's columns are the keys its lines use.
+pub struct JsonlChunks<R: BufRead> {
+    reader: R,
+    source: String,
+    line: u64,
+    objects: usize,
+    started: bool,
+    done: bool,
+}
+
+impl<R: BufRead> JsonlChunks<R> {
+    pub fn new(source: &str, reader: R) -> JsonlChunks<R> {
+        JsonlChunks {
+            reader,
+            source: source.to_string(),
+            line: 0,
+            objects: 0,
+            started: false,
+            done: false,
+        }
+    }
+
+    fn unreadable(&self, message: String) -> SourceError {
+        SourceError::Unreadable {
+            file: self.source.clone(),
+            message,
+        }
+    }
+
+    /// Up to `max_rows` lines. The first call always returns a table; then `None` at
+    /// the end. A stream with no JSON object at all is an error.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<RawTable>, SourceError> {
+        if self.done && self.started {
+            return Ok(None);
+        }
+        self.started = true;
+        let mut columns: Vec<String> = Vec::new();
+        // (source row, (column index, value)) as keys appear, filled out to full rows below.
+        type SparseRow = (u64, Vec<(usize, Option<String>)>);
+        let mut rows: Vec<SparseRow> = Vec::new();
+        let mut malformed = Vec::new();
+        let mut not_utf8 = Vec::new();
+        let mut buf = Vec::new();
+        while rows.len() + malformed.len() < max_rows {
+            buf.clear();
+            let complete = match read_line(&mut self.reader, &mut buf, MAX_JSON_LINE_BYTES) {
+                Ok(Some(complete)) => complete,
+                Ok(None) => {
+                    self.done = true;
+                    break;
+                }
+                Err(e) => return Err(io_error(&self.source, self.line + 1, e)),
+            };
+            self.line += 1;
+            let row = self.line;
+            if !complete {
+                malformed.push(Malformed {
+                    source_row: row,
+                    rule: "json.length".into(),
+                    detail: format!("a line longer than {MAX_JSON_LINE_BYTES} bytes"),
+                });
+                continue;
+            }
+            let (text, valid) = match std::str::from_utf8(&buf) {
+                Ok(t) => (std::borrow::Cow::Borrowed(t), true),
+                Err(_) => (String::from_utf8_lossy(&buf), false),
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
+                Ok(obj) => {
+                    let cells = obj
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                serde_json::Value::Null => None,
+                                serde_json::Value::String(s) => Some(s),
+                                other => Some(other.to_string()),
+                            };
+                            // Which value held the bytes is lost with them: every value
+                            // with a U+FFFD on a line that was not UTF-8 is suspect.
+                            if !valid && v.as_deref().is_some_and(|v| v.contains('\u{FFFD}')) {
+                                not_utf8.push(NotUtf8 {
+                                    source_row: row,
+                                    column: k.clone(),
+                                });
+                            }
+                            let idx = columns.iter().position(|c| *c == k).unwrap_or_else(|| {
+                                columns.push(k);
+                                columns.len() - 1
+                            });
+                            (idx, v)
+                        })
+                        .collect();
+                    rows.push((row, cells));
+                }
+                Err(e) => malformed.push(Malformed {
+                    source_row: row,
+                    rule: "json.parse".into(),
+                    detail: quote::brief(&format!("not a JSON object: {e}")),
+                }),
+            }
+        }
+        self.objects += rows.len();
+        if self.done && self.objects == 0 {
+            return Err(self.unreadable(if malformed.is_empty() && self.line == 0 {
+                "the file is empty: expected one JSON object per line".into()
+            } else {
+                "no line is a JSON object: expected one JSON object per line".into()
+            }));
+        }
+        let mut table = RawTable::new(self.source.clone(), columns);
+        let width = table.columns.len();
+        for (row, cells) in rows {
+            let mut full = vec![None; width];
+            for (i, v) in cells {
+                full[i] = v;
+            }
+            table.push_row(row, full);
+        }
+        table.malformed = malformed;
+        table.not_utf8 = not_utf8;
+        Ok(Some(table))
+    }
+}
+
+/// Reads one line (without its newline) into `buf`, holding at most `max` bytes:
+/// `Some(true)` a whole line, `Some(false)` a longer line (skipped to its end),
+/// `None` at the end of the stream.
+fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    let n = reader
+        .by_ref()
+        .take(max as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        return Ok(Some(true));
+    }
+    if buf.len() <= max {
+        return Ok(Some(true)); // the last line, without a newline
+    }
+    // Too long: drop the rest of the line without holding it.
+    buf.clear();
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(Some(false));
+        }
+        match available.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(Some(false));
+            }
+            None => {
+                let len = available.len();
+                reader.consume(len);
+            }
+        }
+    }
+}
+
+fn io_error(source: &str, line: u64, e: std::io::Error) -> SourceError {
+    match super::over_limit(&e) {
+        Some(limit) => SourceError::TooLarge {
+            file: source.to_string(),
+            limit,
+        },
+        None => SourceError::Unreadable {
+            file: source.to_string(),
+            message: format!("read failed near line {line}: {e} (truncated or corrupt file?)"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +388,47 @@ mod tests {
             let err = read_csv("orders.csv", data).unwrap_err().to_string();
             assert!(err.contains("orders.csv") && err.contains(want), "{err}");
         }
+    }
+
+    /// JSON lines stream in chunks; keys differ between chunks and the union comes
+    /// out of `append`; an over-long line is malformed, never held; a line that is not
+    /// UTF-8 marks its damaged values, a literal U+FFFD on a valid line marks nothing.
+    #[test]
+    fn jsonl_streams_in_chunks_and_bounds_lines() {
+        let long = format!("{{\"a\": \"{}\"}}\n", "x".repeat(MAX_JSON_LINE_BYTES + 10));
+        let mut data = Vec::new();
+        data.extend_from_slice(b"{\"a\": 1}\n{\"a\": 2}\n");
+        data.extend_from_slice(long.as_bytes());
+        data.extend_from_slice(b"{\"b\": \"bad \xff bytes\", \"a\": 4}\r\n");
+        data.extend_from_slice("{\"b\": \"literal \u{FFFD}\"}".as_bytes());
+        let mut chunks = JsonlChunks::new("t.jsonl", std::io::BufReader::new(&data[..]));
+        let first = chunks.next_chunk(2).unwrap().unwrap();
+        assert_eq!(first.columns, vec!["a"]);
+        assert_eq!(first.height(), 2);
+        let second = chunks.next_chunk(2).unwrap().unwrap();
+        assert_eq!(second.malformed.len(), 1);
+        assert_eq!(second.malformed[0].rule, "json.length");
+        assert_eq!(second.malformed[0].source_row, 3);
+        assert_eq!(second.columns, vec!["a", "b"]);
+        assert_eq!(
+            second.not_utf8,
+            vec![NotUtf8 {
+                source_row: 4,
+                column: "b".into()
+            }]
+        );
+        let third = chunks.next_chunk(2).unwrap().unwrap();
+        assert_eq!(third.source_rows, vec![5]);
+        assert!(third.not_utf8.is_empty());
+        assert!(chunks.next_chunk(2).unwrap().is_none());
+
+        let whole = read_jsonl("t.jsonl", &data[..]).unwrap();
+        assert_eq!(whole.columns, vec!["a", "b"]);
+        assert_eq!(whole.rows_in(), 5);
+        assert_eq!(
+            whole.cells[0],
+            vec![Some("1".into()), Some("2".into()), Some("4".into()), None]
+        );
     }
 
     #[test]

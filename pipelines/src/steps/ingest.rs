@@ -74,6 +74,7 @@ impl Step for Ingest {
             "pg_queries": self.source.pg_queries.iter().map(|(t, _)| t).collect::<Vec<_>>(),
             "anonymization": self.key.name(),
             "max_reject_share": self.max_reject_share,
+            "max_decompressed_bytes": self.source.max_decompressed_bytes,
         })
     }
 
@@ -134,7 +135,8 @@ impl Step for Ingest {
         ctx.run_date = Some(run_date);
         ctx.rekey(PENDING_DATE, &run_date.to_string());
         let mut over = Vec::new();
-        for t in state.tables {
+        for mut t in state.tables {
+            t.flush_rejects(ctx)?;
             let name = t.table.name();
             ctx.replace_partition(&io::partition("raw", name, run_date));
             let summary = t.validator.finish();
@@ -147,17 +149,11 @@ impl Step for Ingest {
             if !summary.dropped_columns.is_empty() {
                 ctx.note(format!(
                     "{name}: dropped columns outside the contract: {}",
-                    summary.dropped_columns.join(", ")
+                    sgml_features::quote::list(&summary.dropped_columns, ", ")
                 ));
             }
             for (rule, n) in &summary.rules {
                 ctx.note(format!("{name}: {n} row(s) quarantined by {rule}"));
-            }
-            if !t.rejects.is_empty() {
-                let mut rejects = concat_frames(t.rejects)?;
-                let key = format!("quarantine/{name}/{}/rejects.parquet", ctx.run_id);
-                let bytes = io::to_parquet(&mut rejects)?;
-                ctx.stage(&key, &bytes, rejects.height())?;
             }
             let c = &summary.counts;
             if c.rows_in > 0 && c.quarantined as f64 > self.max_reject_share * c.rows_in as f64 {
@@ -190,7 +186,33 @@ struct TableState {
     table: Table,
     validator: Validator,
     parts: usize,
+    /// Rejected rows not yet staged: written out a chunk's worth at a time, so a
+    /// mostly bad input is held no more than a good one.
     rejects: Vec<DataFrame>,
+    rejects_buffered: usize,
+    reject_parts: usize,
+}
+
+impl TableState {
+    /// Stages the buffered rejects as the next `rejects-NNNNN.parquet` of the table's
+    /// quarantine.
+    fn flush_rejects(&mut self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        if self.rejects.is_empty() {
+            return Ok(());
+        }
+        let mut rejects = concat_frames(std::mem::take(&mut self.rejects))?;
+        self.rejects_buffered = 0;
+        let key = format!(
+            "quarantine/{}/{}/rejects-{:05}.parquet",
+            self.table.name(),
+            ctx.run_id,
+            self.reject_parts
+        );
+        let bytes = io::to_parquet(&mut rejects)?;
+        ctx.stage(&key, &bytes, rejects.height())?;
+        self.reject_parts += 1;
+        Ok(())
+    }
 }
 
 struct IngestState {
@@ -213,6 +235,8 @@ impl IngestState {
                 validator: Validator::new(table, ctx),
                 parts: 0,
                 rejects: Vec::new(),
+                rejects_buffered: 0,
+                reject_parts: 0,
             });
         }
         let state = self
@@ -252,7 +276,11 @@ impl IngestState {
             state.parts += 1;
         }
         if chunk.rejects.height() > 0 {
+            state.rejects_buffered += chunk.rejects.height();
             state.rejects.push(chunk.rejects);
+            if state.rejects_buffered >= sources::chunk_rows() {
+                state.flush_rejects(ctx)?;
+            }
         }
         Ok(())
     }

@@ -93,9 +93,9 @@ fn archive_crawled(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<
         // Merge with what an earlier run archived for this partition; a run that died
         // between its archive write and its raw rewrite archived these rows already.
         let archive_key = format!("{}{}", io::partition("archive", "crawled", dt), io::PART);
-        let mut merged = match ctx.store.get(&archive_key)? {
-            Some(existing) => concat(
-                [io::from_parquet(existing.bytes)?.lazy(), archive.lazy()],
+        let mut merged = match io::get_verified(ctx.store, &archive_key)? {
+            Some((existing, _)) => concat(
+                [io::from_parquet(existing)?.lazy(), archive.lazy()],
                 UnionArgs::default(),
             )?
             .unique_stable_generic(Some(vec![col("offer_id")]), UniqueKeepStrategy::First)

@@ -301,15 +301,15 @@ fn read_embeddings(
         io::partition("features", embed::TABLE, run_date),
         io::PART
     );
-    let Some(object) = ctx.store.get(&key)? else {
+    let Some((bytes, sha256)) = io::get_verified(ctx.store, &key)? else {
         return Ok(None);
     };
     ctx.input(InputRecord {
         uri: ctx.store.uri(&key),
-        sha256: crate::store::sha256_hex(&object.bytes),
+        sha256,
         rows: 0,
     });
-    let df = io::from_parquet(object.bytes)?;
+    let df = io::from_parquet(bytes)?;
     let ids = super::texts(&df, "product_id")?;
     let vectors = df.column("embedding")?.list()?;
     let mut out = HashMap::with_capacity(ids.len());

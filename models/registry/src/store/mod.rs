@@ -87,6 +87,13 @@ pub trait Store: Send + Sync {
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
         None
     }
+
+    /// Removes the store's own temporary files older than `older_than` (left by a
+    /// process killed between writing and renaming); returns how many. Stores whose
+    /// writes leave nothing behind (S3's are atomic) have none.
+    fn sweep_temporary(&self, _older_than: std::time::Duration) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Opens a store from its URI: `s3://bucket/prefix`, or a directory path (or

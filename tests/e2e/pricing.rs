@@ -281,6 +281,13 @@ fn later_prices_never_reach_the_fitted_model() {
     ParquetWriter::new(std::fs::File::create(&lines_path).unwrap())
         .finish(&mut changed)
         .unwrap();
+    // A deliberate rewrite: its checksum is rewritten with it, as a step would.
+    let digest = sgml_registry::store::sha256_hex(&std::fs::read(&lines_path).unwrap());
+    std::fs::write(
+        format!("{}.sha256", lines_path.display()),
+        format!("{digest}  part-0.parquet\n"),
+    )
+    .unwrap();
     let (after, fit_end_again) = train(&store);
     assert_eq!(fit_end, fit_end_again);
     assert!(

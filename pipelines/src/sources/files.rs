@@ -306,9 +306,8 @@ fn check_parquet_layout(path: &Path, source: &str) -> Result<(), SourceError> {
         .map_err(|e| refuse(e.to_string()))?
         .len();
     let file = File::open(path).map_err(|e| refuse(e.to_string()))?;
-    let metadata =
-        crate::io::decoding(|| Ok(ParquetReader::new(file).get_metadata()?.clone()))
-            .map_err(|e| refuse(format!("not readable as Parquet: {e}")))?;
+    let metadata = crate::io::decoding(|| Ok(ParquetReader::new(file).get_metadata()?.clone()))
+        .map_err(|e| refuse(format!("not readable as Parquet: {e}")))?;
     for (i, group) in metadata.row_groups.iter().enumerate() {
         let ranges = std::iter::once(group.full_byte_range()).chain(group.byte_ranges_iter());
         for range in ranges {

@@ -8,7 +8,7 @@ server's RSS and the size of /metrics. Passes when:
 
 - no valid request got a 5xx (or a connection error);
 - /healthz p99 <= 100 ms;
-- RSS at the end is within 10% of RSS after the warm-up;
+- RSS at the end is at most 10% above RSS after the warm-up (shrinking is no leak);
 - /metrics is no larger at the end than after the warm-up (+10%: histograms fill).
 
 Writes benches/results/soak.{json,md}. Not part of the tests: run scripts/soak.
@@ -267,7 +267,8 @@ def main():
     checks = {
         "zero 5xx on valid requests": result["valid_5xx_or_errors"] == 0,
         "/healthz p99 <= 100 ms": result["healthz"]["p99_ms"] <= 100,
-        "RSS within 10% of after warm-up": abs(result["rss_mib"]["change_pct"]) <= 10,
+        # Growth is what a leak looks like; the allocator handing memory back is not.
+        "RSS within 10% of after warm-up": result["rss_mib"]["change_pct"] <= 10,
         "/metrics size flat": end_metrics <= base_metrics * 1.1,
     }
     result["checks"] = checks

@@ -184,6 +184,8 @@ pub struct JsonlChunks<R: BufRead> {
     source: String,
     line: u64,
     objects: usize,
+    /// Whether a chunk has been returned (the first call always returns one).
+    returned: bool,
     started: bool,
     done: bool,
 }
@@ -195,6 +197,7 @@ impl<R: BufRead> JsonlChunks<R> {
             source: source.to_string(),
             line: 0,
             objects: 0,
+            returned: false,
             started: false,
             done: false,
         }
@@ -282,6 +285,11 @@ impl<R: BufRead> JsonlChunks<R> {
                 }),
             }
         }
+        // A stream that ends right at a chunk boundary leaves nothing for this call.
+        if self.done && self.returned && rows.is_empty() && malformed.is_empty() {
+            return Ok(None);
+        }
+        self.returned = true;
         self.objects += rows.len();
         if self.done && self.objects == 0 {
             return Err(self.unreadable(if malformed.is_empty() && self.line == 0 {
@@ -418,6 +426,10 @@ mod tests {
             }]
         );
         let third = chunks.next_chunk(2).unwrap().unwrap();
+        // A stream that ends on a chunk boundary ends there: no empty table after it.
+        let mut even = JsonlChunks::new("e.jsonl", &b"{\"a\": 1}\n{\"a\": 2}\n"[..]);
+        assert_eq!(even.next_chunk(2).unwrap().unwrap().height(), 2);
+        assert!(even.next_chunk(2).unwrap().is_none());
         assert_eq!(third.source_rows, vec![5]);
         assert!(third.not_utf8.is_empty());
         assert!(chunks.next_chunk(2).unwrap().is_none());

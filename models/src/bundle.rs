@@ -436,7 +436,7 @@ mod tests {
         assert!(!higher.passes(0.29, 0.3).0);
     }
 
-    /// Fuzzing the manifest on stable Rust (bounded by `SGML_FUZZ_CASES`, default
+    /// Fuzzing the manifest on stable Rust (bounded by `PROPTEST_CASES`, default
     /// 256): whatever bytes replace it, or however its JSON is cut or its bytes
     /// flipped, loading refuses by type or yields a bundle whose every listed file
     /// verifies; never a panic.
@@ -444,18 +444,6 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-
-        fn config() -> ProptestConfig {
-            let cases = std::env::var("SGML_FUZZ_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(256);
-            ProptestConfig {
-                cases,
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            }
-        }
 
         const JSON_TOKENS: &[&str] = &[
             "{",
@@ -482,7 +470,6 @@ mod tests {
         ];
 
         proptest! {
-            #![proptest_config(config())]
 
             #[test]
             fn fuzz_manifests(

@@ -6,8 +6,8 @@
 //! field; a token without the secret is never accepted; no message quotes more than a
 //! brief slice of the input.
 //!
-//! Bounded for CI by `SGML_FUZZ_CASES` (default 256 per property); a longer run:
-//! `SGML_FUZZ_CASES=200000 cargo test --release -p sgml-serve fuzz`.
+//! Bounded for CI by `PROPTEST_CASES` (default 256 per property); a longer run:
+//! `PROPTEST_CASES=200000 cargo test --workspace --release --lib fuzz`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,18 +15,6 @@ use proptest::prelude::*;
 
 use crate::auth::{Auth, Denied};
 use crate::rows::{self, MAX_QUOTE_CHARS};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("SGML_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 const BODY_TOKENS: &[&str] = &[
     "{",
@@ -100,7 +88,6 @@ fn quoted_briefly(why: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config())]
 
     #[test]
     fn fuzz_request_bodies(bytes in prop_oneof![body(), prop::collection::vec(any::<u8>(), 0..300)]) {

@@ -558,24 +558,12 @@ mod tests {
     }
 
     /// Fuzzing aliases and the event log on stable Rust (bounded by
-    /// `SGML_FUZZ_CASES`, default 256): whatever bytes an alias or an event holds,
+    /// `PROPTEST_CASES`, default 256): whatever bytes an alias or an event holds,
     /// reading them refuses by type naming the key, or yields a value; never a panic.
     mod fuzz {
         use proptest::prelude::*;
 
         use super::*;
-
-        fn config() -> ProptestConfig {
-            let cases = std::env::var("SGML_FUZZ_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(256);
-            ProptestConfig {
-                cases,
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            }
-        }
 
         const TOKENS: &[&str] = &[
             "{",
@@ -610,7 +598,6 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(config())]
 
             #[test]
             fn fuzz_aliases_and_events(alias in json_like(), event in json_like()) {

@@ -5,27 +5,15 @@
 //! error names its input; what a reader returns is consistent (each row as wide as
 //! the header, rows counted once).
 //!
-//! Bounded for CI by `SGML_FUZZ_CASES` (default 256 cases per property, a few seconds
+//! Bounded for CI by `PROPTEST_CASES` (default 256 cases per property, a few seconds
 //! in all); a longer run:
-//! `SGML_FUZZ_CASES=200000 cargo test --release -p sgml-pipelines fuzz`.
+//! `PROPTEST_CASES=200000 cargo test --workspace --release --lib fuzz`.
 
 use proptest::prelude::*;
 use sgml_features::validate::RawTable;
 
 use super::{CsvChunks, JsonlChunks};
 use crate::mapping::Mapping;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("SGML_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Bytes made of tokens from `vocabulary` and random bytes.
 fn tokens(vocabulary: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>> {
@@ -169,7 +157,6 @@ fn parquet_sample() -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(config())]
 
     #[test]
     fn fuzz_csv_reader(bytes in prop_oneof![tokens(CSV_TOKENS), prop::collection::vec(any::<u8>(), 0..600)]) {

@@ -7,6 +7,7 @@
 //! offending value as it arrived, across several accepted spellings per type;
 //! polars takes over once the data is typed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -129,6 +130,24 @@ pub enum ContractError {
         expected: String,
         found: String,
     },
+    /// The set of keys seen could not be kept (its spill files failed): the I/O
+    /// error's text, so the error stays comparable.
+    #[error("keeping the keys seen for duplicate detection: {0}")]
+    Keys(String),
+}
+
+/// The keys a table has shown so far, as 128-bit fingerprints, for duplicate
+/// detection across chunks. A plain in-memory set does for small inputs and tests;
+/// ingest gives one that spills to disk (sgml-pipelines' `keys`).
+pub trait SeenKeys: Send {
+    /// Records `key`; false when it was recorded before.
+    fn insert(&mut self, key: u128) -> std::io::Result<bool>;
+}
+
+impl SeenKeys for HashSet<u128> {
+    fn insert(&mut self, key: u128) -> std::io::Result<bool> {
+        Ok(HashSet::insert(self, key))
+    }
 }
 
 /// What validation needs besides the rows.
@@ -187,10 +206,13 @@ enum Parsed {
 }
 
 /// A validated column: typed values plus the raw text kept for quarantine.
-struct Checked {
+struct Checked<'a> {
     spec: &'static Spec,
     parsed: Parsed,
-    text: Vec<Option<String>>,
+    /// The cells as read: borrowed from the chunk unless validation derived them
+    /// (customer keys, scrubbed free text, absent columns), so a chunk is not
+    /// copied whole.
+    text: Cow<'a, [Option<String>]>,
 }
 
 /// One chunk's outcome.
@@ -207,7 +229,7 @@ pub struct Chunk {
 pub struct Validator {
     table: Table,
     ctx: Context,
-    seen_keys: HashSet<u128>,
+    seen_keys: Box<dyn SeenKeys>,
     unlinked: HashMap<String, String>,
     counts: Counts,
     rules: BTreeMap<String, usize>,
@@ -228,11 +250,17 @@ pub struct Summary {
 }
 
 impl Validator {
+    /// A validator that keeps the keys seen in memory.
     pub fn new(table: Table, ctx: Context) -> Validator {
+        Validator::with_keys(table, ctx, Box::new(HashSet::<u128>::new()))
+    }
+
+    /// A validator that keeps the keys seen in `seen_keys`.
+    pub fn with_keys(table: Table, ctx: Context, seen_keys: Box<dyn SeenKeys>) -> Validator {
         Validator {
             table,
             ctx,
-            seen_keys: HashSet::new(),
+            seen_keys,
             unlinked: HashMap::new(),
             counts: Counts::default(),
             rules: BTreeMap::new(),
@@ -249,22 +277,27 @@ impl Validator {
         flag_not_utf8(table, raw, &mut violations);
         let mut checked: Vec<Checked> = Vec::new();
         for spec in table.columns() {
-            let text: Vec<Option<String>> = if spec.name == "customer_key" && table.has_customer() {
-                match raw
-                    .column(CUSTOMER_ID)
-                    .or_else(|| raw.column("customer_key"))
-                {
-                    Some(ids) => self.customer_keys(ids, raw.column(CUSTOMER_ID).is_some()),
-                    None => absent(table, spec, raw, &mut missing_columns, CUSTOMER_ID)?,
-                }
+            let text: Cow<[Option<String>]> = if spec.name == "customer_key" && table.has_customer()
+            {
+                Cow::Owned(
+                    match raw
+                        .column(CUSTOMER_ID)
+                        .or_else(|| raw.column("customer_key"))
+                    {
+                        Some(ids) => self.customer_keys(ids, raw.column(CUSTOMER_ID).is_some()),
+                        None => absent(table, spec, raw, &mut missing_columns, CUSTOMER_ID)?,
+                    },
+                )
             } else {
                 match raw.column(spec.name) {
-                    Some(cells) if FREE_TEXT_COLUMNS.contains(&spec.name) => cells
-                        .iter()
-                        .map(|c| c.as_deref().map(anonymize::scrub_free_text))
-                        .collect(),
-                    Some(cells) => cells.to_vec(),
-                    None => absent(table, spec, raw, &mut missing_columns, spec.name)?,
+                    Some(cells) if FREE_TEXT_COLUMNS.contains(&spec.name) => Cow::Owned(
+                        cells
+                            .iter()
+                            .map(|c| c.as_deref().map(anonymize::scrub_free_text))
+                            .collect(),
+                    ),
+                    Some(cells) => Cow::Borrowed(cells),
+                    None => Cow::Owned(absent(table, spec, raw, &mut missing_columns, spec.name)?),
                 }
             };
             let parsed = check_column(table, spec, &text, &mut violations);
@@ -273,7 +306,8 @@ impl Validator {
         if table == Table::Orders {
             check_quantity_sign(&checked, &mut violations);
         }
-        check_duplicate_keys(table, &checked, &mut violations, &mut self.seen_keys);
+        check_duplicate_keys(table, &checked, &mut violations, self.seen_keys.as_mut())
+            .map_err(|e| ContractError::Keys(e.to_string()))?;
 
         let keep: Vec<bool> = violations.iter().map(Option::is_none).collect();
         let accepted = accepted_frame(&checked, &keep);
@@ -571,7 +605,7 @@ fn in_range(check: Check, x: f64) -> bool {
     }
 }
 
-fn find<'a>(checked: &'a [Checked], name: &str) -> &'a Checked {
+fn find<'a, 'b>(checked: &'a [Checked<'b>], name: &str) -> &'a Checked<'b> {
     checked
         .iter()
         .find(|c| c.spec.name == name)
@@ -610,8 +644,8 @@ fn check_duplicate_keys(
     table: Table,
     checked: &[Checked],
     violations: &mut [Option<Violation>],
-    seen: &mut HashSet<u128>,
-) {
+    seen: &mut dyn SeenKeys,
+) -> std::io::Result<()> {
     let key_cols: Vec<&Checked> = table.key().iter().map(|k| find(checked, k)).collect();
     for (i, slot) in violations.iter_mut().enumerate() {
         if slot.is_some() {
@@ -625,7 +659,7 @@ fn check_duplicate_keys(
         // The set spans every chunk of the table, so it holds a 128-bit fingerprint
         // per key rather than the key (16 bytes whatever the key's length; a false
         // duplicate needs a collision, about 1e-25 for ten million keys).
-        if !seen.insert(xxhash_rust::xxh3::xxh3_128(key.as_bytes())) {
+        if !seen.insert(xxhash_rust::xxh3::xxh3_128(key.as_bytes()))? {
             *slot = Some(Violation {
                 rule: format!("{}.key.duplicate", table.name()),
                 column: table.key()[0],
@@ -633,6 +667,7 @@ fn check_duplicate_keys(
             });
         }
     }
+    Ok(())
 }
 
 fn pick<T: Clone>(v: &[Option<T>], keep: &[bool]) -> Vec<Option<T>> {

@@ -354,6 +354,27 @@ impl Bundle {
     }
 }
 
+/// A manifest for a model family's bundle round-trip tests.
+#[cfg(test)]
+pub(crate) fn test_manifest(name: &str, kind: &str, gate: Gate) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: "v1".into(),
+        kind: kind.into(),
+        created_at: "2026-11-25T12:00:00Z".into(),
+        code_version: "test".into(),
+        parameters: serde_json::json!({}),
+        seed: 42,
+        training_data: TrainingData::default(),
+        input_schema: vec![],
+        output_schema: vec![],
+        metrics: BTreeMap::new(),
+        baseline: serde_json::json!({}),
+        gate,
+        files: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

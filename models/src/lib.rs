@@ -7,6 +7,8 @@
 //! - [`bundle`]: the bundle (files in open formats + a checksummed manifest) and the
 //!   loader that refuses anything that does not verify.
 //!
+//! - [`ann`]: approximate nearest neighbours over embeddings (usearch HNSW), the
+//!   similar-products and duplicate-listing index;
 //! - [`baseline`]: training-data statistics for drift checks, stored in the manifest;
 //! - [`categorize`]: the product-title categorizer (fastText-style, hashed n-grams,
 //!   calibrated probabilities, a review threshold), saved as safetensors + JSON;
@@ -21,6 +23,8 @@
 //!   by batch prediction and services;
 //! - [`report`]: the PNG charts and HTML page every bundle carries.
 
+#[cfg(feature = "ann")]
+pub mod ann;
 pub mod baseline;
 pub mod bundle;
 pub mod categorize;

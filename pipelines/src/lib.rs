@@ -6,6 +6,7 @@
 
 pub mod bundles;
 pub mod io;
+pub mod keys;
 pub mod mapping;
 pub mod plan;
 pub mod run;

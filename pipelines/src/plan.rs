@@ -261,7 +261,9 @@ mod tests {
                 "predict-pricing",
                 "embed",
                 "train-categorize",
-                "predict-categorize"
+                "predict-categorize",
+                "train-similar",
+                "predict-similar"
             ]
         );
         // Explicit edges the pipeline relies on.

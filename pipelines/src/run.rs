@@ -147,7 +147,18 @@ impl<'a> RunContext<'a> {
     pub fn stage(&mut self, key: &str, bytes: &[u8], rows: usize) -> anyhow::Result<()> {
         let staging = format!("_staging/{}/{key}", self.run_id);
         self.store.put(&staging, bytes, Condition::Always)?;
-        let sha256 = crate::store::sha256_hex(bytes);
+        self.record_staged(key, staging, crate::store::sha256_hex(bytes), rows)
+    }
+
+    /// Records a staged object as an output the commit will move to `key`, with the
+    /// checksum file that goes beside it.
+    fn record_staged(
+        &mut self,
+        key: &str,
+        staging: String,
+        sha256: String,
+        rows: usize,
+    ) -> anyhow::Result<()> {
         self.manifest.outputs.push(OutputRecord {
             uri: self.store.uri(key),
             rows,
@@ -218,13 +229,7 @@ impl<'a> RunContext<'a> {
                 std::fs::remove_file(file)?;
             }
         }
-        self.manifest.outputs.push(OutputRecord {
-            uri: self.store.uri(key),
-            rows,
-            sha256: sha256.clone(),
-        });
-        self.staged.push((key.to_string(), staging, sha256.clone()));
-        self.stage_checksum(key, &sha256)
+        self.record_staged(key, staging, sha256, rows)
     }
 
     /// Stages `df` as the one part file of the partition `prefix` and declares the

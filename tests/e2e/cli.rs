@@ -43,7 +43,9 @@ fn steps_json_is_the_graph() {
             "predict-pricing",
             "embed",
             "train-categorize",
-            "predict-categorize"
+            "predict-categorize",
+            "train-similar",
+            "predict-similar"
         ]
     );
 }

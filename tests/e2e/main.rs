@@ -20,3 +20,4 @@ mod retention;
 mod run_all;
 mod s3;
 mod serve;
+mod similar;

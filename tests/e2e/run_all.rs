@@ -203,10 +203,10 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
             assert_frames_close(&drop_key(a), &drop_key(b), k);
         }
     }
-    // Eight steps per run: ingest, retention, features, train + predict pricing, embed,
-    // train + predict categorize.
-    assert_eq!(manifests(&store).len(), 16);
-    for model in ["pricing", "categorize"] {
+    // Ten steps per run: ingest, retention, features, train + predict pricing, embed,
+    // train + predict categorize, train + predict similar.
+    assert_eq!(manifests(&store).len(), 20);
+    for model in ["pricing", "categorize", "similar"] {
         assert_eq!(
             model_versions(&store, model),
             2,

@@ -1,10 +1,11 @@
-//! `sgml predict pricing|categorize`: batch predictions from a verified version.
+//! `sgml predict pricing|categorize|similar`: batch predictions from a verified version.
 
 use chrono::NaiveDate;
 use clap::Subcommand;
 use sgml_pipelines::run::{self, Step};
 use sgml_pipelines::steps::predict_categorize::PredictCategorize;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
+use sgml_pipelines::steps::predict_similar::{DEFAULT_K, Markets, PredictSimilar};
 
 use crate::global::Global;
 use crate::output;
@@ -18,6 +19,35 @@ pub enum Command {
     /// ordered or listed in the 90 days before the run date, in each market it sold to
     /// plus its seller's home market → predictions/pricing/<version>/dt=D/.
     Pricing(Args),
+    /// The k most similar products of every indexed product (cosine on title
+    /// embeddings), optionally only other sellers' and only the same or other
+    /// markets' → predictions/similar/<version>/dt=D/, one row per pair.
+    Similar(SimilarArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MarketsArg {
+    /// Neighbours from any market.
+    Any,
+    /// Only from the product's own market.
+    Same,
+    /// Only from other markets (cross-border recommendations).
+    Other,
+}
+
+#[derive(clap::Args)]
+pub struct SimilarArgs {
+    #[command(flatten)]
+    common: Args,
+    /// Neighbours per product.
+    #[arg(long, default_value_t = DEFAULT_K)]
+    k: usize,
+    /// Only other sellers' products.
+    #[arg(long)]
+    other_sellers: bool,
+    /// Which markets neighbours may come from.
+    #[arg(long, value_enum, default_value_t = MarketsArg::Any)]
+    markets: MarketsArg,
 }
 
 #[derive(clap::Args)]
@@ -43,6 +73,19 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                 version: a.version.clone(),
             }),
             a,
+        ),
+        Command::Similar(s) => (
+            Box::new(PredictSimilar {
+                version: s.common.version.clone(),
+                k: s.k,
+                other_sellers: s.other_sellers,
+                markets: match s.markets {
+                    MarketsArg::Any => Markets::Any,
+                    MarketsArg::Same => Markets::Same,
+                    MarketsArg::Other => Markets::Other,
+                },
+            }),
+            &s.common,
         ),
     };
     let store = g.open_store()?;

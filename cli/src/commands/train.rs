@@ -1,8 +1,9 @@
-//! `sgml train pricing|categorize`: one training run, then promotion to champion when
+//! `sgml train pricing|categorize|similar`: one training run, then promotion to champion when
 //! the new version passes the gate (unless --no-promote).
 
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
+use sgml_models::ann::{AnnParams, Quantization};
 use sgml_models::categorize::dense::EmbeddingClassifierParams;
 use sgml_models::categorize::model::CategorizerParams;
 use sgml_models::categorize::text::TextFeatures;
@@ -12,6 +13,7 @@ use sgml_pipelines::plan;
 use sgml_pipelines::run::{self, Step};
 use sgml_pipelines::steps::train_categorize::{DEFAULT_REVIEW_PRECISION, TrainCategorize};
 use sgml_pipelines::steps::train_pricing::{Algo, TrainPricing};
+use sgml_pipelines::steps::train_similar::TrainSimilar;
 
 use crate::global::Global;
 use crate::output;
@@ -31,6 +33,46 @@ pub enum Command {
     /// (safetensors), metrics (accuracy, macro-F1, per category) and a report with the
     /// confusion matrix.
     Categorize(CategorizeArgs),
+    /// The similar-products index: an HNSW graph (usearch, cosine) over the title
+    /// embeddings of the run date (run `sgml embed` first), with each product's seller
+    /// and market for filtered queries. Measures recall@10 against exact search on
+    /// 1,000 sampled products. Writes models/similar/<version>/ (kind ann-index).
+    Similar(SimilarArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantizationArg {
+    /// 4 bytes a dimension: exact distances.
+    F32,
+    /// 2 bytes a dimension: half the memory, recall unchanged on unit vectors.
+    F16,
+    /// 1 byte a dimension: a quarter of the memory, a little recall lost.
+    I8,
+}
+
+#[derive(clap::Args)]
+pub struct SimilarArgs {
+    /// The run date (YYYY-MM-DD): whose embeddings to index.
+    #[arg(long)]
+    run_date: NaiveDate,
+    /// Graph degree (hnswlib's M): more is better recall, more memory.
+    #[arg(long, default_value_t = AnnParams::default().connectivity)]
+    connectivity: usize,
+    /// Candidates kept while building (hnswlib's ef_construction).
+    #[arg(long, default_value_t = AnnParams::default().expansion_add)]
+    expansion_add: usize,
+    /// Candidates kept while searching (hnswlib's ef): recall against speed.
+    #[arg(long, default_value_t = AnnParams::default().expansion_search)]
+    expansion_search: usize,
+    /// How vectors are stored in the index.
+    #[arg(long, value_enum, default_value_t = QuantizationArg::F16)]
+    quantization: QuantizationArg,
+    /// Seed of the recall queries' sample.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Do not promote the new version to `champion`.
+    #[arg(long)]
+    no_promote: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,6 +183,22 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                 },
                 review_precision: a.review_precision,
                 challenger: EmbeddingClassifierParams::default(),
+            };
+            train(g, &step, a.run_date, !a.no_promote)
+        }
+        Command::Similar(a) => {
+            let step = TrainSimilar {
+                params: AnnParams {
+                    connectivity: a.connectivity,
+                    expansion_add: a.expansion_add,
+                    expansion_search: a.expansion_search,
+                    quantization: match a.quantization {
+                        QuantizationArg::F32 => Quantization::F32,
+                        QuantizationArg::F16 => Quantization::F16,
+                        QuantizationArg::I8 => Quantization::I8,
+                    },
+                },
+                seed: a.seed,
             };
             train(g, &step, a.run_date, !a.no_promote)
         }

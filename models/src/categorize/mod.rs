@@ -213,7 +213,7 @@ mod tests {
     use super::calibrate::review_policy;
     use super::model::tests::fitted;
     use super::*;
-    use crate::bundle::{Gate, Manifest};
+    use crate::bundle::Gate;
 
     fn trained() -> TitleCategorizer {
         TitleCategorizer {
@@ -223,26 +223,15 @@ mod tests {
     }
 
     fn bundle_files(c: &TitleCategorizer) -> BTreeMap<String, Vec<u8>> {
-        let manifest = Manifest {
-            name: "categorize".into(),
-            version: "v1".into(),
-            kind: KIND.into(),
-            created_at: "2026-11-25T12:00:00Z".into(),
-            code_version: "test".into(),
-            parameters: serde_json::json!({}),
-            seed: 42,
-            training_data: crate::bundle::TrainingData::default(),
-            input_schema: vec![],
-            output_schema: vec![],
-            metrics: BTreeMap::new(),
-            baseline: serde_json::json!({}),
-            gate: Gate {
+        let manifest = crate::bundle::test_manifest(
+            "categorize",
+            KIND,
+            Gate {
                 metric: "macro_f1".into(),
                 direction: crate::bundle::Direction::Higher,
                 tolerance: 0.005,
             },
-            files: vec![],
-        };
+        );
         let bundle = Bundle::new(manifest, c.to_files().into_iter().collect()).unwrap();
         bundle.to_files().into_iter().collect()
     }

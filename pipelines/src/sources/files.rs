@@ -6,7 +6,6 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
-use polars::prelude::*;
 use sgml_features::validate::RawTable;
 use sgml_features::{Table, quote};
 
@@ -161,7 +160,8 @@ fn table_of(path: &Path) -> Option<Table> {
 }
 
 /// Streams one file into `sink` as `table` chunks and records its checksum. A
-/// compressed file may expand to at most `max_decompressed` bytes.
+/// compressed file (gzip, or Parquet's pages) may expand to at most
+/// `max_decompressed` bytes.
 pub fn read_file(
     path: &Path,
     sink: &mut ChunkSink,
@@ -216,110 +216,26 @@ pub fn read_file(
             }
         }
         ".parquet" => {
-            // Scanned in place a chunk of rows at a time; the checksum is a second,
-            // streaming pass over the file (cheap beside decoding it).
-            drop(hashing);
-            read_parquet(path, &source, super::chunk_rows(), &mut emit)?;
-            let mut hashing = HashingReader::new(BufReader::with_capacity(
-                1 << 20,
-                File::open(path).map_err(io_err)?,
-            ));
-            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err)?;
-            return Ok(InputRecord {
-                uri: source,
-                sha256: hashing.hex(),
-                rows,
-            });
+            // polars scans the file by its own handle, a chunk of rows at a time;
+            // the checksum is the drain below, a streaming pass beside decoding.
+            super::parquet::read(
+                path,
+                &source,
+                super::chunk_rows(),
+                max_decompressed,
+                &mut emit,
+            )?;
         }
         _ => unreachable!("extension listed"),
     }
-    // Drain what a reader left unread (a gzip trailer) so the checksum covers the file.
+    // Drain what a reader left unread (a gzip trailer, or all of a Parquet file) so
+    // the checksum covers the file.
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err)?;
     Ok(InputRecord {
         uri: source,
         sha256: hashing.hex(),
         rows,
     })
-}
-
-/// Reads a Parquet file a chunk of rows at a time (each slice decodes only the row
-/// groups it needs), every column as text.
-fn read_parquet(
-    path: &Path,
-    source: &str,
-    chunk_rows: usize,
-    emit: &mut dyn FnMut(RawTable) -> Result<(), SourceError>,
-) -> Result<(), SourceError> {
-    let unreadable = |e: PolarsError| SourceError::Unreadable {
-        file: source.to_string(),
-        message: sgml_features::quote::brief(&format!("not readable as Parquet: {e}")),
-    };
-    check_parquet_layout(path, source)?;
-    let scan = || -> PolarsResult<LazyFrame> {
-        LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, ScanArgsParquet::default())
-    };
-    let total = crate::io::decoding(|| {
-        let n = scan()?.select([len()]).collect()?;
-        Ok(n.column("len")?.u32()?.get(0).unwrap_or(0) as u64)
-    })
-    .map_err(unreadable)?;
-    let step = chunk_rows.max(1) as u64;
-    let mut offset = 0u64;
-    loop {
-        let df = crate::io::decoding(|| scan()?.slice(offset as i64, step as IdxSize).collect())
-            .map_err(unreadable)?;
-        let columns: Vec<String> = df
-            .get_column_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut table = RawTable::new(source, columns);
-        let text: Vec<StringChunked> = df
-            .columns()
-            .iter()
-            .map(|c| c.cast(&DataType::String).and_then(|c| c.str().cloned()))
-            .collect::<PolarsResult<_>>()
-            .map_err(unreadable)?;
-        for (col, cells) in text.iter().zip(table.cells.iter_mut()) {
-            cells.extend(col.iter().map(|v| v.map(str::to_string)));
-        }
-        table.source_rows = (offset + 1..=offset + df.height() as u64).collect();
-        offset += df.height() as u64;
-        emit(table)?;
-        if offset >= total || df.height() == 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// Refuses a Parquet file whose metadata points outside it. polars 0.55's streaming
-/// scan slices the file by the byte ranges the metadata claims without checking them
-/// (`get_unchecked` in polars-stream's row-group fetcher: an out-of-bounds read on a
-/// corrupt file, found by the fuzzer in fuzz.rs); an input comes from outside, so
-/// every range is checked against the file's length first.
-fn check_parquet_layout(path: &Path, source: &str) -> Result<(), SourceError> {
-    let refuse = |message: String| SourceError::Unreadable {
-        file: source.to_string(),
-        message: sgml_features::quote::brief(&message),
-    };
-    let len = std::fs::metadata(path)
-        .map_err(|e| refuse(e.to_string()))?
-        .len();
-    let file = File::open(path).map_err(|e| refuse(e.to_string()))?;
-    let metadata = crate::io::decoding(|| Ok(ParquetReader::new(file).get_metadata()?.clone()))
-        .map_err(|e| refuse(format!("not readable as Parquet: {e}")))?;
-    for (i, group) in metadata.row_groups.iter().enumerate() {
-        let ranges = std::iter::once(group.full_byte_range()).chain(group.byte_ranges_iter());
-        for range in ranges {
-            if range.start > range.end || range.end > len {
-                return Err(refuse(format!(
-                    "not readable as Parquet: row group {i} claims bytes {}..{} of a {len}-byte file (corrupt or truncated)",
-                    range.start, range.end
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Files of one mapped export, one after another; row numbers continue across files.
@@ -356,6 +272,8 @@ fn concat_files(mut acc: RawTable, next: RawTable) -> Result<RawTable, SourceErr
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    use polars::prelude::*;
 
     use super::*;
 
@@ -394,22 +312,14 @@ mod tests {
         }
     }
 
-    /// Parquet is read in chunks of rows, numbered on from chunk to chunk.
+    /// A Parquet file's record counts its rows and checksums the whole file.
     #[test]
-    fn parquet_is_read_in_chunks() {
+    fn parquet_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orders.parquet");
         let mut df = df!("order_id" => (0..25i64).collect::<Vec<_>>()).unwrap();
         std::fs::write(&path, crate::io::to_parquet(&mut df).unwrap()).unwrap();
-        let mut chunks = Vec::new();
-        read_parquet(&path, "orders.parquet", 10, &mut |t| {
-            chunks.push(t.source_rows.clone());
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks[2], (21..=25).collect::<Vec<u64>>());
-        let record = read_file(&path, &mut |_, _| Ok(()), Table::Orders, 1).unwrap();
+        let record = read_file(&path, &mut |_, _| Ok(()), Table::Orders, 1 << 20).unwrap();
         assert_eq!(record.rows, 25);
         assert_eq!(
             record.sha256,

@@ -6,6 +6,7 @@
 mod files;
 #[cfg(test)]
 mod fuzz;
+mod parquet;
 mod postgres;
 mod text;
 

@@ -117,3 +117,72 @@ impl Step for Embed {
         Ok(())
     }
 }
+
+/// A date's title embeddings, row-major.
+pub struct Embeddings {
+    pub product_id: Vec<String>,
+    /// `dim` floats a product, unit length.
+    pub vectors: Vec<f32>,
+    pub dim: usize,
+    /// Rows without a product id or a vector of the partition's width, skipped.
+    pub skipped: usize,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.product_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.product_id.is_empty()
+    }
+
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.vectors[row * self.dim..(row + 1) * self.dim]
+    }
+}
+
+/// The run date's embeddings, verified and recorded as the run's input; None when
+/// `sgml embed` has not written them.
+pub fn read(
+    ctx: &mut RunContext,
+    run_date: chrono::NaiveDate,
+) -> anyhow::Result<Option<Embeddings>> {
+    let key = format!(
+        "{}{}",
+        crate::io::partition("features", TABLE, run_date),
+        crate::io::PART
+    );
+    let Some((bytes, sha256)) = crate::io::get_verified(ctx.store, &key)? else {
+        return Ok(None);
+    };
+    ctx.input(InputRecord {
+        uri: ctx.store.uri(&key),
+        sha256,
+        rows: 0,
+    });
+    let df = crate::io::from_parquet(bytes)?;
+    let ids = super::texts(&df, "product_id")?;
+    let lists = df.column("embedding")?.list()?;
+    let mut out = Embeddings {
+        product_id: Vec::with_capacity(ids.len()),
+        vectors: Vec::with_capacity(ids.len() * embed::DIM),
+        dim: 0,
+        skipped: 0,
+    };
+    for (i, id) in ids.into_iter().enumerate() {
+        let vector = lists
+            .get_as_series(i)
+            .map(|v| v.f32().map(|v| v.into_no_null_iter().collect::<Vec<f32>>()))
+            .transpose()?;
+        match (id, vector) {
+            (Some(id), Some(v)) if !v.is_empty() && (out.dim == 0 || v.len() == out.dim) => {
+                out.dim = v.len();
+                out.product_id.push(id);
+                out.vectors.extend(v);
+            }
+            _ => out.skipped += 1,
+        }
+    }
+    Ok(Some(out))
+}

@@ -232,7 +232,13 @@ impl IngestState {
             let ctx = validate::Context::new(self.key.clone(), self.deleted.clone());
             self.tables.push(TableState {
                 table,
-                validator: Validator::new(table, ctx),
+                // Keys spill to disk past a million, so the one piece of state
+                // that grows with the input stays small.
+                validator: Validator::with_keys(
+                    table,
+                    ctx,
+                    Box::new(crate::keys::SpillingKeys::new()),
+                ),
                 parts: 0,
                 rejects: Vec::new(),
                 rejects_buffered: 0,

@@ -7,9 +7,11 @@ pub mod features;
 pub mod ingest;
 pub mod predict_categorize;
 pub mod predict_pricing;
+pub mod predict_similar;
 pub mod retention;
 pub mod train_categorize;
 pub mod train_pricing;
+pub mod train_similar;
 
 use std::collections::HashSet;
 
@@ -64,6 +66,14 @@ pub const GRAPH: &[Node] = &[
                 version: None,
             }))
         },
+    },
+    Node {
+        spec: train_similar::SPEC,
+        build: |_| Ok(Box::new(train_similar::TrainSimilar::default())),
+    },
+    Node {
+        spec: predict_similar::SPEC,
+        build: |_| Ok(Box::new(predict_similar::PredictSimilar::default())),
     },
 ];
 

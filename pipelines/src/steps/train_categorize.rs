@@ -24,9 +24,7 @@ use sgml_models::categorize::text::words;
 use sgml_models::categorize::{self, KIND, TitleCategorizer};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
-use crate::sources::InputRecord;
 use crate::steps::embed;
 
 pub const MODEL: &str = "categorize";
@@ -296,29 +294,11 @@ fn read_embeddings(
     ctx: &mut RunContext,
     run_date: NaiveDate,
 ) -> anyhow::Result<Option<HashMap<String, Vec<f32>>>> {
-    let key = format!(
-        "{}{}",
-        io::partition("features", embed::TABLE, run_date),
-        io::PART
-    );
-    let Some((bytes, sha256)) = io::get_verified(ctx.store, &key)? else {
-        return Ok(None);
-    };
-    ctx.input(InputRecord {
-        uri: ctx.store.uri(&key),
-        sha256,
-        rows: 0,
-    });
-    let df = io::from_parquet(bytes)?;
-    let ids = super::texts(&df, "product_id")?;
-    let vectors = df.column("embedding")?.list()?;
-    let mut out = HashMap::with_capacity(ids.len());
-    for (i, id) in ids.into_iter().enumerate() {
-        if let (Some(id), Some(v)) = (id, vectors.get_as_series(i)) {
-            out.insert(id, v.f32()?.into_no_null_iter().collect());
-        }
-    }
-    Ok(Some(out))
+    Ok(embed::read(ctx, run_date)?.map(|e| {
+        (0..e.len())
+            .map(|i| (e.product_id[i].clone(), e.vector(i).to_vec()))
+            .collect()
+    }))
 }
 
 /// The embedding classifier fitted on the fit cut, its temperature on the

@@ -44,6 +44,17 @@ impl Quantization {
     }
 }
 
+/// The distance the graph is built on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// 1 − cosine similarity: embeddings.
+    #[default]
+    Cos,
+    /// Squared Euclidean distance (the ANN benchmarks' datasets).
+    L2,
+}
+
 /// HNSW parameters (hnswlib's names in brackets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnnParams {
@@ -54,11 +65,14 @@ pub struct AnnParams {
     /// Candidates kept while searching [ef]; trades speed for recall.
     pub expansion_search: usize,
     pub quantization: Quantization,
+    #[serde(default)]
+    pub metric: Metric,
 }
 
 impl Default for AnnParams {
     fn default() -> AnnParams {
         AnnParams {
+            metric: Metric::Cos,
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 64,
@@ -178,7 +192,8 @@ impl Filter<'_> {
     }
 }
 
-/// One neighbour: its row in [`Rows`] and its cosine similarity to the query.
+/// One neighbour: its row in [`Rows`] and 1 − its distance to the query (the cosine
+/// similarity under [`Metric::Cos`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neighbour {
     pub row: usize,
@@ -219,7 +234,10 @@ impl AnnIndex {
         }
         let index = Index::new(&IndexOptions {
             dimensions: dim,
-            metric: MetricKind::Cos,
+            metric: match params.metric {
+                Metric::Cos => MetricKind::Cos,
+                Metric::L2 => MetricKind::L2sq,
+            },
             quantization: params.quantization.scalar(),
             connectivity: params.connectivity,
             expansion_add: params.expansion_add,
@@ -338,7 +356,7 @@ impl AnnIndex {
     }
 }
 
-/// Recall@k of the index against exact search: for each query row (self left out),
+/// Recall@k of a cosine index against exact search: for each query row (self left out),
 /// the share of its true `k` nearest rows (by dot product on the unit vectors) that
 /// the index returns.
 pub fn recall_at_k(

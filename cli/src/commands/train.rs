@@ -3,7 +3,7 @@
 
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
-use sgml_models::ann::{AnnParams, Quantization};
+use sgml_models::ann::{AnnParams, Metric, Quantization};
 use sgml_models::categorize::dense::EmbeddingClassifierParams;
 use sgml_models::categorize::model::CategorizerParams;
 use sgml_models::categorize::text::TextFeatures;
@@ -197,6 +197,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                         QuantizationArg::F16 => Quantization::F16,
                         QuantizationArg::I8 => Quantization::I8,
                     },
+                    metric: Metric::Cos,
                 },
                 seed: a.seed,
             };

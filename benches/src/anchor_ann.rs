@@ -1,0 +1,106 @@
+//! The Rust side of `benches/anchors/ann.py`: builds the similar-products index
+//! (`sgml_models::ann`, the code `sgml train similar` runs) over the vectors the
+//! Python harness wrote, then answers every query at each search expansion and
+//! reports build time, queries per second and the neighbours found (the harness
+//! scores recall against its exact ground truth, the same for every peer).
+//!
+//! Usage (prints one JSON object):
+//!   anchor-ann BASE.f32 QUERIES.f32 DIM METRIC THREADS M EF_CONSTRUCTION EF,EF,... K OUT.u32
+//!       BASE/QUERIES: little-endian f32 rows of DIM; METRIC: cos or l2. OUT.u32 gets
+//!       the neighbours' row numbers (u32), K per query, one block per EF in order.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use rayon::prelude::*;
+use sgml_models::ann::{AnnIndex, AnnParams, Filter, Metric, Quantization, Rows};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn read_f32(path: &str) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    if bytes.len() % 4 != 0 {
+        bail!("{path}: not a whole number of f32");
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, base, queries, dim, metric, threads, m, efc, efs, k, out] = args.as_slice() else {
+        bail!(
+            "usage: anchor-ann BASE.f32 QUERIES.f32 DIM METRIC THREADS M EF_CONSTRUCTION EF,EF,... K OUT.u32"
+        );
+    };
+    let dim: usize = dim.parse()?;
+    let threads: usize = threads.parse()?;
+    let k: usize = k.parse()?;
+    let efs: Vec<usize> = efs.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    let metric = match metric.as_str() {
+        "cos" => Metric::Cos,
+        "l2" => Metric::L2,
+        other => bail!("metric {other}: expected cos or l2"),
+    };
+    let base = read_f32(base)?;
+    let queries = read_f32(queries)?;
+    let n = base.len() / dim;
+    let rows = Rows {
+        product_id: (0..n).map(|i| i.to_string()).collect(),
+        seller_id: vec![String::new(); n],
+        market: vec![None; n],
+    };
+    let params = AnnParams {
+        connectivity: m.parse()?,
+        expansion_add: efc.parse()?,
+        expansion_search: efs[0],
+        quantization: Quantization::F32,
+        metric,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let started = Instant::now();
+    let index = pool.install(|| AnnIndex::build(&base, dim, rows, &params))?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    let mut found = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut runs = Vec::new();
+    for &ef in &efs {
+        index.set_expansion_search(ef);
+        let started = Instant::now();
+        let results: Vec<Vec<u32>> = pool.install(|| {
+            queries
+                .par_chunks_exact(dim)
+                .map(|q| {
+                    let got = index.search(q, k, &Filter::default())?;
+                    let mut ids: Vec<u32> = got.iter().map(|nb| nb.row as u32).collect();
+                    ids.resize(k, u32::MAX);
+                    Ok(ids)
+                })
+                .collect::<anyhow::Result<_>>()
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        for ids in &results {
+            for id in ids {
+                found.write_all(&id.to_le_bytes())?;
+            }
+        }
+        runs.push(serde_json::json!({
+            "ef": ef, "seconds": seconds, "qps": results.len() as f64 / seconds,
+        }));
+    }
+    found.flush()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "library": format!("usearch {} (sgml_models::ann)", sgml_models::ann::library_version()),
+            "vectors": n, "dim": dim, "threads": threads,
+            "build_seconds": build_seconds, "runs": runs,
+        })
+    );
+    Ok(())
+}

@@ -5,7 +5,8 @@ Builds orders exports of 1 M and 10 M lines (a generated export's lines repeated
 order ids), with 0% and 50% of the lines breaking the contract (currency `N/A`), as CSV and
 as JSON lines, ingests each with the release binary and records the peak RSS (sampled every
 20 ms) and the wall time. The goal: peak RSS independent of input size and of the share of
-bad rows, apart from the 16 bytes a key that duplicate detection keeps.
+bad rows (duplicate detection keeps a million keys in memory and spills the rest to disk, with
+2 bytes of Bloom filter a spilled key).
 
 Writes benches/results/ingest_memory.{json,md}. Not part of the tests: run
 scripts/bench-ingest-memory (extra arguments come here, e.g. --sizes 1000000).

@@ -9,7 +9,7 @@
 //! memory, and a buffer round trip is what a verified bundle needs (hnsw_rs dumps to
 //! files only). The README's "Similarity" section has the measurements.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -205,6 +205,16 @@ pub struct AnnIndex {
     index: Index,
     rows: Rows,
     dim: usize,
+    /// Product id → row, for queries by product.
+    row_of: HashMap<String, usize>,
+}
+
+fn row_of(rows: &Rows) -> HashMap<String, usize> {
+    rows.product_id
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i))
+        .collect()
 }
 
 impl AnnIndex {
@@ -255,7 +265,12 @@ impl AnnIndex {
             .enumerate()
             .try_for_each(|(row, v)| index.add(row as u64, v))
             .map_err(library)?;
-        Ok(AnnIndex { index, rows, dim })
+        Ok(AnnIndex {
+            index,
+            row_of: row_of(&rows),
+            rows,
+            dim,
+        })
     }
 
     pub fn rows(&self) -> &Rows {
@@ -272,6 +287,21 @@ impl AnnIndex {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// The row of a product, if it is indexed.
+    pub fn row(&self, product_id: &str) -> Option<usize> {
+        self.row_of.get(product_id).copied()
+    }
+
+    /// A row's vector as the index stores it (rounded to its quantization).
+    pub fn vector(&self, row: usize) -> Result<Vec<f32>, AnnError> {
+        let mut v = vec![0f32; self.dim];
+        let found = self.index.get(row as u64, &mut v).map_err(library)?;
+        if found == 0 {
+            return Err(AnnError::Library(format!("row {row} is not in the index")));
+        }
+        Ok(v)
     }
 
     /// Sets how many candidates a search keeps (recall against speed).
@@ -352,7 +382,12 @@ impl AnnIndex {
             });
         }
         let dim = index.dimensions();
-        Ok(AnnIndex { index, rows, dim })
+        Ok(AnnIndex {
+            index,
+            row_of: row_of(&rows),
+            rows,
+            dim,
+        })
     }
 }
 
@@ -459,6 +494,18 @@ mod tests {
             b.iter().map(|x| x.row).collect::<Vec<_>>()
         );
         assert_eq!(a[0].row, 0, "a vector is its own nearest neighbour");
+        assert_eq!(loaded.row("P7"), Some(7));
+        assert_eq!(loaded.row("nope"), None);
+        let kept = loaded.vector(7).unwrap();
+        let cos: f32 = kept
+            .iter()
+            .zip(&vectors[7 * dim..8 * dim])
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!(
+            cos > 0.999,
+            "the stored vector is the one indexed (f16): {cos}"
+        );
         assert!((a[0].similarity - 1.0).abs() < 1e-2);
 
         // A flipped byte in the graph is refused before usearch parses it.

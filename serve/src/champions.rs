@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sgml_models::Bundle;
+use sgml_models::ann::{self, AnnIndex};
 use sgml_models::categorize::{self, TitleCategorizer};
 use sgml_models::pricing::{KIND_GBDT, KIND_LINEAR, PriceModel};
 
@@ -29,6 +30,8 @@ pub const ALIAS: &str = sgml_registry::CHAMPION;
 pub enum Scorer {
     Pricing(PriceModel),
     Categorize(TitleCategorizer),
+    /// Answers `/query`, not `/predict`.
+    Similar(AnnIndex),
 }
 
 impl Scorer {
@@ -39,6 +42,9 @@ impl Scorer {
                 .map_err(|e| e.to_string()),
             categorize::KIND => TitleCategorizer::from_bundle(bundle)
                 .map(Scorer::Categorize)
+                .map_err(|e| e.to_string()),
+            ann::KIND => AnnIndex::from_bundle(bundle)
+                .map(Scorer::Similar)
                 .map_err(|e| e.to_string()),
             other => Err(format!("bundle kind `{other}` cannot be served")),
         }

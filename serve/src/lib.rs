@@ -30,6 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use sgml_models::ann::{AnnError, AnnIndex, Filter, MarketFilter};
 
 use self::auth::{Auth, Denied};
 use self::champions::{Models, Reloader, Scorer, Trigger};
@@ -164,6 +165,7 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/query", post(query))
         .route("/v1/admin/reload", post(admin_reload))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -220,14 +222,50 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// What a scoring request asks: predictions for rows (pricing, categorize), or the
+/// neighbours of one product (similar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Predict,
+    Query,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Predict => "predict",
+            Endpoint::Query => "query",
+        }
+    }
+}
+
 async fn predict(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    handle(app, name, headers, body, Endpoint::Predict).await
+}
+
+async fn query(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, name, headers, body, Endpoint::Query).await
+}
+
+async fn handle(
+    app: Arc<App>,
+    name: String,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
     let start = Instant::now();
-    let (response, status) = match score(&app, &name, &headers, body).await {
+    let (response, status) = match score(&app, &name, &headers, body, endpoint).await {
         Ok(r) => (r, StatusCode::OK),
         Err(e) => {
             let s = e.status;
@@ -244,7 +282,7 @@ async fn predict(
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
-            endpoint: "predict",
+            endpoint: endpoint.label(),
             model,
             status: status.as_u16(),
         })
@@ -252,7 +290,7 @@ async fn predict(
     app.metrics
         .latency
         .get_or_create(&EndpointLabels {
-            endpoint: "predict",
+            endpoint: endpoint.label(),
         })
         .observe(start.elapsed().as_secs_f64());
     response
@@ -263,6 +301,7 @@ async fn score(
     name: &str,
     headers: &HeaderMap,
     body: Body,
+    endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
     let grant = app.auth.verify(authorization(headers))?;
     grant.may_predict(name)?;
@@ -295,7 +334,7 @@ async fn score(
     let scoring = served.clone();
     let predictions = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        predictions(&scoring.scorer, &bytes)
+        answer(&scoring.scorer, endpoint, &bytes)
     })
     .await
     .map_err(|e| {
@@ -310,12 +349,77 @@ async fn score(
             model: name.to_string(),
         })
         .inc_by(predictions.len() as u64);
+    let key = match endpoint {
+        Endpoint::Predict => "predictions",
+        Endpoint::Query => "neighbours",
+    };
     Ok(axum::Json(json!({
         "model": name,
         "version": served.version,
-        "predictions": predictions,
+        key: predictions,
     }))
     .into_response())
+}
+
+/// Scores a request on the endpoint its model answers (CPU only; runs on the
+/// blocking pool): rows on `/predict`, one product's neighbours on `/query`.
+fn answer(
+    scorer: &Scorer,
+    endpoint: Endpoint,
+    bytes: &[u8],
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    match (scorer, endpoint) {
+        (Scorer::Similar(index), Endpoint::Query) => neighbours(index, bytes),
+        (_, Endpoint::Query) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "only a similarity index answers /query: use POST /v1/models/<name>/predict",
+        )),
+        (_, Endpoint::Predict) => predictions(scorer, bytes),
+    }
+}
+
+/// The neighbours of the queried product, best first (itself left out).
+fn neighbours(index: &AnnIndex, bytes: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+    let q = rows::similar_query(bytes).map_err(|b| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        error: b.why,
+        field: Some(b.field),
+    })?;
+    let Some(row) = index.row(&q.product_id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "product {} is not in this index",
+                rows::brief(&q.product_id)
+            ),
+        ));
+    };
+    let internal = |e: AnnError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let r = index.rows();
+    let market = r.market[row].as_deref();
+    let filter = Filter {
+        not_row: Some(row),
+        not_seller: q.other_sellers.then(|| r.seller_id[row].as_str()),
+        market: match q.markets {
+            rows::Markets::Any => MarketFilter::Any,
+            rows::Markets::Same => MarketFilter::Same(market),
+            rows::Markets::Other => MarketFilter::Other(market),
+        },
+    };
+    let vector = index.vector(row).map_err(internal)?;
+    Ok(index
+        .search(&vector, q.k, &filter)
+        .map_err(internal)?
+        .iter()
+        .map(|nb| {
+            json!({
+                "product_id": r.product_id[nb.row],
+                "similarity": nb.similarity,
+                "seller_id": r.seller_id[nb.row],
+                "market": r.market[nb.row],
+            })
+        })
+        .collect())
 }
 
 /// Parses a request's rows and scores them (CPU only; runs on the blocking pool).
@@ -341,6 +445,12 @@ fn predictions(scorer: &Scorer, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
                     })
                 })
                 .collect()
+        }
+        Scorer::Similar(_) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "a similarity index answers POST /v1/models/<name>/query",
+            ));
         }
         Scorer::Categorize(model) => {
             let rows = rows::titles(bytes).map_err(refused)?;

@@ -114,6 +114,79 @@ pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
         .collect()
 }
 
+/// Which markets a similar product may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Markets {
+    #[default]
+    Any,
+    /// The queried product's market only.
+    Same,
+    /// Other markets only (cross-border).
+    Other,
+}
+
+/// A similar-products query: `{"product_id": "P1", "k": 10, "other_sellers": true,
+/// "markets": "other"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarQuery {
+    pub product_id: String,
+    pub k: usize,
+    pub other_sellers: bool,
+    pub markets: Markets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    #[serde(default)]
+    product_id: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    k: Option<usize>,
+    #[serde(default)]
+    other_sellers: bool,
+    #[serde(default)]
+    markets: Markets,
+}
+
+/// Parses and checks a similar-products query.
+pub fn similar_query(body: &[u8]) -> Result<SimilarQuery, BadBody> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let q: QueryBody = serde_path_to_error::deserialize(de).map_err(|e| BadBody {
+        field: brief(e.path().to_string().trim_start_matches('.')),
+        why: brief(&e.inner().to_string()),
+    })?;
+    let bad = |field: &str, why: &str| BadBody {
+        field: field.into(),
+        why: why.into(),
+    };
+    let k = match q.k {
+        None => 10,
+        Some(k @ 1..=100) => k,
+        Some(_) => return Err(bad("k", "must be 1..=100")),
+    };
+    let product_id = match (q.product_id, q.title) {
+        (Some(id), None) if !id.trim().is_empty() && id.chars().count() <= 256 => id,
+        (Some(_), None) => return Err(bad("product_id", "must be 1 to 256 characters")),
+        (None, Some(_)) => {
+            return Err(bad(
+                "title",
+                "queries by title are not served yet (the server has no embedder): query by product_id",
+            ));
+        }
+        (Some(_), Some(_)) => return Err(bad("", "give product_id or title, not both")),
+        (None, None) => return Err(bad("product_id", "missing")),
+    };
+    Ok(SimilarQuery {
+        product_id,
+        k,
+        other_sellers: q.other_sellers,
+        markets: q.markets,
+    })
+}
+
 /// Parses and checks a pricing request.
 pub fn price_inputs(body: &[u8]) -> Result<Vec<PriceInput>, BadBody> {
     parse::<PriceRow>(body)?
@@ -209,5 +282,36 @@ mod tests {
             [("".to_string(), 3), ("mug".to_string(), 5)]
         );
         assert!(price_inputs(b"{}").is_err());
+    }
+
+    #[test]
+    fn similar_queries_parse_and_bad_ones_name_the_field() {
+        let q = similar_query(
+            br#"{"product_id": "P1", "k": 5, "other_sellers": true, "markets": "other"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            SimilarQuery {
+                product_id: "P1".into(),
+                k: 5,
+                other_sellers: true,
+                markets: Markets::Other,
+            }
+        );
+        let q = similar_query(br#"{"product_id": "P1"}"#).unwrap();
+        assert_eq!((q.k, q.other_sellers, q.markets), (10, false, Markets::Any));
+        let field = |b: &str| similar_query(b.as_bytes()).unwrap_err().field;
+        assert_eq!(field(r#"{"product_id": "P1", "k": 0}"#), "k");
+        assert_eq!(field(r#"{"product_id": "P1", "k": 101}"#), "k");
+        assert_eq!(
+            field(r#"{"product_id": "P1", "markets": "mars"}"#),
+            "markets"
+        );
+        assert_eq!(field(r#"{"product_id": "P1", "kk": 3}"#), "kk");
+        assert_eq!(field(r#"{"product_id": " "}"#), "product_id");
+        assert_eq!(field(r#"{}"#), "product_id");
+        assert_eq!(field(r#"{"title": "blue mug"}"#), "title");
+        assert_eq!(field(r#"{"title": "a", "product_id": "P1"}"#), "");
     }
 }

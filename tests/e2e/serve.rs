@@ -426,6 +426,89 @@ fn the_categorizer_is_served() {
     assert_eq!((s, b["field"].as_str()), (422, Some("rows[0].top")), "{b}");
 }
 
+/// The similarity index answers `/query` by product id with the same scope rules as
+/// the other models: neighbours match the library's own search, the filters hold,
+/// an unknown product is 404, `/predict` on it (and `/query` on pricing) is 404.
+#[test]
+fn the_similarity_index_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_after_run_all(dir.path(), 600, 45);
+    let server = Server::start({
+        let mut c = serve_cmd(&store);
+        c.args(["--models", "pricing,similar"]);
+        c
+    });
+    let url = server.url("/v1/models/similar/query");
+    let local = LocalStore::new(&store).unwrap();
+    let (alias, _) = publish::read_alias(&local, "similar", sgml_registry::CHAMPION)
+        .unwrap()
+        .unwrap();
+    let bundle = sgml_registry::versions::load_version(&local, "similar", &alias.version).unwrap();
+    let library = sgml_models::ann::AnnIndex::from_bundle(&bundle).unwrap();
+    let rows = library.rows().clone();
+    let id = rows.product_id[0].clone();
+
+    let body = serde_json::to_vec(&json!({"product_id": id, "k": 5})).unwrap();
+    assert_eq!(post(&url, None, &body).0, 401);
+    assert_eq!(post(&url, Some(&token("predict:pricing")), &body).0, 403);
+    let (s, b) = post(&url, Some(&token("predict:similar")), &body);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["version"], alias.version.as_str());
+    let got: Vec<&str> = b["neighbours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["product_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got.len(), 5, "{b}");
+    assert!(!got.contains(&id.as_str()), "not its own neighbour");
+    let filter = sgml_models::ann::Filter {
+        not_row: Some(0),
+        ..Default::default()
+    };
+    let want: Vec<String> = library
+        .search(&library.vector(0).unwrap(), 5, &filter)
+        .unwrap()
+        .iter()
+        .map(|n| rows.product_id[n.row].clone())
+        .collect();
+    assert_eq!(got, want, "the library's own answer");
+
+    let body = serde_json::to_vec(
+        &json!({"product_id": id, "k": 5, "other_sellers": true, "markets": "other"}),
+    )
+    .unwrap();
+    let (s, b) = post(&url, Some(&token("predict:similar")), &body);
+    assert_eq!(s, 200, "{b}");
+    for n in b["neighbours"].as_array().unwrap() {
+        assert_ne!(n["seller_id"], rows.seller_id[0].as_str(), "{n}");
+        assert_ne!(n["market"], json!(rows.market[0]), "{n}");
+    }
+
+    let (s, b) = post(
+        &url,
+        Some(&token("predict:similar")),
+        br#"{"product_id": "NO-SUCH-PRODUCT"}"#,
+    );
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = post(
+        &url,
+        Some(&token("predict:similar")),
+        br#"{"product_id": "P1", "k": 0}"#,
+    );
+    assert_eq!((s, b["field"].as_str()), (422, Some("k")), "{b}");
+    let predict = server.url("/v1/models/similar/predict");
+    assert_eq!(
+        post(&predict, Some(&token("predict:similar")), &body).0,
+        404
+    );
+    let on_pricing = server.url("/v1/models/pricing/query");
+    assert_eq!(
+        post(&on_pricing, Some(&token("predict:pricing")), &body).0,
+        404
+    );
+}
+
 /// Clients hammer the server while the champion moves (publish, then rollback): the
 /// server follows the model.published events without a failed request, and after the
 /// rollback answers exactly what it answered before. A second server without AMQP

@@ -81,7 +81,8 @@ def run_ours(base, queries, threads, truth):
     ids[ids == 0xFFFFFFFF] = -1
     runs = [{"ef": r["ef"], "qps": r["qps"], "recall": recall(ids[i], truth)}
             for i, r in enumerate(res["runs"])]
-    return {"library": res["library"], "build_seconds": res["build_seconds"], "runs": runs}
+    return {"library": f"{res['library']} [{res['acceleration']}]",
+            "build_seconds": res["build_seconds"], "runs": runs}
 
 
 def run_hnswlib(base, queries, threads, truth):

@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "library": format!("usearch {} (sgml_models::ann)", sgml_models::ann::library_version()),
+            "acceleration": index.acceleration(),
             "vectors": n, "dim": dim, "threads": threads,
             "build_seconds": build_seconds, "runs": runs,
         })

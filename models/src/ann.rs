@@ -304,6 +304,12 @@ impl AnnIndex {
         Ok(v)
     }
 
+    /// The SIMD kernels the distance runs on, as usearch picked them at run time
+    /// (recorded with benchmarks: machines of this kind differ in AVX-512).
+    pub fn acceleration(&self) -> String {
+        self.index.hardware_acceleration()
+    }
+
     /// Sets how many candidates a search keeps (recall against speed).
     pub fn set_expansion_search(&self, n: usize) {
         self.index.change_expansion_search(n);

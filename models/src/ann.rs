@@ -159,6 +159,19 @@ pub enum MarketFilter<'a> {
     Other(Option<&'a str>),
 }
 
+/// Which markets a product's similar products may come from, relative to its own
+/// (the option `predict similar` and the server's queries take).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Markets {
+    #[default]
+    Any,
+    /// The product's own market only.
+    Same,
+    /// Other markets only (cross-border recommendations).
+    Other,
+}
+
 /// Which indexed products a query may return.
 #[derive(Debug, Clone, Default)]
 pub struct Filter<'a> {
@@ -308,6 +321,26 @@ impl AnnIndex {
     /// (recorded with benchmarks: machines of this kind differ in AVX-512).
     pub fn acceleration(&self) -> String {
         self.index.hardware_acceleration()
+    }
+
+    /// The filter for the similar products of indexed `row`: never itself, other
+    /// sellers' only when asked, and the markets asked relative to its own.
+    pub fn neighbours_filter(
+        &self,
+        row: usize,
+        other_sellers: bool,
+        markets: Markets,
+    ) -> Filter<'_> {
+        let own = self.rows.market[row].as_deref();
+        Filter {
+            not_row: Some(row),
+            not_seller: other_sellers.then(|| self.rows.seller_id[row].as_str()),
+            market: match markets {
+                Markets::Any => MarketFilter::Any,
+                Markets::Same => MarketFilter::Same(own),
+                Markets::Other => MarketFilter::Other(own),
+            },
+        }
     }
 
     /// Sets how many candidates a search keeps (recall against speed).
@@ -556,6 +589,12 @@ mod tests {
             got.iter()
                 .all(|nb| r.market[nb.row].as_deref() != Some("FR"))
         );
+        let around = index.neighbours_filter(3, true, Markets::Other);
+        let got = index.search(q, 10, &around).unwrap();
+        assert!(!got.is_empty());
+        assert!(got.iter().all(|nb| nb.row != 3
+            && r.seller_id[nb.row] != r.seller_id[3]
+            && r.market[nb.row] != r.market[3]));
         let unknown = Filter {
             market: MarketFilter::Same(None),
             ..Filter::default()

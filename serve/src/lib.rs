@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sgml_models::ann::{AnnError, AnnIndex, Filter, MarketFilter};
+use sgml_models::ann::{AnnError, AnnIndex};
 
 use self::auth::{Auth, Denied};
 use self::champions::{Models, Reloader, Scorer, Trigger};
@@ -396,16 +396,7 @@ fn neighbours(index: &AnnIndex, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
     };
     let internal = |e: AnnError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let r = index.rows();
-    let market = r.market[row].as_deref();
-    let filter = Filter {
-        not_row: Some(row),
-        not_seller: q.other_sellers.then(|| r.seller_id[row].as_str()),
-        market: match q.markets {
-            rows::Markets::Any => MarketFilter::Any,
-            rows::Markets::Same => MarketFilter::Same(market),
-            rows::Markets::Other => MarketFilter::Other(market),
-        },
-    };
+    let filter = index.neighbours_filter(row, q.other_sellers, q.markets);
     let vector = index.vector(row).map_err(internal)?;
     Ok(index
         .search(&vector, q.k, &filter)

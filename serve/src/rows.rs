@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 use sgml_models::MAX_TITLE_CHARS;
+pub use sgml_models::ann::Markets;
 use sgml_models::pricing::PriceInput;
 
 /// A refused body: where (`rows[3].month`, or `rows`, or `` for the whole body) and why.
@@ -112,18 +113,6 @@ pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
             }
         })
         .collect()
-}
-
-/// Which markets a similar product may come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Markets {
-    #[default]
-    Any,
-    /// The queried product's market only.
-    Same,
-    /// Other markets only (cross-border).
-    Other,
 }
 
 /// A similar-products query: `{"product_id": "P1", "k": 10, "other_sellers": true,

@@ -8,7 +8,8 @@
 use anyhow::Context;
 use polars::prelude::*;
 use rayon::prelude::*;
-use sgml_models::ann::{AnnIndex, Filter, MarketFilter};
+use sgml_models::ann::AnnIndex;
+pub use sgml_models::ann::Markets;
 
 use crate::bundles;
 use crate::run::{RunContext, Step, StepSpec};
@@ -17,18 +18,6 @@ use crate::steps::train_similar::MODEL;
 
 /// Neighbours per product by default.
 pub const DEFAULT_K: usize = 10;
-
-/// Which markets a neighbour may come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Markets {
-    #[default]
-    Any,
-    /// The product's own market.
-    Same,
-    /// Markets other than the product's own (cross-border).
-    Other,
-}
 
 pub struct PredictSimilar {
     pub version: Option<String>,
@@ -114,15 +103,7 @@ impl Step for PredictSimilar {
         let found: Vec<Vec<sgml_models::ann::Neighbour>> = queries
             .par_iter()
             .map(|&(e, row)| {
-                let filter = Filter {
-                    not_row: Some(row),
-                    not_seller: self.other_sellers.then(|| rows.seller_id[row].as_str()),
-                    market: match self.markets {
-                        Markets::Any => MarketFilter::Any,
-                        Markets::Same => MarketFilter::Same(rows.market[row].as_deref()),
-                        Markets::Other => MarketFilter::Other(rows.market[row].as_deref()),
-                    },
-                };
+                let filter = index.neighbours_filter(row, self.other_sellers, self.markets);
                 index.search(embeddings.vector(e), self.k, &filter)
             })
             .collect::<Result<_, _>>()?;

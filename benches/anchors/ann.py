@@ -16,7 +16,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import cpu
+
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 DATA = Path("/usr/share/datasets/fashion-mnist")
@@ -32,17 +33,6 @@ K = 10
 M, EFC = 16, 200
 EFS = [10, 16, 32, 64, 128, 256, 512]
 TARGET_RECALL = 0.995
-
-
-def cpu():
-    model, flags = platform.processor(), []
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = [f for f in ("avx2", "avx512f") if f in line.split()]
-            break
-    return model, flags
 
 
 def idx_images(path):

@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,20 +24,11 @@ import threading
 import time
 from pathlib import Path
 
+from machine import cpu
+
 ROOT = Path(__file__).resolve().parents[2]
 # Release binaries: where scripts/cargo-env puts the target directory.
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-
-
-def cpu():
-    model, flags = platform.processor(), []
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = [f for f in ("avx2", "avx512f") if f in line.split()]
-            break
-    return model, flags
 
 
 def peak_rss_mib(cmd, env):

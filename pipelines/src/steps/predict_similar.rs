@@ -85,14 +85,8 @@ impl Step for PredictSimilar {
             index.dim()
         );
         let rows = index.rows();
-        let row_of: std::collections::HashMap<&str, usize> = rows
-            .product_id
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
         let queries: Vec<(usize, usize)> = (0..embeddings.len())
-            .filter_map(|e| Some((e, *row_of.get(embeddings.product_id[e].as_str())?)))
+            .filter_map(|e| Some((e, index.row(&embeddings.product_id[e])?)))
             .collect();
         let unindexed = embeddings.len() - queries.len();
         ctx.progress(format!(

@@ -14,15 +14,19 @@ pub enum Table {
     CrawledOffers,
     FxRates,
     DeletionRequests,
+    /// The labelled cut of the duplicate-listings task: listings a reviewer grouped,
+    /// each with its group's id (a lone listing is its own group).
+    DuplicateGroups,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Orders,
         Table::Products,
         Table::CrawledOffers,
         Table::FxRates,
         Table::DeletionRequests,
+        Table::DuplicateGroups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +36,7 @@ impl Table {
             Table::CrawledOffers => "crawled_offers",
             Table::FxRates => "fx_rates",
             Table::DeletionRequests => "deletion_requests",
+            Table::DuplicateGroups => "duplicate_groups",
         }
     }
 
@@ -47,6 +52,7 @@ impl Table {
             Table::CrawledOffers => CRAWLED_OFFERS,
             Table::FxRates => FX_RATES,
             Table::DeletionRequests => DELETION_REQUESTS,
+            Table::DuplicateGroups => DUPLICATE_GROUPS,
         }
     }
 
@@ -58,6 +64,7 @@ impl Table {
             Table::CrawledOffers => &["offer_id"],
             Table::FxRates => &["date", "currency"],
             Table::DeletionRequests => &["customer_key"],
+            Table::DuplicateGroups => &["product_id"],
         }
     }
 
@@ -263,6 +270,12 @@ static DELETION_REQUESTS: &[Column] = &[
         Check::None,
     ),
     col("requested_ts", Type::Timestamp, true, Check::None),
+];
+
+static DUPLICATE_GROUPS: &[Column] = &[
+    col("product_id", ID, true, Check::Identifier),
+    col("group_id", ID, true, Check::Identifier),
+    col("labelled_ts", Type::Timestamp, true, Check::None),
 ];
 
 /// Columns of raw exports that identify a person directly. They never get past ingest.

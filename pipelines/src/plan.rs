@@ -263,7 +263,13 @@ mod tests {
                 "train-categorize",
                 "predict-categorize",
                 "train-similar",
-                "predict-similar"
+                "predict-similar",
+                "train-duplicates",
+                "predict-duplicates",
+                "train-product-segments",
+                "predict-product-segments",
+                "train-seller-segments",
+                "predict-seller-segments"
             ]
         );
         // Explicit edges the pipeline relies on.

@@ -17,8 +17,10 @@ pub mod connections;
 mod fuzz;
 pub mod metrics;
 pub mod rows;
+pub mod titles;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -30,11 +32,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sgml_models::ann::{AnnError, AnnIndex};
+use sgml_models::ann::{AnnError, AnnIndex, Filter, MarketFilter, Markets};
 
 use self::auth::{Auth, Denied};
 use self::champions::{Models, Reloader, Scorer, Trigger};
 use self::metrics::{EndpointLabels, Metrics, ModelLabels, RequestLabels};
+use self::rows::QueryBy;
+use self::titles::{TitleError, Titles};
 use sgml_registry::Store;
 
 #[derive(Debug, Clone)]
@@ -58,6 +62,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Time a client has to send a request's body once its head has arrived.
     pub body_timeout: Duration,
+    /// The embedding model's files, for similar-products queries by title (loaded
+    /// at start when a similarity index is served, else at the first such query).
+    /// None: title queries get 422.
+    pub embedder_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -84,6 +92,7 @@ pub enum ServeError {
 
 struct App {
     auth: Auth,
+    titles: Arc<Titles>,
     models: Arc<Models>,
     metrics: Arc<Metrics>,
     reload: Sender<Trigger>,
@@ -114,9 +123,19 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
     for (name, outcome) in reloader.check_all() {
         tracing::info!(model = %name, ?outcome, "initial load");
     }
+    let titles = Titles::new(config.embedder_dir.clone());
+    let serves_an_index = config
+        .models
+        .iter()
+        .filter_map(|m| models.get(m))
+        .any(|s| matches!(s.scorer, Scorer::Similar(_)));
+    if serves_an_index {
+        titles.preload();
+    }
     let reload = champions::spawn(reloader, config.poll)?;
     let app = Arc::new(App {
         auth,
+        titles: Arc::new(titles),
         models,
         metrics,
         reload: reload.clone(),
@@ -332,9 +351,10 @@ async fn score(
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let scoring = served.clone();
+    let titles = app.titles.clone();
     let predictions = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        answer(&scoring.scorer, endpoint, &bytes)
+        answer(&scoring.scorer, endpoint, &bytes, &titles)
     })
     .await
     .map_err(|e| {
@@ -367,9 +387,10 @@ fn answer(
     scorer: &Scorer,
     endpoint: Endpoint,
     bytes: &[u8],
+    titles: &Titles,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     match (scorer, endpoint) {
-        (Scorer::Similar(index), Endpoint::Query) => neighbours(index, bytes),
+        (Scorer::Similar(index), Endpoint::Query) => neighbours(index, bytes, titles),
         (_, Endpoint::Query) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "only a similarity index answers /query: use POST /v1/models/<name>/predict",
@@ -378,29 +399,66 @@ fn answer(
     }
 }
 
-/// The neighbours of the queried product, best first (itself left out).
-fn neighbours(index: &AnnIndex, bytes: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+/// The neighbours of the queried product (itself left out) or title, best first.
+fn neighbours(
+    index: &AnnIndex,
+    bytes: &[u8],
+    titles: &Titles,
+) -> Result<Vec<serde_json::Value>, ApiError> {
     let q = rows::similar_query(bytes).map_err(|b| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         error: b.why,
         field: Some(b.field),
     })?;
-    let Some(row) = index.row(&q.product_id) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "product {} is not in this index",
-                rows::brief(&q.product_id)
-            ),
-        ));
-    };
     let internal = |e: AnnError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let found = match &q.by {
+        QueryBy::Product(id) => {
+            let Some(row) = index.row(id) else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("product {} is not in this index", rows::brief(id)),
+                ));
+            };
+            let filter = index.neighbours_filter(row, q.other_sellers, q.markets);
+            let vector = index.vector(row).map_err(internal)?;
+            index.search(&vector, q.k, &filter).map_err(internal)?
+        }
+        QueryBy::Title {
+            title,
+            seller_id,
+            market,
+        } => {
+            let unavailable = |why: String| ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: why,
+                field: Some("title".into()),
+            };
+            let vector = titles.embed(title).map_err(|e| match e {
+                TitleError::Unavailable(why) => unavailable(why),
+                TitleError::Failed(why) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why),
+            })?;
+            if vector.len() != index.dim() {
+                return Err(unavailable(format!(
+                    "the embedder gives {} dimensions, the index holds {}: serve an index built from this embedder",
+                    vector.len(),
+                    index.dim()
+                )));
+            }
+            let market = market.as_deref();
+            let filter = Filter {
+                not_seller: seller_id.as_deref().filter(|_| q.other_sellers),
+                market: match q.markets {
+                    Markets::Any => MarketFilter::Any,
+                    Markets::Same => MarketFilter::Same(market),
+                    Markets::Other => MarketFilter::Other(market),
+                },
+                not_row: None,
+            };
+            index.search(&vector, q.k, &filter).map_err(internal)?
+        }
+    };
     let r = index.rows();
-    let filter = index.neighbours_filter(row, q.other_sellers, q.markets);
-    let vector = index.vector(row).map_err(internal)?;
-    Ok(index
-        .search(&vector, q.k, &filter)
-        .map_err(internal)?
+    Ok(found
         .iter()
         .map(|nb| {
             json!({

@@ -116,13 +116,28 @@ pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
 }
 
 /// A similar-products query: `{"product_id": "P1", "k": 10, "other_sellers": true,
-/// "markets": "other"}`.
+/// "markets": "other"}`, or by a title not (yet) in the index: `{"title": "blue mug",
+/// "seller_id": "S1", "market": "DE", "other_sellers": true, "markets": "other"}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimilarQuery {
-    pub product_id: String,
+    pub by: QueryBy,
     pub k: usize,
     pub other_sellers: bool,
     pub markets: Markets,
+}
+
+/// What the neighbours are of.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryBy {
+    /// An indexed product: its stored vector, seller and market.
+    Product(String),
+    /// A title, embedded by the server; the seller and market the filters are
+    /// relative to come with it.
+    Title {
+        title: String,
+        seller_id: Option<String>,
+        market: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -132,6 +147,10 @@ struct QueryBody {
     product_id: Option<String>,
     #[serde(default)]
     title: Option<String>,
+    #[serde(default)]
+    seller_id: Option<String>,
+    #[serde(default)]
+    market: Option<String>,
     #[serde(default)]
     k: Option<usize>,
     #[serde(default)]
@@ -156,20 +175,63 @@ pub fn similar_query(body: &[u8]) -> Result<SimilarQuery, BadBody> {
         Some(k @ 1..=100) => k,
         Some(_) => return Err(bad("k", "must be 1..=100")),
     };
-    let product_id = match (q.product_id, q.title) {
-        (Some(id), None) if !id.trim().is_empty() && id.chars().count() <= 256 => id,
-        (Some(_), None) => return Err(bad("product_id", "must be 1 to 256 characters")),
-        (None, Some(_)) => {
-            return Err(bad(
-                "title",
-                "queries by title are not served yet (the server has no embedder): query by product_id",
-            ));
-        }
+    let short = |v: &Option<String>| {
+        v.as_ref()
+            .is_none_or(|s| !s.trim().is_empty() && s.chars().count() <= 256)
+    };
+    let by = match (q.product_id, q.title) {
         (Some(_), Some(_)) => return Err(bad("", "give product_id or title, not both")),
-        (None, None) => return Err(bad("product_id", "missing")),
+        (None, None) => return Err(bad("product_id", "missing (or give a title)")),
+        (Some(id), None) => {
+            if q.seller_id.is_some() || q.market.is_some() {
+                let field = if q.seller_id.is_some() {
+                    "seller_id"
+                } else {
+                    "market"
+                };
+                return Err(bad(
+                    field,
+                    "a product query uses the product's own seller and market",
+                ));
+            }
+            if !short(&Some(id.clone())) {
+                return Err(bad("product_id", "must be 1 to 256 characters"));
+            }
+            QueryBy::Product(id)
+        }
+        (None, Some(title)) => {
+            if title.trim().is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+                return Err(bad(
+                    "title",
+                    &format!("must be 1 to {MAX_TITLE_CHARS} characters"),
+                ));
+            }
+            for (field, v) in [("seller_id", &q.seller_id), ("market", &q.market)] {
+                if !short(v) {
+                    return Err(bad(field, "must be 1 to 256 characters"));
+                }
+            }
+            if q.other_sellers && q.seller_id.is_none() {
+                return Err(bad(
+                    "seller_id",
+                    "other_sellers needs the seller the title is from",
+                ));
+            }
+            if q.markets != Markets::Any && q.market.is_none() {
+                return Err(bad(
+                    "market",
+                    "markets same/other needs the market the title is from",
+                ));
+            }
+            QueryBy::Title {
+                title,
+                seller_id: q.seller_id,
+                market: q.market,
+            }
+        }
     };
     Ok(SimilarQuery {
-        product_id,
+        by,
         k,
         other_sellers: q.other_sellers,
         markets: q.markets,
@@ -282,7 +344,7 @@ mod tests {
         assert_eq!(
             q,
             SimilarQuery {
-                product_id: "P1".into(),
+                by: QueryBy::Product("P1".into()),
                 k: 5,
                 other_sellers: true,
                 markets: Markets::Other,
@@ -300,7 +362,27 @@ mod tests {
         assert_eq!(field(r#"{"product_id": "P1", "kk": 3}"#), "kk");
         assert_eq!(field(r#"{"product_id": " "}"#), "product_id");
         assert_eq!(field(r#"{}"#), "product_id");
-        assert_eq!(field(r#"{"title": "blue mug"}"#), "title");
         assert_eq!(field(r#"{"title": "a", "product_id": "P1"}"#), "");
+        let q = similar_query(
+            br#"{"title": "blue mug", "seller_id": "S1", "market": "DE", "other_sellers": true, "markets": "same"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q.by,
+            QueryBy::Title {
+                title: "blue mug".into(),
+                seller_id: Some("S1".into()),
+                market: Some("DE".into()),
+            }
+        );
+        assert_eq!(field(r#"{"title": " "}"#), "title");
+        assert_eq!(
+            field(r#"{"title": "mug", "other_sellers": true}"#),
+            "seller_id"
+        );
+        assert_eq!(field(r#"{"title": "mug", "markets": "other"}"#), "market");
+        assert_eq!(field(r#"{"product_id": "P1", "market": "DE"}"#), "market");
+        let long = format!(r#"{{"title": "{}"}}"#, "x".repeat(1001));
+        assert_eq!(field(&long), "title");
     }
 }

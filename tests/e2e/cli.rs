@@ -45,7 +45,13 @@ fn steps_json_is_the_graph() {
             "train-categorize",
             "predict-categorize",
             "train-similar",
-            "predict-similar"
+            "predict-similar",
+            "train-duplicates",
+            "predict-duplicates",
+            "train-product-segments",
+            "predict-product-segments",
+            "train-seller-segments",
+            "predict-seller-segments"
         ]
     );
 }

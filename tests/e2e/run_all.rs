@@ -75,6 +75,7 @@ fn run_all_on_generated_data_accounts_for_every_row() {
         "crawled_offers",
         "fx_rates",
         "deletion_requests",
+        "duplicate_groups",
     ] {
         let c = &ingest["counts"][table];
         let (rows_in, accepted, quarantined) = (
@@ -203,10 +204,18 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
             assert_frames_close(&drop_key(a), &drop_key(b), k);
         }
     }
-    // Ten steps per run: ingest, retention, features, train + predict pricing, embed,
-    // train + predict categorize, train + predict similar.
-    assert_eq!(manifests(&store).len(), 20);
-    for model in ["pricing", "categorize", "similar"] {
+    // Sixteen steps per run: ingest, retention, features, train + predict pricing,
+    // embed, train + predict categorize, similar, duplicates, product and seller
+    // segments.
+    assert_eq!(manifests(&store).len(), 32);
+    for model in [
+        "pricing",
+        "categorize",
+        "similar",
+        "duplicates",
+        "product-segments",
+        "seller-segments",
+    ] {
         assert_eq!(
             model_versions(&store, model),
             2,

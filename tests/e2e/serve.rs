@@ -485,6 +485,42 @@ fn the_similarity_index_is_served() {
         assert_ne!(n["market"], json!(rows.market[0]), "{n}");
     }
 
+    // By title, embedded in the server with the embedder that built the index: a
+    // listed product's own title finds that product first.
+    let run_date = ingested_run_date(&store);
+    let products = read_partition(&store.join(format!("raw/products/dt={run_date}")));
+    let (ids, titles) = (
+        strings(&products, "product_id"),
+        strings(&products, "title"),
+    );
+    let title = &titles[ids.iter().position(|p| *p == id).unwrap()];
+    let body = serde_json::to_vec(&json!({"title": title, "k": 3})).unwrap();
+    let (s, b) = post(&url, Some(&token("predict:similar")), &body);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["neighbours"][0]["product_id"], id.as_str(), "{b}");
+    assert!(
+        b["neighbours"][0]["similarity"].as_f64().unwrap() > 0.99,
+        "{b}"
+    );
+    let body = serde_json::to_vec(&json!({
+        "title": title, "k": 5, "seller_id": rows.seller_id[0], "other_sellers": true,
+        "market": rows.market[0], "markets": "other",
+    }))
+    .unwrap();
+    let (s, b) = post(&url, Some(&token("predict:similar")), &body);
+    assert_eq!(s, 200, "{b}");
+    assert!(!b["neighbours"].as_array().unwrap().is_empty(), "{b}");
+    for n in b["neighbours"].as_array().unwrap() {
+        assert_ne!(n["seller_id"], rows.seller_id[0].as_str(), "{n}");
+        assert_ne!(n["market"], json!(rows.market[0]), "{n}");
+    }
+    let (s, b) = post(
+        &url,
+        Some(&token("predict:similar")),
+        br#"{"title": "mug", "other_sellers": true}"#,
+    );
+    assert_eq!((s, b["field"].as_str()), (422, Some("seller_id")), "{b}");
+
     let (s, b) = post(
         &url,
         Some(&token("predict:similar")),

@@ -1,12 +1,15 @@
-//! `sgml predict pricing|categorize|similar`: batch predictions from a verified version.
+//! `sgml predict pricing|categorize|similar|duplicates|segments`: batch predictions from a verified version.
 
 use chrono::NaiveDate;
 use clap::Subcommand;
 use sgml_pipelines::run::{self, Step};
 use sgml_pipelines::steps::predict_categorize::PredictCategorize;
+use sgml_pipelines::steps::predict_duplicates::PredictDuplicates;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
+use sgml_pipelines::steps::predict_segments::PredictSegments;
 use sgml_pipelines::steps::predict_similar::{DEFAULT_K, Markets, PredictSimilar};
 
+use crate::commands::train::SubjectArg;
 use crate::global::Global;
 use crate::output;
 
@@ -23,6 +26,22 @@ pub enum Command {
     /// embeddings), optionally only other sellers' and only the same or other
     /// markets' → predictions/similar/<version>/dt=D/, one row per pair.
     Similar(SimilarArgs),
+    /// The segment of every product or seller of the run date and its distance to
+    /// the segment's centroid → predictions/<product|seller>-segments/<version>/dt=D/.
+    Segments(SegmentsArgs),
+    /// Pairs of listings by different sellers that are the same product, with the
+    /// probability and the signals that argued for it →
+    /// predictions/duplicates/<version>/dt=D/ (the newer listing duplicates the older).
+    Duplicates(Args),
+}
+
+#[derive(clap::Args)]
+pub struct SegmentsArgs {
+    #[command(flatten)]
+    common: Args,
+    /// What to segment.
+    #[arg(long = "of", value_enum)]
+    subject: SubjectArg,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -84,6 +103,19 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                     MarketsArg::Same => Markets::Same,
                     MarketsArg::Other => Markets::Other,
                 },
+            }),
+            &s.common,
+        ),
+        Command::Duplicates(a) => (
+            Box::new(PredictDuplicates {
+                version: a.version.clone(),
+            }),
+            a,
+        ),
+        Command::Segments(s) => (
+            Box::new(PredictSegments {
+                subject: s.subject.into(),
+                version: s.common.version.clone(),
             }),
             &s.common,
         ),

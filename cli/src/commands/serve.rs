@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use sgml_serve::auth::Auth;
 
 use crate::global::Global;
+use crate::weights::{self, ModelDirArgs};
 
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("jwt").required(true).args(["jwt_secret", "jwt_public_key"]))]
@@ -13,7 +14,7 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the first line on stdout names it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// The models to serve, comma-separated (pricing, categorize).
+    /// The models to serve, comma-separated (pricing, categorize, similar).
     #[arg(long, value_delimiter = ',', default_value = "pricing")]
     models: Vec<String>,
     /// Verify HS256 tokens with this shared secret (prefer the environment variable
@@ -50,6 +51,10 @@ pub struct Args {
     /// Seconds a client has to send a request's body (408 after).
     #[arg(long, default_value_t = sgml_serve::Config::BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout_secs: u64,
+    /// For similar-products queries by title: the embedding model they are embedded
+    /// with (the one `sgml embed` used). Without it, only queries by product_id.
+    #[command(flatten)]
+    model: ModelDirArgs,
 }
 
 pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
@@ -61,6 +66,12 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
         )
         .with_context(|| format!("JWT public key {}", path.display()))?,
         (None, None) => bail!("give --jwt-secret (or SGML_JWT_SECRET) or --jwt-public-key"),
+    };
+    // An explicit model directory must be right; the default one may be absent (the
+    // server then answers queries by product id only).
+    let embedder_dir = match &a.model.model_dir {
+        Some(_) => Some(weights::model_dir(&a.model)?),
+        None => weights::model_dir(&a.model).ok(),
     };
     let config = sgml_serve::Config {
         listen: a.listen,
@@ -74,6 +85,7 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
         max_connections: a.max_connections,
         header_timeout: std::time::Duration::from_secs(a.header_timeout_secs),
         body_timeout: std::time::Duration::from_secs(a.body_timeout_secs),
+        embedder_dir,
     };
     sgml_serve::serve(g.open_store()?, auth, config)?;
     Ok(())

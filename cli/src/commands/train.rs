@@ -1,4 +1,4 @@
-//! `sgml train pricing|categorize|similar`: one training run, then promotion to champion when
+//! `sgml train pricing|categorize|similar|duplicates|segments`: one training run, then promotion to champion when
 //! the new version passes the gate (unless --no-promote).
 
 use chrono::NaiveDate;
@@ -11,8 +11,11 @@ use sgml_models::gbdt::GbdtParams;
 use sgml_models::linear::LinearParams;
 use sgml_pipelines::plan;
 use sgml_pipelines::run::{self, Step};
+use sgml_pipelines::steps::segments::Subject;
 use sgml_pipelines::steps::train_categorize::{DEFAULT_REVIEW_PRECISION, TrainCategorize};
+use sgml_pipelines::steps::train_duplicates::TrainDuplicates;
 use sgml_pipelines::steps::train_pricing::{Algo, TrainPricing};
+use sgml_pipelines::steps::train_segments::{KChoice, TrainSegments};
 use sgml_pipelines::steps::train_similar::TrainSimilar;
 
 use crate::global::Global;
@@ -38,6 +41,86 @@ pub enum Command {
     /// and market for filtered queries. Measures recall@10 against exact search on
     /// 1,000 sampled products. Writes models/similar/<version>/ (kind ann-index).
     Similar(SimilarArgs),
+    /// k-means segments of products (title embedding + price and sales; run `sgml
+    /// embed` first) or of sellers (the `sellers` feature table). Every k from --k-min
+    /// to --k-max is fitted (k-means++, --n-init runs each); the best silhouette on a
+    /// 2,000-row sample chooses and the inertia curve's elbow is reported beside it.
+    /// Writes models/<product|seller>-segments/<version>/ (kind kmeans) with the
+    /// scaler, the centroids and report/index.html: silhouette and inertia against k,
+    /// sizes, a 2-D projection, and each segment's typical members, words, price
+    /// level and markets — what you read to name the segments.
+    Segments(SegmentsArgs),
+    /// The duplicate-listings decision: pairs of listings by different sellers that
+    /// are the same product. Candidates are each listing's 10 nearest other-seller
+    /// titles (embeddings; run `sgml embed` first) plus listings sharing a rare model
+    /// code; each pair is judged on meaning, spelling, model code and category,
+    /// combined by a logistic regression fitted on half of the labelled groups
+    /// (the ingested duplicate_groups table) with the threshold of best pair F1.
+    /// The other half measures per-listing F1, pair precision and recall, beside
+    /// spelling alone. Writes models/duplicates/<version>/ (kind duplicates).
+    Duplicates(DuplicatesArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DuplicatesArgs {
+    /// The run date (YYYY-MM-DD): whose listings and labels to use.
+    #[arg(long)]
+    run_date: NaiveDate,
+    /// Seed of the calibration/holdout split of the labelled groups.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Do not promote the new version to `champion`.
+    #[arg(long)]
+    no_promote: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SubjectArg {
+    /// Products: title embedding, log price, log units sold.
+    Products,
+    /// Sellers: orders, revenue, products, markets, price level, return, cancel and
+    /// cross-border rates.
+    Sellers,
+}
+
+impl From<SubjectArg> for Subject {
+    fn from(s: SubjectArg) -> Subject {
+        match s {
+            SubjectArg::Products => Subject::Products,
+            SubjectArg::Sellers => Subject::Sellers,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SegmentsArgs {
+    /// The run date (YYYY-MM-DD): whose features to segment.
+    #[arg(long)]
+    run_date: NaiveDate,
+    /// What to segment.
+    #[arg(long = "of", value_enum)]
+    subject: SubjectArg,
+    /// Use exactly this many segments instead of choosing by silhouette.
+    #[arg(long, conflicts_with_all = ["k_min", "k_max"])]
+    k: Option<usize>,
+    /// The smallest k tried.
+    #[arg(long, default_value_t = 2)]
+    k_min: usize,
+    /// The largest k tried (at most rows − 1).
+    #[arg(long, default_value_t = 12)]
+    k_max: usize,
+    /// k-means++ seedings per k; the least inertia wins.
+    #[arg(long, default_value_t = TrainSegments::new(Subject::Products).n_init)]
+    n_init: usize,
+    /// How much price and sales count against the title embedding (weight 1).
+    #[arg(long, default_value_t = TrainSegments::new(Subject::Products).price_weight)]
+    price_weight: f64,
+    /// Seed of the seedings and the silhouette sample.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Do not promote the new version to `champion`.
+    #[arg(long)]
+    no_promote: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +282,26 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                     },
                     metric: Metric::Cos,
                 },
+                seed: a.seed,
+            };
+            train(g, &step, a.run_date, !a.no_promote)
+        }
+        Command::Duplicates(a) => {
+            let step = TrainDuplicates { seed: a.seed };
+            train(g, &step, a.run_date, !a.no_promote)
+        }
+        Command::Segments(a) => {
+            let step = TrainSegments {
+                subject: a.subject.into(),
+                k: match a.k {
+                    Some(k) => KChoice::Fixed(k),
+                    None => KChoice::Sweep {
+                        min: a.k_min,
+                        max: a.k_max,
+                    },
+                },
+                n_init: a.n_init,
+                price_weight: a.price_weight,
                 seed: a.seed,
             };
             train(g, &step, a.run_date, !a.no_promote)

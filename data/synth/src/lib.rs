@@ -638,7 +638,58 @@ struct Product {
     condition: &'static str,
     /// USD price the product sells at in the US market, before noise.
     usd: f64,
+    /// The manufacturer's model code ("KX-4821"), in every title of the product.
+    code: String,
+    /// Another seller's listing of the same product: which one, and how its title
+    /// was edited.
+    relisting: Option<Relisting>,
 }
+
+/// The ground truth of the duplicate-listings task: a listing is a relisting of an
+/// original (by another seller, perhaps in another market and language), its title
+/// edited the way sellers do.
+struct Relisting {
+    of: usize,
+    edits: Vec<Edit>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Edit {
+    /// Two words swap places.
+    Reorder,
+    /// A letter swapped, dropped or doubled.
+    Typo,
+    /// A sales word added ("New", "Free Shipping").
+    ExtraWord,
+    /// A long word cut short ("Wireless" → "Wire.").
+    Abbreviate,
+    /// The brand in capitals, lower case or hyphenated.
+    BrandSpelling,
+    /// The model code without its hyphen, in lower case or spaced.
+    CodeFormat,
+}
+
+const EDITS: [Edit; 6] = [
+    Edit::Reorder,
+    Edit::Typo,
+    Edit::ExtraWord,
+    Edit::Abbreviate,
+    Edit::BrandSpelling,
+    Edit::CodeFormat,
+];
+const EXTRA_WORDS: &[&str] = &[
+    "New",
+    "Original",
+    "2026",
+    "Free Shipping",
+    "Top Seller",
+    "Genuine",
+    "Hot Sale",
+];
+/// Share of products relisted by other sellers, and of duplicate groups (and lone
+/// listings) in the labelled cut.
+const RELISTED: f64 = 0.12;
+const LABELLED: f64 = 0.5;
 
 struct Customer {
     id: String,
@@ -785,9 +836,15 @@ pub fn generate(dir: &Path, p: &Params) -> Result<Summary> {
                 brand,
                 condition: condition.0,
                 usd,
+                code: String::new(),
+                relisting: None,
             }
         })
         .collect();
+    // Model codes and relistings draw from their own stream, so the rest of the
+    // export is what it was before duplicates were modelled, for a seed.
+    let mut dup_rng = ChaCha8Rng::seed_from_u64(p.seed ^ 0x00D0_0B1E_5EED);
+    let products = with_relistings(products, sellers.len(), &mut dup_rng);
     let customers: Vec<Customer> = (0..(p.orders / 3).max(40))
         .map(|i| {
             let market = pick_market(&mut rng);
@@ -825,6 +882,7 @@ pub fn generate(dir: &Path, p: &Params) -> Result<Summary> {
 
     let files = vec![
         write_products(dir, p, &mut rng, &sellers, &products, start)?,
+        write_duplicate_groups(dir, p, &mut dup_rng, &products, end)?,
         write_orders(dir, p, &mut rng, &sellers, &products, &customers, start)?,
         write_crawled(dir, p, &mut rng, &products, end)?,
         write_fx(dir, p, start, end)?,
@@ -845,17 +903,165 @@ pub fn generate(dir: &Path, p: &Params) -> Result<Summary> {
     Ok(Summary { files })
 }
 
-fn title(rng: &mut impl Rng, product: &Product, lang: usize) -> String {
+/// Codes for every product, then relistings of about [`RELISTED`] of them by 1–3
+/// other sellers each (appended, with ids continuing the sequence).
+fn with_relistings(
+    mut products: Vec<Product>,
+    sellers: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Product> {
+    for prod in &mut products {
+        let letters: String = (0..2).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect();
+        prod.code = format!("{letters}-{}", rng.gen_range(1000..10_000));
+    }
+    let originals = products.len();
+    for of in 0..originals {
+        if !rng.gen_bool(RELISTED) {
+            continue;
+        }
+        let copies = 1 + usize::from(rng.gen_bool(0.35)) + usize::from(rng.gen_bool(0.15));
+        for _ in 0..copies {
+            let seller = loop {
+                let s = rng.gen_range(0..sellers);
+                if s != products[of].seller {
+                    break s;
+                }
+            };
+            let n = rng.gen_range(1..=3);
+            let mut edits: Vec<Edit> = EDITS.choose_multiple(rng, n).copied().collect();
+            edits.sort_by_key(|e| EDITS.iter().position(|x| x == e));
+            let original = &products[of];
+            let relisting = Product {
+                id: format!("P{:06}", products.len()),
+                seller,
+                category: original.category,
+                brand: original.brand,
+                condition: original.condition,
+                usd: original.usd * (0.15 * normal(rng)).exp(),
+                code: original.code.clone(),
+                relisting: Some(Relisting { of, edits }),
+            };
+            products.push(relisting);
+        }
+    }
+    products
+}
+
+/// The words a title is made of: its adjective and colour (indexes into the
+/// per-language lists, which are aligned, so a relisting can say the same in
+/// another language).
+#[derive(Clone, Copy)]
+struct Wording {
+    adjective: usize,
+    color: usize,
+}
+
+fn title(product: &Product, lang: usize, w: Wording) -> String {
     let cat = &CATEGORIES[product.category];
-    let adj = ADJECTIVES[lang].choose(rng).expect("non-empty");
-    let color = COLORS[lang].choose(rng).expect("non-empty");
+    let adj = ADJECTIVES[lang][w.adjective];
+    let color = COLORS[lang][w.color];
     let brand = cat.brands[product.brand].0;
     let noun = cat.nouns[lang];
+    let code = &product.code;
     match lang {
-        JA | ZH | KO => format!("{brand} {adj}{noun} {color}"),
-        EN => format!("{brand} {adj} {noun} - {color}"),
-        _ => format!("{brand} {noun} {adj} {color}"),
+        JA | ZH | KO => format!("{brand} {adj}{noun} {code} {color}"),
+        EN => format!("{brand} {adj} {noun} {code} - {color}"),
+        _ => format!("{brand} {noun} {code} {adj} {color}"),
     }
+}
+
+/// A relisting's title: the original's words in the relisting seller's language
+/// (a translation when the markets' languages differ), then its edits.
+fn edited(title: &str, brand: &str, code: &str, edits: &[Edit], rng: &mut ChaCha8Rng) -> String {
+    let mut t = title.to_string();
+    for edit in edits {
+        match edit {
+            Edit::CodeFormat => {
+                let new = match rng.gen_range(0..3) {
+                    0 => code.replace('-', ""),
+                    1 => code.to_lowercase(),
+                    _ => code.replace('-', " "),
+                };
+                t = t.replace(code, &new);
+            }
+            Edit::BrandSpelling => {
+                let chars: Vec<char> = brand.chars().collect();
+                let new = match rng.gen_range(0..3) {
+                    0 => brand.to_uppercase(),
+                    1 => brand.to_lowercase(),
+                    _ => {
+                        let mid = chars.len() / 2;
+                        format!(
+                            "{}-{}",
+                            chars[..mid].iter().collect::<String>(),
+                            chars[mid..].iter().collect::<String>()
+                        )
+                    }
+                };
+                t = t.replacen(brand, &new, 1);
+            }
+            Edit::ExtraWord => {
+                let w = EXTRA_WORDS.choose(rng).expect("non-empty");
+                t = if rng.gen_bool(0.5) {
+                    format!("{w} {t}")
+                } else {
+                    format!("{t} {w}")
+                };
+            }
+            Edit::Reorder | Edit::Typo | Edit::Abbreviate => {
+                let mut words: Vec<String> = t
+                    .split_whitespace()
+                    .filter(|w| *w != "-")
+                    .map(str::to_string)
+                    .collect();
+                // Words the edit may touch: not the code, letters only for typos
+                // and abbreviations.
+                let fits = |w: &str, min: usize| {
+                    !code.contains(w)
+                        && w.chars().count() >= min
+                        && w.chars().all(char::is_alphabetic)
+                };
+                match edit {
+                    Edit::Reorder if words.len() >= 3 => {
+                        let i = rng.gen_range(1..words.len());
+                        let j = (i + rng.gen_range(1..words.len())) % words.len();
+                        words.swap(i, j);
+                    }
+                    Edit::Typo => {
+                        let eligible: Vec<usize> =
+                            (0..words.len()).filter(|&i| fits(&words[i], 4)).collect();
+                        if let Some(&i) = eligible.choose(rng) {
+                            let mut c: Vec<char> = words[i].chars().collect();
+                            let at = rng.gen_range(1..c.len() - 1);
+                            match rng.gen_range(0..3) {
+                                0 => c.swap(at, at + 1),
+                                1 => {
+                                    c.remove(at);
+                                }
+                                _ => c.insert(at, c[at]),
+                            }
+                            words[i] = c.into_iter().collect();
+                        }
+                    }
+                    Edit::Abbreviate => {
+                        let eligible: Vec<usize> =
+                            (0..words.len()).filter(|&i| fits(&words[i], 7)).collect();
+                        if let Some(&i) = eligible.choose(rng) {
+                            words[i] = format!("{}.", words[i].chars().take(4).collect::<String>());
+                        }
+                    }
+                    _ => {}
+                }
+                t = words.join(" ");
+            }
+        }
+    }
+    if t == title {
+        // An edit found nothing to act on (no long word in a CJK title, say): a
+        // relisting still never repeats the original word for word.
+        t.push_str(" Original");
+    }
+    t
 }
 
 fn write_products(
@@ -886,11 +1092,28 @@ fn write_products(
             "created_ts",
         ],
     )?;
+    let mut wordings: Vec<Wording> = Vec::with_capacity(products.len());
     for prod in products {
         let seller = &sellers[prod.seller];
         let market = &MARKETS[seller.market];
         let lang = market.lang;
-        let mut title_bytes = title(rng, prod, lang).into_bytes();
+        let text = match &prod.relisting {
+            None => {
+                let w = Wording {
+                    adjective: rng.gen_range(0..ADJECTIVES[lang].len()),
+                    color: rng.gen_range(0..COLORS[lang].len()),
+                };
+                wordings.push(w);
+                title(prod, lang, w)
+            }
+            Some(r) => {
+                let w = wordings[r.of];
+                wordings.push(w);
+                let brand = CATEGORIES[prod.category].brands[prod.brand].0;
+                edited(&title(prod, lang, w), brand, &prod.code, &r.edits, rng)
+            }
+        };
+        let mut title_bytes = text.into_bytes();
         let cat = &CATEGORIES[prod.category];
         let mut description = format!(
             "{} {} ({}), {}.",
@@ -931,6 +1154,43 @@ fn write_products(
             LANG_CODES[lang].as_bytes(),
             format!("{created} 09:00:00").as_bytes(),
         ])?;
+    }
+    out.finish()
+}
+
+/// The labelled cut of the duplicate-listings task: about [`LABELLED`] of the
+/// groups (an original with all its relistings, or a lone listing), every member
+/// with its group's id — so within the cut, two listings are duplicates exactly when
+/// they share a group.
+fn write_duplicate_groups(
+    dir: &Path,
+    p: &Params,
+    rng: &mut ChaCha8Rng,
+    products: &[Product],
+    end: NaiveDate,
+) -> Result<(String, usize)> {
+    let mut out = Out::create(
+        dir,
+        "duplicate_groups",
+        p.gzip,
+        &["product_id", "group_id", "labelled_ts"],
+    )?;
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); products.len()];
+    for (i, prod) in products.iter().enumerate() {
+        members[prod.relisting.as_ref().map_or(i, |r| r.of)].push(i);
+    }
+    for (group, listings) in members.iter().enumerate() {
+        if listings.is_empty() || !rng.gen_bool(LABELLED) {
+            continue;
+        }
+        let when = end - Duration::days(rng.gen_range(0..60));
+        for &i in listings {
+            out.row([
+                products[i].id.as_str(),
+                products[group].id.as_str(),
+                &format!("{when} 15:00:00"),
+            ])?;
+        }
     }
     out.finish()
 }
@@ -1133,11 +1393,17 @@ fn write_crawled(
         if rng.gen_bool(p.bad_fraction) {
             price_text = "0".into();
         }
+        let source = CRAWL_SOURCES.choose(rng).expect("non-empty").to_string();
+        // A competitor words the same product its own way.
+        let wording = Wording {
+            adjective: rng.gen_range(0..ADJECTIVES[market.lang].len()),
+            color: rng.gen_range(0..COLORS[market.lang].len()),
+        };
         out.row([
             format!("X{i:07}"),
-            CRAWL_SOURCES.choose(rng).expect("non-empty").to_string(),
+            source,
             product_ref,
-            title(rng, prod, market.lang),
+            title(prod, market.lang, wording),
             price_text,
             market.currency.to_string(),
             market.country.to_string(),
@@ -1222,6 +1488,7 @@ mod tests {
         for f in [
             "orders.csv",
             "products.csv",
+            "duplicate_groups.csv",
             "crawled_offers.csv",
             "fx_rates.csv",
             "deletion_requests.csv",
@@ -1237,6 +1504,65 @@ mod tests {
         assert_ne!(
             std::fs::read(a.path().join("orders.csv")).unwrap(),
             std::fs::read(c.path().join("orders.csv")).unwrap()
+        );
+    }
+
+    #[test]
+    fn relistings_are_labelled_edited_copies_by_other_sellers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Params {
+            orders: 4000,
+            seed: 3,
+            bad_fraction: 0.0,
+            gzip: false,
+        };
+        generate(dir.path(), &p).unwrap();
+        let mut listings = std::collections::HashMap::new();
+        let mut r = csv::Reader::from_path(dir.path().join("products.csv")).unwrap();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            listings.insert(rec[0].to_string(), (rec[1].to_string(), rec[3].to_string()));
+        }
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut r = csv::Reader::from_path(dir.path().join("duplicate_groups.csv")).unwrap();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            groups
+                .entry(rec[1].to_string())
+                .or_default()
+                .push(rec[0].to_string());
+        }
+        let labelled: usize = groups.values().map(Vec::len).sum();
+        assert!(
+            labelled > listings.len() / 3 && labelled < listings.len() * 2 / 3,
+            "about half labelled: {labelled}"
+        );
+        let with_copies: Vec<_> = groups.iter().filter(|(_, m)| m.len() > 1).collect();
+        assert!(
+            with_copies.len() > 20,
+            "{} groups with relistings",
+            with_copies.len()
+        );
+        let (mut edited, mut copies) = (0, 0);
+        for (group, members) in with_copies {
+            let (seller, title) = &listings[group];
+            // The model code's digits survive every edit and translation.
+            let digits: String = title
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|run| run.len() == 4)
+                .unwrap()
+                .to_string();
+            for m in members.iter().filter(|m| *m != group) {
+                let (s, t) = &listings[m];
+                assert_ne!(s, seller, "{m} relists {group} from another seller");
+                assert!(t.contains(&digits), "{t} keeps the code of {title}");
+                copies += 1;
+                edited += usize::from(t != title);
+            }
+        }
+        assert_eq!(
+            edited, copies,
+            "every relisting's title is edited or translated"
         );
     }
 }

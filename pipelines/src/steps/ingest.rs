@@ -309,6 +309,7 @@ fn latest_date(table: Table, df: &DataFrame) -> anyhow::Result<Option<chrono::Na
         Table::DeletionRequests => "requested_ts",
         Table::Products => "created_ts",
         Table::FxRates => "date",
+        Table::DuplicateGroups => "labelled_ts",
     };
     let days = df
         .column(column)?

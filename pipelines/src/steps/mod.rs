@@ -2,15 +2,21 @@
 //! implements one `run`; [`crate::run::execute`] does the rest. [`GRAPH`] lists them
 //! with how `sgml run all` builds each; [`crate::plan`] orders it.
 
+pub mod duplicate_pairs;
 pub mod embed;
 pub mod features;
 pub mod ingest;
 pub mod predict_categorize;
+pub mod predict_duplicates;
 pub mod predict_pricing;
+pub mod predict_segments;
 pub mod predict_similar;
 pub mod retention;
+pub mod segments;
 pub mod train_categorize;
+pub mod train_duplicates;
 pub mod train_pricing;
+pub mod train_segments;
 pub mod train_similar;
 
 use std::collections::HashSet;
@@ -20,6 +26,7 @@ use polars::prelude::*;
 use crate::io;
 use crate::plan::{Node, Settings};
 use crate::run::{RunContext, Step, StepSpec};
+use segments::Subject;
 
 /// The step graph: every step `sgml run all` runs, with what it reads and writes.
 /// The order to run them in is derived from those declarations (crate::plan); this
@@ -74,6 +81,52 @@ pub const GRAPH: &[Node] = &[
     Node {
         spec: predict_similar::SPEC,
         build: |_| Ok(Box::new(predict_similar::PredictSimilar::default())),
+    },
+    Node {
+        spec: train_duplicates::SPEC,
+        build: |_| Ok(Box::new(train_duplicates::TrainDuplicates { seed: 42 })),
+    },
+    Node {
+        spec: predict_duplicates::SPEC,
+        build: |_| {
+            Ok(Box::new(predict_duplicates::PredictDuplicates {
+                version: None,
+            }))
+        },
+    },
+    Node {
+        spec: train_segments::PRODUCTS_SPEC,
+        build: |_| {
+            Ok(Box::new(train_segments::TrainSegments::new(
+                Subject::Products,
+            )))
+        },
+    },
+    Node {
+        spec: predict_segments::PRODUCTS_SPEC,
+        build: |_| {
+            Ok(Box::new(predict_segments::PredictSegments {
+                subject: Subject::Products,
+                version: None,
+            }))
+        },
+    },
+    Node {
+        spec: train_segments::SELLERS_SPEC,
+        build: |_| {
+            Ok(Box::new(train_segments::TrainSegments::new(
+                Subject::Sellers,
+            )))
+        },
+    },
+    Node {
+        spec: predict_segments::SELLERS_SPEC,
+        build: |_| {
+            Ok(Box::new(predict_segments::PredictSegments {
+                subject: Subject::Sellers,
+                version: None,
+            }))
+        },
     },
 ];
 

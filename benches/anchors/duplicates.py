@@ -138,7 +138,7 @@ def main():
         work = Path(tmp)
         export, store = work / "export", work / "store"
         subprocess.run([str(SGML), "generate", "--out", str(export), "--orders", str(args.orders),
-                        "--seed", str(args.seed)], check=True, capture_output=True)
+                        "--seed", str(args.seed), "--bad-fraction", "0"], check=True, capture_output=True)
         products = read_csv(export / "products.csv")
         groups = {r["product_id"]: r["group_id"] for r in read_csv(export / "duplicate_groups.csv")}
         sgml(store, "ingest", "--demo", "--input", str(export))

@@ -46,10 +46,15 @@ pub enum LogFormat {
 
 impl Global {
     pub fn open_store(&self) -> anyhow::Result<Box<dyn Store>> {
-        let s3 = S3Options {
+        store::open(&self.store, &self.s3_options())
+            .with_context(|| format!("opening store {}", self.store))
+    }
+
+    /// How s3:// URIs are reached: the store's, and photos in buckets.
+    pub fn s3_options(&self) -> S3Options {
+        S3Options {
             endpoint: self.s3_endpoint.clone(),
-        };
-        store::open(&self.store, &s3).with_context(|| format!("opening store {}", self.store))
+        }
     }
 
     /// Where promotions announce themselves.

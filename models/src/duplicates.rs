@@ -47,24 +47,36 @@ pub struct Signals {
     pub code: f32,
     /// 1 when both are listed in the same category.
     pub category: f32,
+    /// How alike the two photos' perceptual hashes are: 1 − differing bits / 32,
+    /// clamped at 0 (unrelated pictures differ in about 32 of 64); 0 when either
+    /// listing has no photo.
+    #[serde(default)]
+    pub photo: f32,
 }
 
+/// Differing bits of two 64-bit perceptual hashes at which the photo signal is 0.
+const PHOTO_UNRELATED_BITS: f32 = 32.0;
+
 /// A signal's name, as the `reason` of a predicted duplicate lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     Meaning,
     Spelling,
     Code,
     Category,
+    Photo,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 4] = [
+    /// The signals a decision is fitted on now. A saved decision names its own
+    /// (older ones have no `photo`) and is scored on those.
+    pub const ALL: [Signal; 5] = [
         Signal::Meaning,
         Signal::Spelling,
         Signal::Code,
         Signal::Category,
+        Signal::Photo,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,13 +85,20 @@ impl Signal {
             Signal::Spelling => "spelling",
             Signal::Code => "code",
             Signal::Category => "category",
+            Signal::Photo => "photo",
         }
     }
 }
 
 impl Signals {
-    pub fn values(&self) -> [f32; 4] {
-        [self.meaning, self.spelling, self.code, self.category]
+    pub fn value(&self, signal: Signal) -> f32 {
+        match signal {
+            Signal::Meaning => self.meaning,
+            Signal::Spelling => self.spelling,
+            Signal::Code => self.code,
+            Signal::Category => self.category,
+            Signal::Photo => self.photo,
+        }
     }
 }
 
@@ -185,6 +204,8 @@ pub struct Side<'a> {
     pub title: &'a TitleFeatures,
     pub embedding: &'a [f32],
     pub category: Option<&'a str>,
+    /// The 64-bit perceptual hash of the listing's photo, when it has one.
+    pub photo: Option<u64>,
 }
 
 impl Signals {
@@ -225,6 +246,12 @@ impl Signals {
                 (Some(x), Some(y)) if x == y => 1.0,
                 _ => 0.0,
             },
+            photo: match (a.photo, b.photo) {
+                (Some(x), Some(y)) => {
+                    (1.0 - (x ^ y).count_ones() as f32 / PHOTO_UNRELATED_BITS).max(0.0)
+                }
+                _ => 0.0,
+            },
         }
     }
 }
@@ -262,7 +289,10 @@ impl DuplicateModel {
                 pairs.len()
             )));
         }
-        let x = Array2::from_shape_fn((pairs.len(), 4), |(i, j)| f64::from(pairs[i].values()[j]));
+        let signals = Signal::ALL;
+        let x = Array2::from_shape_fn((pairs.len(), signals.len()), |(i, j)| {
+            f64::from(pairs[i].value(signals[j]))
+        });
         let y = Array1::from_iter(duplicate.iter().copied());
         let fitted = LogisticRegression::default()
             .alpha(1e-3)
@@ -272,7 +302,7 @@ impl DuplicateModel {
         // linfa's positive class is whichever label it met first; orient to `true`.
         let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
         let mut model = DuplicateModel {
-            signals: Signal::ALL.to_vec(),
+            signals: signals.to_vec(),
             weights: fitted.params().iter().map(|w| sign * w).collect(),
             bias: sign * fitted.intercept(),
             threshold: 0.5,
@@ -287,8 +317,8 @@ impl DuplicateModel {
             + self
                 .weights
                 .iter()
-                .zip(s.values())
-                .map(|(w, v)| w * f64::from(v))
+                .zip(&self.signals)
+                .map(|(w, sig)| w * f64::from(s.value(*sig)))
                 .sum::<f64>();
         1.0 / (1.0 + (-z).exp())
     }
@@ -304,8 +334,7 @@ impl DuplicateModel {
             .signals
             .iter()
             .zip(&self.weights)
-            .zip(s.values())
-            .map(|((sig, w), v)| (*sig, w * f64::from(v)))
+            .map(|(sig, w)| (*sig, w * f64::from(s.value(*sig))))
             .filter(|t| t.1 > 0.0)
             .collect();
         terms.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -330,10 +359,13 @@ impl DuplicateModel {
         let bytes = bundle.file(FILE).ok_or(DuplicateError::MissingFile(FILE))?;
         let m: DuplicateModel =
             serde_json::from_slice(bytes).map_err(|e| DuplicateError::Parse(e.to_string()))?;
-        if m.signals != Signal::ALL || m.weights.len() != m.signals.len() {
+        let distinct: std::collections::HashSet<Signal> = m.signals.iter().copied().collect();
+        if m.signals.is_empty()
+            || distinct.len() != m.signals.len()
+            || m.weights.len() != m.signals.len()
+        {
             return Err(DuplicateError::Parse(format!(
-                "expected weights for {:?}, found {} for {:?}",
-                Signal::ALL,
+                "expected one weight per distinct signal, found {} for {:?}",
                 m.weights.len(),
                 m.signals
             )));
@@ -463,7 +495,28 @@ mod tests {
             title: t,
             embedding: e,
             category: c,
+            photo: None,
         }
+    }
+
+    #[test]
+    fn photo_signal() {
+        let index = TitleIndex::new(["a"]);
+        let f = index.features("a");
+        let e = [1.0f32];
+        let with = |photo| Side {
+            photo,
+            ..side(&f, &e, None)
+        };
+        let s = |a, b| Signals::of(&with(a), &with(b)).photo;
+        assert_eq!(s(Some(0xFFFF), Some(0xFFFF)), 1.0);
+        assert_eq!(s(Some(0), Some(0xFF)), 0.75, "8 bits of 64 differ");
+        assert_eq!(
+            s(Some(0), Some(u64::MAX)),
+            0.0,
+            "clamped: unrelated pictures"
+        );
+        assert_eq!(s(Some(0), None), 0.0, "no photo: no evidence");
     }
 
     #[test]
@@ -510,6 +563,12 @@ mod tests {
                 },
                 code: if dup && i % 8 != 4 { 1.0 } else { 0.0 },
                 category: 1.0,
+                // Photos on a third of the listings: edited copies for duplicates.
+                photo: match (i % 3, dup) {
+                    (0, true) => 0.9,
+                    (0, false) => 0.1,
+                    _ => 0.0,
+                },
             });
             y.push(dup);
         }
@@ -573,6 +632,34 @@ mod tests {
             DuplicateModel::from_bundle(&bundle),
             Err(DuplicateError::Parse(_))
         ));
+
+        // A decision saved before photos were a signal names four and is scored on
+        // those four.
+        let old = DuplicateModel {
+            signals: Signal::ALL[..4].to_vec(),
+            weights: m.weights[..4].to_vec(),
+            ..m.clone()
+        };
+        let mut json: serde_json::Value = serde_json::from_slice(&old.to_files()[FILE]).unwrap();
+        assert_eq!(json["signals"].as_array().unwrap().len(), 4);
+        json["signals"] = serde_json::json!(["meaning", "spelling", "code", "category"]);
+        let files = BTreeMap::from([(FILE.to_string(), serde_json::to_vec(&json).unwrap())]);
+        let bundle = Bundle::new(
+            crate::bundle::test_manifest("duplicates", KIND, gate_of()),
+            files,
+        )
+        .unwrap();
+        let loaded = DuplicateModel::from_bundle(&bundle).unwrap();
+        let with_photo = Signals { photo: 1.0, ..s[1] };
+        assert_eq!(loaded.probability(&with_photo), loaded.probability(&s[1]));
+    }
+
+    fn gate_of() -> crate::bundle::Gate {
+        crate::bundle::Gate {
+            metric: "listing_f1".into(),
+            direction: crate::bundle::Direction::Higher,
+            tolerance: 0.02,
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   silhouette beside the elbow, and the report that profiles each segment;
 //! - [`linear`]: the linear baseline (ElasticNet on standardised features), as JSON;
 //! - [`metrics`]: regression metrics on log price and price, split-conformal intervals;
+//! - [`photo`]: product photos: decoding under size limits, blur, brightness and
+//!   contrast as OpenCV measures them, the perceptual hash of near-duplicate photos;
 //! - [`pricing`]: the pricing feature transform (raw attributes → matrix) with its
 //!   target-encoding lookups, and [`pricing::PriceModel`], the one scoring path shared
 //!   by batch prediction and services;
@@ -46,6 +48,8 @@ pub mod linear;
 #[cfg(any(feature = "embed", feature = "kmeans"))]
 mod matmul;
 pub mod metrics;
+#[cfg(feature = "photo")]
+pub mod photo;
 pub mod pricing;
 #[cfg(feature = "report")]
 pub mod report;

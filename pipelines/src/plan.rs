@@ -29,6 +29,12 @@ pub struct Settings {
     pub base_currency: String,
     /// The embedding model's directory (found before anything runs).
     pub model_dir: std::path::PathBuf,
+    /// Where products' relative photo paths lie (the input directory), if anywhere.
+    pub images_dir: Option<std::path::PathBuf>,
+    /// How photos in buckets are read (the store's S3 settings).
+    pub s3: crate::store::S3Options,
+    /// What a photo may weigh and measure.
+    pub photo_limits: sgml_models::photo::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +266,7 @@ mod tests {
                 "train-pricing",
                 "predict-pricing",
                 "embed",
+                "images",
                 "train-categorize",
                 "predict-categorize",
                 "train-similar",
@@ -367,6 +374,9 @@ mod tests {
             },
             base_currency: "USD".into(),
             model_dir: dir.path().into(),
+            images_dir: None,
+            s3: Default::default(),
+            photo_limits: Default::default(),
         };
         let date = NaiveDate::from_ymd_opt(2026, 1, 1);
         let mut seen = Vec::new();

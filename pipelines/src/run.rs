@@ -520,6 +520,13 @@ mod tests {
             }
             Ok(o)
         }
+        fn get_bounded(
+            &self,
+            key: &str,
+            max: u64,
+        ) -> Result<Option<crate::store::Bounded>, StoreError> {
+            self.0.get_bounded(key, max)
+        }
         fn put(&self, key: &str, bytes: &[u8], c: Condition) -> Result<String, StoreError> {
             self.0.put(key, bytes, c)
         }

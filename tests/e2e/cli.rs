@@ -42,6 +42,7 @@ fn steps_json_is_the_graph() {
             "train-pricing",
             "predict-pricing",
             "embed",
+            "images",
             "train-categorize",
             "predict-categorize",
             "train-similar",

@@ -12,6 +12,7 @@ mod cli;
 mod deps;
 mod duplicates;
 mod events;
+mod images;
 mod online_retail;
 mod pii;
 mod postgres;

@@ -204,10 +204,10 @@ fn rerunning_a_date_replaces_its_own_outputs_only() {
             assert_frames_close(&drop_key(a), &drop_key(b), k);
         }
     }
-    // Sixteen steps per run: ingest, retention, features, train + predict pricing,
-    // embed, train + predict categorize, similar, duplicates, product and seller
-    // segments.
-    assert_eq!(manifests(&store).len(), 32);
+    // Seventeen steps per run: ingest, retention, features, train + predict pricing,
+    // embed, images, train + predict categorize, similar, duplicates, product and
+    // seller segments.
+    assert_eq!(manifests(&store).len(), 34);
     for model in [
         "pricing",
         "categorize",

@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use sgml_registry::store::{Condition, MULTIPART_THRESHOLD, S3Options, S3Store, Store, StoreError};
+use sgml_registry::store::{
+    Bounded, Condition, MULTIPART_THRESHOLD, S3Options, S3Store, Store, StoreError,
+};
 
 use crate::common::*;
 
@@ -111,6 +113,17 @@ fn s3_store_keeps_the_store_contract() {
         s.put("big.bin", &big, Condition::IfAbsent),
         Err(StoreError::PreconditionFailed { .. })
     ));
+
+    // Bounded reads: the whole object when it fits, its size (bytes unread) when not.
+    match s.get_bounded("big.bin", big.len() as u64).unwrap() {
+        Some(Bounded::Object(o)) => assert_eq!(o.bytes, big),
+        other => panic!("{:?}", other.map(|_| "not the object")),
+    }
+    assert!(matches!(
+        s.get_bounded("big.bin", 1024).unwrap(),
+        Some(Bounded::TooLarge { bytes }) if bytes == big.len() as u64
+    ));
+    assert!(s.get_bounded("absent.bin", 1024).unwrap().is_none());
 }
 
 /// `sgml run all` with an s3:// store: every area lands in the bucket, the champion

@@ -23,6 +23,11 @@ pub struct Args {
     /// Write gzipped CSV (.csv.gz).
     #[arg(long)]
     gzip: bool,
+    /// Share of listings with a photo (images/<product_id>.jpg, 96 x 96 JPEG; their
+    /// relistings get edited copies; some are dark, blurred or, at --bad-fraction,
+    /// broken). 0: no photos.
+    #[arg(long, default_value_t = 0.05)]
+    photos: f64,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
@@ -31,6 +36,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         seed: a.seed,
         bad_fraction: a.bad_fraction,
         gzip: a.gzip,
+        photos: a.photos,
     };
     let summary = sgml_synth::generate(&a.out, &params)?;
     say!("wrote synthetic data to {}:", a.out.display());

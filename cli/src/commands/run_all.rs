@@ -8,6 +8,7 @@ use sgml_pipelines::plan::{self, Settings};
 use sgml_pipelines::steps::{self, ingest::Anonymization};
 
 use super::ingest::{self, SourceArgs};
+use super::steps::PhotoArgs;
 use crate::global::Global;
 use crate::output;
 use crate::weights::{self, ModelDirArgs};
@@ -35,6 +36,8 @@ pub struct Args {
     base_currency: String,
     #[command(flatten)]
     model: ModelDirArgs,
+    #[command(flatten)]
+    photos: PhotoArgs,
 }
 
 pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                         seed: 42,
                         bad_fraction: 0.02,
                         gzip: true,
+                        photos: 0.05,
                     },
                 )?;
                 _generated = TempDirGuard(tmp.clone());
@@ -72,10 +76,22 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
     if demo && matches!(ingest.key, Anonymization::Missing) {
         ingest.key = Anonymization::Demo;
     }
+    // Relative photo paths lie beside the export unless told otherwise.
+    let images_dir = a
+        .photos
+        .images_dir
+        .clone()
+        .or_else(|| match source.inputs.as_slice() {
+            [one] if std::path::Path::new(one).is_dir() => Some(one.into()),
+            _ => None,
+        });
     let settings = Settings {
         ingest,
         base_currency: a.base_currency.clone(),
         model_dir: weights::model_dir(&a.model)?,
+        images_dir,
+        s3: g.s3_options(),
+        photo_limits: a.photos.limits(),
     };
     let announcer = g.announcer();
     let outcomes = plan::run_all(

@@ -2,9 +2,12 @@
 //! features, embed), and `sgml steps`, the graph.
 
 use chrono::NaiveDate;
+use sgml_models::photo::Limits;
 use sgml_pipelines::plan::Plan;
 use sgml_pipelines::run;
-use sgml_pipelines::steps::{self, embed::Embed, features::Features, retention::Retention};
+use sgml_pipelines::steps::{
+    self, embed::Embed, features::Features, images::Images, retention::Retention,
+};
 
 use crate::global::Global;
 use crate::output;
@@ -41,6 +44,47 @@ pub struct EmbedArgs {
 }
 
 #[derive(clap::Args)]
+pub struct ImagesArgs {
+    #[command(flatten)]
+    date: DateArgs,
+    #[command(flatten)]
+    pub photos: PhotoArgs,
+    /// Threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Where photos are and what they may weigh (`sgml images`, `sgml run all`).
+#[derive(clap::Args, Clone)]
+pub struct PhotoArgs {
+    /// The directory relative image_uri paths (and file:// URIs) lie in; a photo
+    /// path outside it is quarantined under images.uri. `run all` defaults to its
+    /// input directory.
+    #[arg(long, value_name = "DIR")]
+    pub images_dir: Option<std::path::PathBuf>,
+    /// Largest photo file accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_bytes)]
+    pub max_image_bytes: usize,
+    /// Largest photo accepted, in pixels (width × height): the decompression-bomb
+    /// guard, checked from the file's header before any pixel is decoded.
+    #[arg(long, default_value_t = Limits::default().max_pixels)]
+    pub max_image_pixels: u64,
+    /// Smallest side accepted, in pixels.
+    #[arg(long, default_value_t = Limits::default().min_side)]
+    pub min_image_side: u32,
+}
+
+impl PhotoArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_image_bytes,
+            max_pixels: self.max_image_pixels,
+            min_side: self.min_image_side,
+        }
+    }
+}
+
+#[derive(clap::Args)]
 pub struct GraphArgs {
     /// As JSON (name, about, reads, writes, trains, after), for generating the Airflow
     /// DAG.
@@ -58,6 +102,19 @@ pub fn features(g: &Global, a: &FeaturesArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
     let step = Features {
         base_currency: a.base_currency.clone(),
+    };
+    output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+    Ok(())
+}
+
+pub fn images(g: &Global, a: &ImagesArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let step = Images {
+        images_dir: a.photos.images_dir.clone(),
+        s3: g.s3_options(),
+        limits: a.photos.limits(),
+        policy: Default::default(),
+        threads: a.threads,
     };
     output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
     Ok(())

@@ -2,10 +2,12 @@
 //! embedded listing with its seller, title, category and listing time), the
 //! candidate pairs worth judging, and their signals.
 //!
-//! Candidates come from two places, because neither finds every duplicate: each
+//! Candidates come from three places, because none finds every duplicate: each
 //! listing's nearest titles by embedding among other sellers' listings (edited
-//! titles), and listings sharing a rare model code (translated titles, whose
-//! embeddings can drift apart).
+//! titles), listings sharing a rare model code (translated titles, whose embeddings
+//! can drift apart), and listings whose photos' perceptual hashes differ in few bits
+//! (the same picture edited, whatever the title says). Photos come from `sgml
+//! images` (`features/images/dt=D/`) when it has run.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -24,6 +26,12 @@ use crate::steps::embed;
 pub const NEIGHBOURS: usize = 10;
 /// A code carried by more listings than this is a size or a year, not a model.
 pub const MAX_CODE_LISTINGS: usize = 12;
+/// Photos whose hashes differ in at most this many of 64 bits are candidates. Eight
+/// blocks of 8 bits: two hashes this close agree on a whole block (pigeonhole), so
+/// looking up each block finds every such pair without comparing all pairs.
+pub const PHOTO_CANDIDATE_BITS: u32 = 7;
+/// A hash block shared by more photos than this is a blank background, not a clue.
+const MAX_PHOTO_BLOCK_LISTINGS: usize = 64;
 
 /// Every embedded listing of the run date.
 pub struct Catalogue {
@@ -36,6 +44,8 @@ pub struct Catalogue {
     pub created: Vec<Option<i64>>,
     pub embeddings: Vec<f32>,
     pub dim: usize,
+    /// The perceptual hash of each listing's photo, when `sgml images` read one.
+    pub photos: Vec<Option<u64>>,
     /// Listed products left out for want of an embedding (or embeddings of no
     /// listed product).
     pub unembedded: usize,
@@ -91,9 +101,11 @@ pub fn read(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Catalog
         created: Vec::new(),
         embeddings: Vec::with_capacity(e.vectors.len()),
         dim: e.dim,
+        photos: Vec::new(),
         unembedded: 0,
         unlisted: 0,
     };
+    let photo_of = photo_hashes(ctx, run_date)?;
     for (k, id) in e.product_id.iter().enumerate() {
         let Some(&r) = row_of.get(id.as_str()) else {
             c.unlisted += 1;
@@ -106,9 +118,34 @@ pub fn read(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Catalog
         c.categories.push(categories[r].clone());
         c.created.push(created[r]);
         c.embeddings.extend_from_slice(e.vector(k));
+        c.photos.push(photo_of.get(id.as_str()).copied());
     }
     c.unembedded = row_of.len().saturating_sub(c.len());
     Ok(c)
+}
+
+/// Each photographed product's pHash, from the run date's `features/images` (empty
+/// when `sgml images` has not run: the photo signal is then 0 for every pair).
+fn photo_hashes(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<HashMap<String, u64>> {
+    let key = format!(
+        "{}{}",
+        crate::io::partition("features", super::images::TABLE, run_date),
+        crate::io::PART
+    );
+    let Some((bytes, sha256)) = crate::io::get_verified(ctx.store, &key)? else {
+        return Ok(HashMap::new());
+    };
+    ctx.input(crate::sources::InputRecord {
+        uri: ctx.store.uri(&key),
+        sha256,
+        rows: 0,
+    });
+    let df = crate::io::from_parquet(bytes)?;
+    Ok(super::texts(&df, "product_id")?
+        .into_iter()
+        .zip(super::texts(&df, "phash")?)
+        .filter_map(|(id, h)| Some((id?, u64::from_str_radix(&h?, 16).ok()?)))
+        .collect())
 }
 
 /// The catalogue's candidate pairs `(i, j)`, `i < j`, of different sellers, each once.
@@ -153,10 +190,42 @@ pub fn candidates(c: &Catalogue, index: &TitleIndex) -> anyhow::Result<Vec<(usiz
             }
         }
     }
+    pairs.extend(photo_pairs(&c.photos));
     Ok(pairs
         .into_iter()
         .filter(|(a, b)| a != b && c.sellers[*a] != c.sellers[*b])
         .collect())
+}
+
+/// Pairs of photos within [`PHOTO_CANDIDATE_BITS`] of each other, by multi-index
+/// hashing: bucket every hash by each of its eight bytes, compare within buckets.
+fn photo_pairs(photos: &[Option<u64>]) -> BTreeSet<(usize, usize)> {
+    let mut buckets: HashMap<(usize, u8), Vec<usize>> = HashMap::new();
+    for (i, h) in photos.iter().enumerate() {
+        if let Some(h) = h {
+            for block in 0..8 {
+                buckets
+                    .entry((block, (h >> (8 * block)) as u8))
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    let mut pairs = BTreeSet::new();
+    for members in buckets
+        .values()
+        .filter(|m| m.len() <= MAX_PHOTO_BLOCK_LISTINGS)
+    {
+        for (n, &a) in members.iter().enumerate() {
+            for &b in &members[n + 1..] {
+                let (ha, hb) = (photos[a].expect("bucketed"), photos[b].expect("bucketed"));
+                if (ha ^ hb).count_ones() <= PHOTO_CANDIDATE_BITS {
+                    pairs.insert((a.min(b), a.max(b)));
+                }
+            }
+        }
+    }
+    pairs
 }
 
 /// The title statistics and each listing's title features.
@@ -175,9 +244,30 @@ pub fn signals(
         title: &features[i],
         embedding: c.vector(i),
         category: c.categories[i].as_deref(),
+        photo: c.photos[i],
     };
     pairs
         .par_iter()
         .map(|&(a, b)| Signals::of(&side(a), &side(b)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photo_pairs_are_the_close_hashes() {
+        let base = 0x0123_4567_89AB_CDEFu64;
+        let photos = [
+            Some(base),
+            Some(base ^ 0b111_1111),            // 7 bits off: a candidate
+            Some(base ^ 0x0101_0101_0101_0101), // 8 bits, one per byte: not
+            None,
+            Some(!base),
+            Some(base ^ (1 << 63)),
+        ];
+        let got: Vec<(usize, usize)> = photo_pairs(&photos).into_iter().collect();
+        assert_eq!(got, [(0, 1), (0, 5)], "1 and 5 differ in 8 bits");
+    }
 }

@@ -5,6 +5,7 @@
 pub mod duplicate_pairs;
 pub mod embed;
 pub mod features;
+pub mod images;
 pub mod ingest;
 pub mod predict_categorize;
 pub mod predict_duplicates;
@@ -61,6 +62,18 @@ pub const GRAPH: &[Node] = &[
     Node {
         spec: embed::SPEC,
         build: build_embed,
+    },
+    Node {
+        spec: images::SPEC,
+        build: |s| {
+            Ok(Box::new(images::Images {
+                images_dir: s.images_dir.clone(),
+                s3: s.s3.clone(),
+                limits: s.photo_limits,
+                policy: Default::default(),
+                threads: 0,
+            }))
+        },
     },
     Node {
         spec: train_categorize::SPEC,

@@ -22,6 +22,7 @@ pub const SPEC: StepSpec = StepSpec {
     reads: &[
         "models/duplicates/<version>/",
         "features/embeddings/dt=<run_date>/",
+        "features/images/dt=<run_date>/",
         "raw/products/dt=*",
     ],
     writes: &["predictions/duplicates/<version>/dt=<run_date>/"],

@@ -58,9 +58,8 @@ impl Step for PredictSegments {
         let bundle = bundles::scoring_bundle(ctx, model, self.version.as_deref())?;
         let version = bundle.manifest().version.clone();
         let segmenter = Segmenter::from_bundle(&bundle)?;
-        // The scaling (block weights included) is the bundle's: `read`'s blocks are
-        // not used here.
-        let data = segments::read(ctx, self.subject, run_date, 1.0)?;
+        // The scaling, block weights included, is the bundle's.
+        let data = segments::read(ctx, self.subject, run_date)?;
         for (count, why) in &data.skipped {
             ctx.note(format!("{count} {why}: no segment"));
         }

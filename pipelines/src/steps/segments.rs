@@ -64,7 +64,6 @@ const SELLER_COLUMNS: [(&str, bool); 10] = [
 pub struct Data {
     pub keys: Vec<String>,
     pub features: Vec<String>,
-    pub blocks: Vec<Block>,
     /// keys × features, row-major; missing values `NaN`.
     pub raw: Vec<f32>,
     /// Why rows were left out, with counts (reported on the run).
@@ -105,14 +104,40 @@ fn floats(df: &DataFrame, column: &str) -> PolarsResult<Vec<Option<f64>>> {
         .collect())
 }
 
-/// The run date's rows of `subject`, with the weight of price and sales against the
-/// title embedding (products only).
-pub fn read(
-    ctx: &mut RunContext,
-    subject: Subject,
-    run_date: NaiveDate,
-    price_weight: f64,
-) -> anyhow::Result<Data> {
+/// How training scales `subject`'s columns as `read` lays them out: for products the
+/// title embedding as one block and price and sales, weighted by `price_weight`
+/// against it, as another; for sellers each activity column on its own. Prediction
+/// takes the scaling from the bundle instead.
+pub fn blocks(subject: Subject, data: &Data, price_weight: f64) -> Vec<Block> {
+    match subject {
+        Subject::Products => vec![
+            Block {
+                name: "title embedding".into(),
+                columns: data.features.len() - PRODUCT_EXTRA_COLUMNS,
+                scaling: Scaling::Joint,
+                weight: 1.0,
+            },
+            Block {
+                name: "price and sales".into(),
+                columns: PRODUCT_EXTRA_COLUMNS,
+                scaling: Scaling::PerColumn,
+                weight: price_weight,
+            },
+        ],
+        Subject::Sellers => vec![Block {
+            name: "seller activity".into(),
+            columns: data.features.len(),
+            scaling: Scaling::PerColumn,
+            weight: 1.0,
+        }],
+    }
+}
+
+/// The columns after a product's embedding: log price and log1p units.
+const PRODUCT_EXTRA_COLUMNS: usize = 2;
+
+/// The run date's rows of `subject`.
+pub fn read(ctx: &mut RunContext, subject: Subject, run_date: NaiveDate) -> anyhow::Result<Data> {
     let products = feature_table(ctx, "products", run_date)?
         .select([
             col("product_id"),
@@ -124,7 +149,7 @@ pub fn read(
         ])
         .collect()?;
     match subject {
-        Subject::Products => read_products(ctx, run_date, &products, price_weight),
+        Subject::Products => read_products(ctx, run_date, &products),
         Subject::Sellers => read_sellers(ctx, run_date, &products),
     }
 }
@@ -133,7 +158,6 @@ fn read_products(
     ctx: &mut RunContext,
     run_date: NaiveDate,
     products: &DataFrame,
-    price_weight: f64,
 ) -> anyhow::Result<Data> {
     let embeddings = embed::read(ctx, run_date)?.with_context(|| {
         format!("no title embeddings for {run_date}: run `sgml embed --run-date {run_date}` first")
@@ -163,21 +187,7 @@ fn read_products(
     let mut data = Data {
         keys: Vec::with_capacity(embeddings.len()),
         features,
-        blocks: vec![
-            Block {
-                name: "title embedding".into(),
-                columns: dim,
-                scaling: Scaling::Joint,
-                weight: 1.0,
-            },
-            Block {
-                name: "price and sales".into(),
-                columns: 2,
-                scaling: Scaling::PerColumn,
-                weight: price_weight,
-            },
-        ],
-        raw: Vec::with_capacity(embeddings.len() * (dim + 2)),
+        raw: Vec::with_capacity(embeddings.len() * (dim + PRODUCT_EXTRA_COLUMNS)),
         skipped: Vec::new(),
         titles: Vec::new(),
         markets: Vec::new(),
@@ -242,12 +252,6 @@ fn read_sellers(
                 }
             })
             .collect(),
-        blocks: vec![Block {
-            name: "seller activity".into(),
-            columns: SELLER_COLUMNS.len(),
-            scaling: Scaling::PerColumn,
-            weight: 1.0,
-        }],
         raw: Vec::with_capacity(ids.len() * SELLER_COLUMNS.len()),
         skipped: Vec::new(),
         titles: Vec::new(),

@@ -32,11 +32,12 @@ pub const SPEC: StepSpec = StepSpec {
     name: "train-duplicates",
     reads: &[
         "features/embeddings/dt=<run_date>/",
+        "features/images/dt=<run_date>/",
         "raw/products/dt=*",
         "raw/duplicate_groups/dt=*",
     ],
     writes: &["models/duplicates/<version>/"],
-    about: "fit the duplicate-listings decision (meaning, spelling, model code, category) on the labelled groups",
+    about: "fit the duplicate-listings decision (meaning, spelling, model code, category, photo) on the labelled groups",
     trains: Some(MODEL),
 };
 

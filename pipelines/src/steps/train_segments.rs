@@ -125,7 +125,8 @@ impl Step for TrainSegments {
         );
         self.params(2).check()?;
         let noun = self.subject.noun();
-        let data = segments::read(ctx, self.subject, run_date, self.price_weight)?;
+        let data = segments::read(ctx, self.subject, run_date)?;
+        let blocks = segments::blocks(self.subject, &data, self.price_weight);
         for (count, why) in &data.skipped {
             ctx.note(format!("{count} {why}: left out"));
         }
@@ -140,7 +141,7 @@ impl Step for TrainSegments {
         let range = *range.start()..=(*range.end()).min(n - 1);
         let d = data.features.len();
         let raw = Points::new(&data.raw, d)?;
-        let scaler = Scaler::fit(raw, &data.blocks)?;
+        let scaler = Scaler::fit(raw, &blocks)?;
         let scaled = scaler.transform(raw)?;
         let x = Points::new(&scaled, d)?;
 
@@ -170,7 +171,7 @@ impl Step for TrainSegments {
 
         let segmenter = Segmenter {
             features: data.features.clone(),
-            blocks: data.blocks.clone(),
+            blocks,
             scaler,
             kmeans: fit.model,
         };

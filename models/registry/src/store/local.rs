@@ -4,10 +4,10 @@
 //! holds an exclusive lock on the store while it compares and renames.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Condition, Object, Store, StoreError, check_key, sha256_hex};
+use super::{Bounded, Condition, Object, Store, StoreError, check_key, sha256_hex};
 
 const TMP_PREFIX: &str = ".tmp-";
 const LOCK_FILE: &str = ".sgml-store.lock";
@@ -71,6 +71,33 @@ impl Store for LocalStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(key)(e)),
         }
+    }
+
+    fn get_bounded(&self, key: &str, max_bytes: u64) -> Result<Option<Bounded>, StoreError> {
+        let file = match File::open(self.path(key)?) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(key)(e)),
+        };
+        let len = file.metadata().map_err(self.io(key))?.len();
+        if len > max_bytes {
+            return Ok(Some(Bounded::TooLarge { bytes: len }));
+        }
+        // The file may grow between the size check and the read: read one byte past
+        // the limit at most, and refuse if it is there.
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(self.io(key))?;
+        if bytes.len() as u64 > max_bytes {
+            return Ok(Some(Bounded::TooLarge {
+                bytes: bytes.len() as u64,
+            }));
+        }
+        Ok(Some(Bounded::Object(Object {
+            etag: etag(&bytes),
+            bytes,
+        })))
     }
 
     fn put(&self, key: &str, bytes: &[u8], condition: Condition) -> Result<String, StoreError> {
@@ -254,6 +281,26 @@ mod tests {
         s.delete("a/b/c.json").unwrap();
         assert!(s.get("a/b/c.json").unwrap().is_none());
         assert_eq!(s.list("").unwrap(), vec!["a/d.json"]);
+    }
+
+    #[test]
+    fn bounded_reads_refuse_large_objects_unread() {
+        let (_d, s) = store();
+        s.put("photos/a.jpg", &[7u8; 100], Condition::Always)
+            .unwrap();
+        match s.get_bounded("photos/a.jpg", 100).unwrap() {
+            Some(Bounded::Object(o)) => assert_eq!(o.bytes.len(), 100),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.get_bounded("photos/a.jpg", 99).unwrap(),
+            Some(Bounded::TooLarge { bytes: 100 })
+        ));
+        assert!(s.get_bounded("photos/none.jpg", 99).unwrap().is_none());
+        assert!(matches!(
+            s.get_bounded("../outside.jpg", 99),
+            Err(StoreError::InvalidKey(_))
+        ));
     }
 
     #[test]

@@ -53,6 +53,16 @@ pub struct Object {
     pub etag: String,
 }
 
+/// What [`Store::get_bounded`] found.
+#[derive(Debug, Clone)]
+pub enum Bounded {
+    Object(Object),
+    /// The object is larger than asked; its bytes were not read.
+    TooLarge {
+        bytes: u64,
+    },
+}
+
 /// When a put may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
@@ -68,6 +78,11 @@ pub trait Store: Send + Sync {
     fn uri(&self, key: &str) -> String;
 
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
+
+    /// Reads the object only if it is at most `max_bytes` long, never holding more
+    /// than that: for objects someone else sized (a listing's photo), so their size
+    /// cannot decide the memory a step takes.
+    fn get_bounded(&self, key: &str, max_bytes: u64) -> Result<Option<Bounded>, StoreError>;
 
     /// Writes the whole object atomically: readers see the old bytes or the new ones.
     /// Returns the new ETag.

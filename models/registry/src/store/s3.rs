@@ -26,7 +26,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-use super::{Condition, Object, Store, StoreError, check_key};
+use super::{Bounded, Condition, Object, Store, StoreError, check_key};
 
 /// Objects at least this large are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -267,6 +267,47 @@ impl Store for S3Store {
                 bytes: bytes.into_bytes().to_vec(),
                 etag,
             }))
+        })
+    }
+
+    fn get_bounded(&self, key: &str, max_bytes: u64) -> Result<Option<Bounded>, StoreError> {
+        let full = self.full_key(key)?;
+        self.runtime.block_on(async {
+            let mut out = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(self.error(key, e)),
+            };
+            // Dropping the body unread closes the connection: a large object is
+            // refused from its header.
+            let declared = out.content_length().unwrap_or(0).max(0) as u64;
+            if declared > max_bytes {
+                return Ok(Some(Bounded::TooLarge { bytes: declared }));
+            }
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            // A server may send more than it declared: count as the bytes arrive.
+            let mut bytes = Vec::with_capacity(declared as usize);
+            while let Some(chunk) = out.body.try_next().await.map_err(|e| StoreError::S3 {
+                uri: self.uri(key),
+                message: format!("reading the body: {e}"),
+            })? {
+                if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                    return Ok(Some(Bounded::TooLarge {
+                        bytes: (bytes.len() + chunk.len()) as u64,
+                    }));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Some(Bounded::Object(Object { bytes, etag })))
         })
     }
 

@@ -1,0 +1,293 @@
+//! `sgml images`: every listed product's photo read, decoded and checked, written to
+//! `features/images/dt=D/` as `product_id, image_uri, sha256, width, height, format,
+//! blur, brightness, contrast, phash, verdict`. A photo that cannot be read, is not an
+//! image, or is too large or too small goes to `quarantine/images/<run_id>/` under its
+//! rule (`images.uri`, `images.read`, `images.size`, `images.decode`) with the product
+//! and URI; the run goes on.
+//!
+//! Photos are decoded a batch at a time on every core; a batch holds at most one
+//! photo's bytes and pixels per thread, so memory is bounded by the limits whatever
+//! the catalogue.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use polars::prelude::*;
+use rayon::prelude::*;
+use sgml_features::Table;
+use sgml_features::validate::Counts;
+use sgml_models::photo::{self, Limits, PHash, PhotoRule, QualityPolicy};
+
+use crate::io;
+use crate::run::{RunContext, Step, StepSpec};
+use crate::sources::photos::PhotoSource;
+use crate::store::S3Options;
+
+pub const TABLE: &str = "images";
+
+/// Photos a batch holds while the threads decode it.
+const BATCH: usize = 256;
+/// The longest URI or reason echoed into the quarantine (input is echoed briefly).
+const URI_ECHO: usize = 300;
+
+pub struct Images {
+    /// Where relative paths and `file://` URIs lie; `run all` passes its input
+    /// directory.
+    pub images_dir: Option<PathBuf>,
+    pub s3: S3Options,
+    pub limits: Limits,
+    pub policy: QualityPolicy,
+    /// 0: one per core.
+    pub threads: usize,
+}
+
+pub const SPEC: StepSpec = StepSpec {
+    name: "images",
+    reads: &["raw/products/dt=*", "<images>"],
+    writes: &[
+        "features/images/dt=<run_date>/",
+        "quarantine/images/<run_id>/",
+    ],
+    about: "read and check every listed product's photo: size, blur, brightness, contrast, perceptual hash; unreadable ones quarantined",
+    trains: None,
+};
+
+/// One photo's measures.
+struct Checked {
+    sha256: String,
+    width: u32,
+    height: u32,
+    format: &'static str,
+    quality: photo::Quality,
+    phash: PHash,
+    verdict: &'static str,
+}
+
+/// A refused photo.
+struct Refused {
+    rule: PhotoRule,
+    reason: String,
+}
+
+impl Images {
+    fn check(&self, source: &PhotoSource, uri: &str) -> Result<Checked, Refused> {
+        let bytes = source.fetch(uri).map_err(|e| Refused {
+            rule: e.rule(),
+            reason: e.to_string(),
+        })?;
+        let decoded = photo::decode(&bytes, &self.limits).map_err(|e| Refused {
+            rule: e.rule(),
+            reason: e.to_string(),
+        })?;
+        let grey = photo::grey(&decoded.rgb);
+        let quality = photo::measure(&grey);
+        Ok(Checked {
+            sha256: crate::store::sha256_hex(&bytes),
+            width: decoded.width(),
+            height: decoded.height(),
+            format: decoded.format.as_str(),
+            phash: photo::phash(&grey),
+            verdict: self.policy.verdict(&quality).as_str(),
+            quality,
+        })
+    }
+}
+
+impl Step for Images {
+    fn spec(&self) -> StepSpec {
+        SPEC
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "images_dir": self.images_dir, "limits": self.limits, "policy": self.policy,
+            "threads": self.threads,
+        })
+    }
+
+    fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
+        let run_date = ctx.run_date.context("images needs --run-date")?;
+        let source = PhotoSource::new(
+            self.images_dir.clone(),
+            self.s3.clone(),
+            self.limits.max_bytes as u64,
+        )
+        .context("opening the images directory (--images-dir)")?;
+        let products = super::read_raw(ctx, Table::Products, run_date)?
+            .context("no products ingested: run `sgml ingest` first")?
+            .select([col("product_id"), col("image_uri")])
+            .sort(["product_id"], SortMultipleOptions::default())
+            .collect()?;
+        let ids = super::texts(&products, "product_id")?;
+        let uris = super::texts(&products, "image_uri")?;
+        let listed: Vec<(String, String)> = ids
+            .into_iter()
+            .zip(uris)
+            .filter_map(|(id, uri)| Some((id?, uri?)))
+            .filter(|(_, uri)| !uri.trim().is_empty())
+            .collect();
+        let without = products.height() - listed.len();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .build()
+            .context("starting the image threads")?;
+
+        let mut good = Columns::default();
+        let mut bad = Rejects::default();
+        for (done, batch) in listed.chunks(BATCH).enumerate() {
+            ctx.progress(format!(
+                "photos {} of {}",
+                (done * BATCH + batch.len()),
+                listed.len()
+            ));
+            let results: Vec<Result<Checked, Refused>> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|(_, uri)| self.check(&source, uri))
+                    .collect()
+            });
+            for ((id, uri), result) in batch.iter().zip(results) {
+                match result {
+                    Ok(c) => good.push(id, uri, c),
+                    Err(r) => bad.push(id, uri, r),
+                }
+            }
+        }
+        let counts = Counts {
+            rows_in: listed.len(),
+            accepted: good.product_id.len(),
+            quarantined: bad.product_id.len(),
+        };
+        ctx.count(TABLE, counts);
+        if without > 0 {
+            ctx.note(format!(
+                "{without} product(s) without an image_uri: no photo to check"
+            ));
+        }
+        anyhow::ensure!(
+            listed.is_empty() || counts.accepted > 0,
+            "none of the {} photos could be read ({} first: {}): check --images-dir and the image_uri column",
+            listed.len(),
+            bad.rule[0],
+            bad.reason[0]
+        );
+        for rule in [
+            PhotoRule::Uri,
+            PhotoRule::Read,
+            PhotoRule::Size,
+            PhotoRule::Decode,
+        ] {
+            let n = bad.rule.iter().filter(|r| **r == rule.as_str()).count();
+            if n > 0 {
+                ctx.note(format!("{n} photo(s) quarantined by {}", rule.as_str()));
+            }
+        }
+        let mut verdicts: Vec<(&str, usize)> = Vec::new();
+        for v in &good.verdict {
+            match verdicts.iter_mut().find(|(name, _)| name == v) {
+                Some((_, n)) => *n += 1,
+                None => verdicts.push((v, 1)),
+            }
+        }
+        verdicts.sort();
+        ctx.note(format!(
+            "{} photo(s) checked: {}",
+            counts.accepted,
+            verdicts
+                .iter()
+                .map(|(v, n)| format!("{n} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let mut df = good.frame()?;
+        ctx.write_partition(&io::partition("features", TABLE, run_date), &mut df)?;
+        if !bad.product_id.is_empty() {
+            let mut rejects = bad.frame()?;
+            let key = format!("quarantine/{TABLE}/{}/rejects-00000.parquet", ctx.run_id);
+            let bytes = io::to_parquet(&mut rejects)?;
+            ctx.stage(&key, &bytes, rejects.height())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Columns {
+    product_id: Vec<String>,
+    image_uri: Vec<String>,
+    sha256: Vec<String>,
+    width: Vec<u32>,
+    height: Vec<u32>,
+    format: Vec<&'static str>,
+    blur: Vec<f64>,
+    brightness: Vec<f64>,
+    contrast: Vec<f64>,
+    phash: Vec<String>,
+    verdict: Vec<&'static str>,
+}
+
+impl Columns {
+    fn push(&mut self, id: &str, uri: &str, c: Checked) {
+        self.product_id.push(id.to_string());
+        self.image_uri.push(uri.to_string());
+        self.sha256.push(c.sha256);
+        self.width.push(c.width);
+        self.height.push(c.height);
+        self.format.push(c.format);
+        self.blur.push(c.quality.blur);
+        self.brightness.push(c.quality.brightness);
+        self.contrast.push(c.quality.contrast);
+        self.phash.push(c.phash.to_hex());
+        self.verdict.push(c.verdict);
+    }
+
+    fn frame(self) -> PolarsResult<DataFrame> {
+        let n = self.product_id.len();
+        DataFrame::new(
+            n,
+            vec![
+                Column::new("product_id".into(), self.product_id),
+                Column::new("image_uri".into(), self.image_uri),
+                Column::new("sha256".into(), self.sha256),
+                Column::new("width".into(), self.width),
+                Column::new("height".into(), self.height),
+                Column::new("format".into(), self.format),
+                Column::new("blur".into(), self.blur),
+                Column::new("brightness".into(), self.brightness),
+                Column::new("contrast".into(), self.contrast),
+                Column::new("phash".into(), self.phash),
+                Column::new("verdict".into(), self.verdict),
+            ],
+        )
+    }
+}
+
+#[derive(Default)]
+struct Rejects {
+    product_id: Vec<String>,
+    image_uri: Vec<String>,
+    rule: Vec<&'static str>,
+    reason: Vec<String>,
+}
+
+impl Rejects {
+    fn push(&mut self, id: &str, uri: &str, r: Refused) {
+        self.product_id.push(id.to_string());
+        self.image_uri.push(uri.chars().take(URI_ECHO).collect());
+        self.rule.push(r.rule.as_str());
+        self.reason.push(r.reason.chars().take(URI_ECHO).collect());
+    }
+
+    fn frame(self) -> PolarsResult<DataFrame> {
+        let n = self.product_id.len();
+        DataFrame::new(
+            n,
+            vec![
+                Column::new("product_id".into(), self.product_id),
+                Column::new("image_uri".into(), self.image_uri),
+                Column::new("_rule".into(), self.rule),
+                Column::new("reason".into(), self.reason),
+            ],
+        )
+    }
+}

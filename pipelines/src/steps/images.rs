@@ -9,6 +9,7 @@
 //! photo's bytes and pixels per thread, so memory is bounded by the limits whatever
 //! the catalogue.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -182,14 +183,10 @@ impl Step for Images {
                 ctx.note(format!("{n} photo(s) quarantined by {}", rule.as_str()));
             }
         }
-        let mut verdicts: Vec<(&str, usize)> = Vec::new();
+        let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
         for v in &good.verdict {
-            match verdicts.iter_mut().find(|(name, _)| name == v) {
-                Some((_, n)) => *n += 1,
-                None => verdicts.push((v, 1)),
-            }
+            *verdicts.entry(v).or_default() += 1;
         }
-        verdicts.sort();
         ctx.note(format!(
             "{} photo(s) checked: {}",
             counts.accepted,

@@ -242,31 +242,11 @@ impl Store for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
-        let full = self.full_key(key)?;
-        self.runtime.block_on(async {
-            let out = match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-                .await
-            {
-                Ok(out) => out,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(self.error(key, e)),
-            };
-            let etag = out.e_tag().unwrap_or_default().to_string();
-            let bytes = out.body.collect().await.map_err(|e| StoreError::S3 {
-                uri: self.uri(key),
-                message: format!("reading the body: {e}"),
-            })?;
-            Ok(Some(Object {
-                bytes: bytes.into_bytes().to_vec(),
-                etag,
-            }))
+        // One request path: an unbounded read is a bounded one that never refuses.
+        Ok(match self.get_bounded(key, u64::MAX)? {
+            Some(Bounded::Object(o)) => Some(o),
+            Some(Bounded::TooLarge { .. }) => unreachable!("no object exceeds u64::MAX bytes"),
+            None => None,
         })
     }
 

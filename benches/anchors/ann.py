@@ -231,10 +231,12 @@ def main():
     ap.add_argument("--base", type=int, default=60000, help="fashion-mnist: base vectors to use (a prefix)")
     ap.add_argument("--queries", type=int, default=10000, help="fashion-mnist: queries to use (a prefix)")
     ap.add_argument("--scale-rows", type=int, default=1_000_000, help="scale: base vectors")
+    ap.add_argument("--efc", type=int, help="ef_construction for every library (default: the dataset's)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ds = {"fashion-mnist": fashion, "titles": titles, "scale": scale}[args.dataset](args, work)
+        ds.efc = args.efc or ds.efc
         print(f"exact neighbours of {len(ds.queries)} queries in {len(ds.base)} vectors ...", file=sys.stderr)
         truth = exact(ds.base, ds.queries, K, ds.metric)
         results = {}
@@ -264,7 +266,7 @@ def main():
     }
     out = ROOT / "benches" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    stem = "ann" if ds.name == "fashion-mnist" else f"ann-{ds.name}"
+    stem = ("ann" if ds.name == "fashion-mnist" else f"ann-{ds.name}") + (f"-efc{args.efc}" if args.efc else "")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"# ANN ({ds.name}): similar-products index against " + ", ".join(ds.peers), "",

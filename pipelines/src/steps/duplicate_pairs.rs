@@ -127,20 +127,9 @@ pub fn read(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<Catalog
 /// Each photographed product's pHash, from the run date's `features/images` (empty
 /// when `sgml images` has not run: the photo signal is then 0 for every pair).
 fn photo_hashes(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<HashMap<String, u64>> {
-    let key = format!(
-        "{}{}",
-        crate::io::partition("features", super::images::TABLE, run_date),
-        crate::io::PART
-    );
-    let Some((bytes, sha256)) = crate::io::get_verified(ctx.store, &key)? else {
+    let Some(df) = super::read_feature_part(ctx, super::images::TABLE, run_date)? else {
         return Ok(HashMap::new());
     };
-    ctx.input(crate::sources::InputRecord {
-        uri: ctx.store.uri(&key),
-        sha256,
-        rows: 0,
-    });
-    let df = crate::io::from_parquet(bytes)?;
     Ok(super::texts(&df, "product_id")?
         .into_iter()
         .zip(super::texts(&df, "phash")?)

@@ -148,20 +148,9 @@ pub fn read(
     ctx: &mut RunContext,
     run_date: chrono::NaiveDate,
 ) -> anyhow::Result<Option<Embeddings>> {
-    let key = format!(
-        "{}{}",
-        crate::io::partition("features", TABLE, run_date),
-        crate::io::PART
-    );
-    let Some((bytes, sha256)) = crate::io::get_verified(ctx.store, &key)? else {
+    let Some(df) = super::read_feature_part(ctx, TABLE, run_date)? else {
         return Ok(None);
     };
-    ctx.input(InputRecord {
-        uri: ctx.store.uri(&key),
-        sha256,
-        rows: 0,
-    });
-    let df = crate::io::from_parquet(bytes)?;
     let ids = super::texts(&df, "product_id")?;
     let lists = df.column("embedding")?.list()?;
     let mut out = Embeddings {

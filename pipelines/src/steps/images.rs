@@ -17,7 +17,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use sgml_features::Table;
 use sgml_features::validate::Counts;
-use sgml_models::photo::{self, Limits, PHash, PhotoRule, QualityPolicy};
+use sgml_models::photo::{self, Limits, PHash, PhotoRule, QualityPolicy, Verdict};
 
 use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
@@ -61,7 +61,7 @@ struct Checked {
     format: &'static str,
     quality: photo::Quality,
     phash: PHash,
-    verdict: &'static str,
+    verdict: Verdict,
 }
 
 /// A refused photo.
@@ -88,7 +88,7 @@ impl Images {
             height: decoded.height(),
             format: decoded.format.as_str(),
             phash: photo::phash(&grey),
-            verdict: self.policy.verdict(&quality).as_str(),
+            verdict: self.policy.verdict(&quality),
             quality,
         })
     }
@@ -169,24 +169,13 @@ impl Step for Images {
             listed.is_empty() || counts.accepted > 0,
             "none of the {} photos could be read ({} first: {}): check --images-dir and the image_uri column",
             listed.len(),
-            bad.rule[0],
+            bad.rule[0].as_str(),
             bad.reason[0]
         );
-        for rule in [
-            PhotoRule::Uri,
-            PhotoRule::Read,
-            PhotoRule::Size,
-            PhotoRule::Decode,
-        ] {
-            let n = bad.rule.iter().filter(|r| **r == rule.as_str()).count();
-            if n > 0 {
-                ctx.note(format!("{n} photo(s) quarantined by {}", rule.as_str()));
-            }
+        for (rule, n) in tally(bad.rule.iter().map(|r| r.as_str())) {
+            ctx.note(format!("{n} photo(s) quarantined by {rule}"));
         }
-        let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
-        for v in &good.verdict {
-            *verdicts.entry(v).or_default() += 1;
-        }
+        let verdicts = tally(good.verdict.iter().map(|v| v.as_str()));
         ctx.note(format!(
             "{} photo(s) checked: {}",
             counts.accepted,
@@ -208,6 +197,15 @@ impl Step for Images {
     }
 }
 
+/// How many of each name, in name order.
+fn tally(names: impl Iterator<Item = &'static str>) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for name in names {
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
 #[derive(Default)]
 struct Columns {
     product_id: Vec<String>,
@@ -220,7 +218,7 @@ struct Columns {
     brightness: Vec<f64>,
     contrast: Vec<f64>,
     phash: Vec<String>,
-    verdict: Vec<&'static str>,
+    verdict: Vec<Verdict>,
 }
 
 impl Columns {
@@ -253,7 +251,10 @@ impl Columns {
                 Column::new("brightness".into(), self.brightness),
                 Column::new("contrast".into(), self.contrast),
                 Column::new("phash".into(), self.phash),
-                Column::new("verdict".into(), self.verdict),
+                Column::new(
+                    "verdict".into(),
+                    self.verdict.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+                ),
             ],
         )
     }
@@ -263,7 +264,7 @@ impl Columns {
 struct Rejects {
     product_id: Vec<String>,
     image_uri: Vec<String>,
-    rule: Vec<&'static str>,
+    rule: Vec<PhotoRule>,
     reason: Vec<String>,
 }
 
@@ -271,7 +272,7 @@ impl Rejects {
     fn push(&mut self, id: &str, uri: &str, r: Refused) {
         self.product_id.push(id.to_string());
         self.image_uri.push(uri.chars().take(URI_ECHO).collect());
-        self.rule.push(r.rule.as_str());
+        self.rule.push(r.rule);
         self.reason.push(r.reason.chars().take(URI_ECHO).collect());
     }
 
@@ -282,7 +283,10 @@ impl Rejects {
             vec![
                 Column::new("product_id".into(), self.product_id),
                 Column::new("image_uri".into(), self.image_uri),
-                Column::new("_rule".into(), self.rule),
+                Column::new(
+                    "_rule".into(),
+                    self.rule.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                ),
                 Column::new("reason".into(), self.reason),
             ],
         )

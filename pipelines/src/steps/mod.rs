@@ -143,6 +143,26 @@ pub const GRAPH: &[Node] = &[
     },
 ];
 
+/// A run date's one-part feature table written by a step of its own
+/// (`features/<table>/dt=D/part-0.parquet`: embeddings, images), verified against its
+/// checksum and recorded as the run's input; None when that step has not run.
+pub fn read_feature_part(
+    ctx: &mut RunContext,
+    table: &str,
+    run_date: chrono::NaiveDate,
+) -> anyhow::Result<Option<DataFrame>> {
+    let key = format!("{}{}", io::partition("features", table, run_date), io::PART);
+    let Some((bytes, sha256)) = io::get_verified(ctx.store, &key)? else {
+        return Ok(None);
+    };
+    ctx.input(crate::sources::InputRecord {
+        uri: ctx.store.uri(&key),
+        sha256,
+        rows: 0,
+    });
+    Ok(Some(io::from_parquet(bytes)?))
+}
+
 fn build_embed(s: &Settings) -> anyhow::Result<Box<dyn Step>> {
     Ok(Box::new(embed::Embed {
         model_dir: s.model_dir.clone(),

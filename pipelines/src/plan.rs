@@ -35,6 +35,8 @@ pub struct Settings {
     pub s3: crate::store::S3Options,
     /// What a photo may weigh and measure.
     pub photo_limits: sgml_models::photo::Limits,
+    /// The image embedder's converted weights' directory (found before anything runs).
+    pub image_model_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +197,9 @@ pub fn promote_trained(
     let Some(model) = spec.trains else {
         return Ok(None);
     };
+    if manifest.status == run::RunStatus::Skipped {
+        return Ok(None);
+    }
     let version = manifest
         .written_version(model)
         .with_context(|| format!("{} wrote no {model} bundle", spec.name))?;
@@ -267,6 +272,8 @@ mod tests {
                 "predict-pricing",
                 "embed",
                 "images",
+                "train-images",
+                "predict-images",
                 "train-categorize",
                 "predict-categorize",
                 "train-similar",
@@ -291,6 +298,8 @@ mod tests {
         assert!(after("features").contains(&"retention"));
         assert!(after("predict-pricing").contains(&"train-pricing"));
         assert!(after("train-categorize").contains(&"embed"));
+        assert!(after("train-images").contains(&"images"));
+        assert!(after("predict-images").contains(&"train-images"));
         assert!(
             !after("retention").contains(&"features"),
             "retention updates in place"
@@ -377,6 +386,7 @@ mod tests {
             images_dir: None,
             s3: Default::default(),
             photo_limits: Default::default(),
+            image_model_dir: dir.path().into(),
         };
         let date = NaiveDate::from_ymd_opt(2026, 1, 1);
         let mut seen = Vec::new();

@@ -38,6 +38,9 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// The step's inputs could not support it ([`Skip`]): nothing written, not a
+    /// failure.
+    Skipped,
 }
 
 impl std::fmt::Display for RunStatus {
@@ -46,8 +49,19 @@ impl std::fmt::Display for RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
         })
     }
+}
+
+/// What a step returns (as its error) when the data cannot support it — no photos to
+/// learn categories from, say. The run is recorded as skipped with the reason, writes
+/// nothing, and is not a failure: `run all` goes on, and a later step reading what it
+/// would have written finds the last version written before.
+#[derive(Debug, thiserror::Error)]
+#[error("skipped: {reason}")]
+pub struct Skip {
+    pub reason: String,
 }
 
 /// `runs/<run_id>/manifest.json`: the lineage of one step run.
@@ -457,8 +471,24 @@ pub fn execute(
     let mut manifest = ctx.manifest.clone();
     manifest.run_date = ctx.run_date;
     manifest.finished_at = Some(Utc::now().to_rfc3339());
+    let result = match result {
+        Err(e) if e.downcast_ref::<Skip>().is_some() => {
+            ctx.discard();
+            manifest.status = RunStatus::Skipped;
+            manifest.notes.push(format!("{e}"));
+            manifest.outputs.clear();
+            tracing::warn!(step = spec.name, run_id = %run_id, "{e}");
+            Ok(())
+        }
+        other => {
+            if other.is_ok() {
+                manifest.status = RunStatus::Succeeded;
+            }
+            other
+        }
+    };
     match &result {
-        Ok(()) => manifest.status = RunStatus::Succeeded,
+        Ok(()) => {}
         Err(e) => {
             ctx.discard();
             manifest.status = RunStatus::Failed;
@@ -484,7 +514,7 @@ pub fn execute(
     let secs = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
     match result {
         Ok(()) => {
-            tracing::info!(step = spec.name, run_id = %run_id, seconds = secs, "succeeded");
+            tracing::info!(step = spec.name, run_id = %run_id, seconds = secs, status = %manifest.status, "finished");
             Ok(manifest)
         }
         Err(e) => {

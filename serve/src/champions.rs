@@ -32,6 +32,9 @@ pub enum Scorer {
     Categorize(TitleCategorizer),
     /// Answers `/query`, not `/predict`.
     Similar(AnnIndex),
+    /// Category from photo (the `images` feature).
+    #[cfg(feature = "images")]
+    Images(sgml_models::vision::classifier::ImageClassifier),
 }
 
 impl Scorer {
@@ -46,6 +49,15 @@ impl Scorer {
             ann::KIND => AnnIndex::from_bundle(bundle)
                 .map(Scorer::Similar)
                 .map_err(|e| e.to_string()),
+            #[cfg(feature = "images")]
+            sgml_models::vision::classifier::KIND => {
+                sgml_models::vision::classifier::ImageClassifier::from_bundle(
+                    bundle,
+                    sgml_models::vision::WEIGHTS_SHA256,
+                )
+                .map(Scorer::Images)
+                .map_err(|e| e.to_string())
+            }
             other => Err(format!("bundle kind `{other}` cannot be served")),
         }
     }

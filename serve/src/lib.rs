@@ -16,6 +16,7 @@ pub mod connections;
 #[cfg(test)]
 mod fuzz;
 pub mod metrics;
+pub mod photos;
 pub mod rows;
 pub mod titles;
 
@@ -37,6 +38,9 @@ use sgml_models::ann::{AnnError, AnnIndex, Filter, MarketFilter, Markets};
 use self::auth::{Auth, Denied};
 use self::champions::{Models, Reloader, Scorer, Trigger};
 use self::metrics::{EndpointLabels, Metrics, ModelLabels, RequestLabels};
+#[cfg(feature = "images")]
+use self::photos::PhotoError;
+use self::photos::Photos;
 use self::rows::QueryBy;
 use self::titles::{TitleError, Titles};
 use sgml_registry::Store;
@@ -66,6 +70,9 @@ pub struct Config {
     /// at start when a similarity index is served, else at the first such query).
     /// None: title queries get 422.
     pub embedder_dir: Option<PathBuf>,
+    /// The image embedder's converted weights, for category-from-photo requests
+    /// (loaded at start when an image classifier is served). None: they get 422.
+    pub image_model_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -93,6 +100,7 @@ pub enum ServeError {
 struct App {
     auth: Auth,
     titles: Arc<Titles>,
+    photos: Arc<Photos>,
     models: Arc<Models>,
     metrics: Arc<Metrics>,
     reload: Sender<Trigger>,
@@ -132,10 +140,21 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
     if serves_an_index {
         titles.preload();
     }
+    let photos = Photos::new(config.image_model_dir.clone());
+    #[cfg(feature = "images")]
+    if config
+        .models
+        .iter()
+        .filter_map(|m| models.get(m))
+        .any(|s| matches!(s.scorer, Scorer::Images(_)))
+    {
+        photos.preload();
+    }
     let reload = champions::spawn(reloader, config.poll)?;
     let app = Arc::new(App {
         auth,
         titles: Arc::new(titles),
+        photos: Arc::new(photos),
         models,
         metrics,
         reload: reload.clone(),
@@ -351,10 +370,10 @@ async fn score(
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let scoring = served.clone();
-    let titles = app.titles.clone();
+    let (titles, photos) = (app.titles.clone(), app.photos.clone());
     let predictions = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        answer(&scoring.scorer, endpoint, &bytes, &titles)
+        answer(&scoring.scorer, endpoint, &bytes, &titles, &photos)
     })
     .await
     .map_err(|e| {
@@ -388,6 +407,7 @@ fn answer(
     endpoint: Endpoint,
     bytes: &[u8],
     titles: &Titles,
+    photos: &Photos,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     match (scorer, endpoint) {
         (Scorer::Similar(index), Endpoint::Query) => neighbours(index, bytes, titles),
@@ -395,7 +415,7 @@ fn answer(
             StatusCode::NOT_FOUND,
             "only a similarity index answers /query: use POST /v1/models/<name>/predict",
         )),
-        (_, Endpoint::Predict) => predictions(scorer, bytes),
+        (_, Endpoint::Predict) => predictions(scorer, bytes, photos),
     }
 }
 
@@ -472,7 +492,11 @@ fn neighbours(
 }
 
 /// Parses a request's rows and scores them (CPU only; runs on the blocking pool).
-fn predictions(scorer: &Scorer, bytes: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+fn predictions(
+    scorer: &Scorer,
+    bytes: &[u8],
+    photos: &Photos,
+) -> Result<Vec<serde_json::Value>, ApiError> {
     let refused = |b: rows::BadBody| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         error: b.why,
@@ -512,6 +536,31 @@ fn predictions(scorer: &Scorer, bytes: &[u8]) -> Result<Vec<serde_json::Value>, 
                     })
                 })
                 .collect()
+        }
+        #[cfg(feature = "images")]
+        Scorer::Images(model) => {
+            let max = sgml_models::photo::Limits::default().max_bytes;
+            let rows = rows::photos(bytes, max).map_err(refused)?;
+            rows.iter()
+                .enumerate()
+                .map(|(i, (photo, k))| {
+                    let features = photos.embed(photo).map_err(|e| match e {
+                        PhotoError::Unavailable(why) => {
+                            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why)
+                        }
+                        PhotoError::Refused(why) => ApiError {
+                            status: StatusCode::UNPROCESSABLE_ENTITY,
+                            error: why,
+                            field: Some(format!("rows[{i}].image_base64")),
+                        },
+                    })?;
+                    let c = model.classify(&features, *k);
+                    Ok(json!({
+                        "categories": c.top.iter().map(|(name, p)| json!({"category": name, "probability": p})).collect::<Vec<_>>(),
+                        "needs_review": c.needs_review,
+                    }))
+                })
+                .collect::<Result<_, ApiError>>()?
         }
     })
 }

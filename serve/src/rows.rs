@@ -115,6 +115,46 @@ pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
         .collect()
 }
 
+/// One row of an image-classifier request: a photo file's bytes, base64-encoded.
+#[cfg(feature = "images")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhotoRow {
+    image_base64: String,
+    /// How many categories to return (default 3).
+    #[serde(default)]
+    top: Option<usize>,
+}
+
+/// Parses and checks an image-classifier request: (photo bytes, top k) per row. The
+/// body limit bounds the photos together; `max_photo_bytes` each one.
+#[cfg(feature = "images")]
+pub fn photos(body: &[u8], max_photo_bytes: usize) -> Result<Vec<(Vec<u8>, usize)>, BadBody> {
+    use base64::Engine;
+    parse::<PhotoRow>(body)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let bad = |field: &str, why: &str| bad_row(i, field, why);
+            // Base64 is 4 characters per 3 bytes: refuse before decoding a photo too large.
+            if r.image_base64.len() / 4 * 3 > max_photo_bytes + 3 {
+                return Err(bad(
+                    "image_base64",
+                    &format!("the photo is larger than {max_photo_bytes} bytes"),
+                ));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(r.image_base64.trim())
+                .map_err(|e| bad("image_base64", &brief(&format!("not base64: {e}"))))?;
+            match r.top {
+                None => Ok((bytes, 3)),
+                Some(k @ 1..=100) => Ok((bytes, k)),
+                Some(_) => Err(bad("top", "must be 1..=100")),
+            }
+        })
+        .collect()
+}
+
 /// A similar-products query: `{"product_id": "P1", "k": 10, "other_sellers": true,
 /// "markets": "other"}`, or by a title not (yet) in the index: `{"title": "blue mug",
 /// "seller_id": "S1", "market": "DE", "other_sellers": true, "markets": "other"}`.

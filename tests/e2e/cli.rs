@@ -43,6 +43,8 @@ fn steps_json_is_the_graph() {
             "predict-pricing",
             "embed",
             "images",
+            "train-images",
+            "predict-images",
             "train-categorize",
             "predict-categorize",
             "train-similar",

@@ -1,10 +1,11 @@
-//! `sgml predict pricing|categorize|similar|duplicates|segments`: batch predictions from a verified version.
+//! `sgml predict pricing|categorize|images|similar|duplicates|segments`: batch predictions from a verified version.
 
 use chrono::NaiveDate;
 use clap::Subcommand;
 use sgml_pipelines::run::{self, Step};
 use sgml_pipelines::steps::predict_categorize::PredictCategorize;
 use sgml_pipelines::steps::predict_duplicates::PredictDuplicates;
+use sgml_pipelines::steps::predict_images::PredictImages;
 use sgml_pipelines::steps::predict_pricing::PredictPricing;
 use sgml_pipelines::steps::predict_segments::PredictSegments;
 use sgml_pipelines::steps::predict_similar::{DEFAULT_K, Markets, PredictSimilar};
@@ -33,6 +34,10 @@ pub enum Command {
     /// probability and the signals that argued for it →
     /// predictions/duplicates/<version>/dt=D/ (the newer listing duplicates the older).
     Duplicates(Args),
+    /// Top-3 categories from every photo `sgml images` embedded on the run date, with
+    /// calibrated probabilities, a review flag, and whether a confident answer
+    /// disagrees with the listing's category → predictions/images/<version>/dt=D/.
+    Images(Args),
 }
 
 #[derive(clap::Args)]
@@ -108,6 +113,12 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         ),
         Command::Duplicates(a) => (
             Box::new(PredictDuplicates {
+                version: a.version.clone(),
+            }),
+            a,
+        ),
+        Command::Images(a) => (
+            Box::new(PredictImages {
                 version: a.version.clone(),
             }),
             a,

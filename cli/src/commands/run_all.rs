@@ -92,6 +92,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         images_dir,
         s3: g.s3_options(),
         photo_limits: a.photos.limits(),
+        image_model_dir: weights::image_model_dir(&a.photos)?,
     };
     let announcer = g.announcer();
     let outcomes = plan::run_all(

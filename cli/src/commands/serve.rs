@@ -14,7 +14,7 @@ pub struct Args {
     /// Address to listen on (port 0 picks a free port; the first line on stdout names it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// The models to serve, comma-separated (pricing, categorize, similar).
+    /// The models to serve, comma-separated (pricing, categorize, similar, images).
     #[arg(long, value_delimiter = ',', default_value = "pricing")]
     models: Vec<String>,
     /// Verify HS256 tokens with this shared secret (prefer the environment variable
@@ -55,6 +55,12 @@ pub struct Args {
     /// with (the one `sgml embed` used). Without it, only queries by product_id.
     #[command(flatten)]
     model: ModelDirArgs,
+    /// For the image classifier (`--models images`): the directory of the image
+    /// embedder's model.safetensors (default: where scripts/setup converts it). A
+    /// photo is embedded with it before classification; base64 photos are accepted up
+    /// to 20 MiB each, within --max-body-bytes.
+    #[arg(long, env = "SGML_IMAGE_MODEL_DIR", value_name = "DIR")]
+    image_model_dir: Option<PathBuf>,
 }
 
 pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
@@ -73,6 +79,10 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
         Some(_) => Some(weights::model_dir(&a.model)?),
         None => weights::model_dir(&a.model).ok(),
     };
+    let image_model_dir = match &a.image_model_dir {
+        Some(dir) => Some(sgml_models::vision::weights_dir(Some(dir), &[])?),
+        None => weights::default_image_model_dir(),
+    };
     let config = sgml_serve::Config {
         listen: a.listen,
         models: a.models.clone(),
@@ -86,6 +96,7 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
         header_timeout: std::time::Duration::from_secs(a.header_timeout_secs),
         body_timeout: std::time::Duration::from_secs(a.body_timeout_secs),
         embedder_dir,
+        image_model_dir,
     };
     sgml_serve::serve(g.open_store()?, auth, config)?;
     Ok(())

@@ -72,6 +72,11 @@ pub struct PhotoArgs {
     /// Smallest side accepted, in pixels.
     #[arg(long, default_value_t = Limits::default().min_side)]
     pub min_image_side: u32,
+    /// Directory with the image embedder's model.safetensors (EfficientNet-Lite0,
+    /// converted from the PyPI package by scripts/setup; default: .venv/share/sgml/
+    /// efficientnet-lite0 in ./ or in the source tree sgml was built from).
+    #[arg(long, env = "SGML_IMAGE_MODEL_DIR", value_name = "DIR")]
+    pub image_model_dir: Option<std::path::PathBuf>,
 }
 
 impl PhotoArgs {
@@ -114,6 +119,7 @@ pub fn images(g: &Global, a: &ImagesArgs) -> anyhow::Result<()> {
         s3: g.s3_options(),
         limits: a.photos.limits(),
         policy: Default::default(),
+        image_model_dir: weights::image_model_dir(&a.photos)?,
         threads: a.threads,
     };
     output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);

@@ -1,4 +1,4 @@
-//! `sgml train pricing|categorize|similar|duplicates|segments`: one training run, then promotion to champion when
+//! `sgml train pricing|categorize|images|similar|duplicates|segments`: one training run, then promotion to champion when
 //! the new version passes the gate (unless --no-promote).
 
 use chrono::NaiveDate;
@@ -14,6 +14,7 @@ use sgml_pipelines::run::{self, Step};
 use sgml_pipelines::steps::segments::Subject;
 use sgml_pipelines::steps::train_categorize::{DEFAULT_REVIEW_PRECISION, TrainCategorize};
 use sgml_pipelines::steps::train_duplicates::TrainDuplicates;
+use sgml_pipelines::steps::train_images::TrainImages;
 use sgml_pipelines::steps::train_pricing::{Algo, TrainPricing};
 use sgml_pipelines::steps::train_segments::{KChoice, TrainSegments};
 use sgml_pipelines::steps::train_similar::TrainSimilar;
@@ -59,6 +60,33 @@ pub enum Command {
     /// The other half measures per-listing F1, pair precision and recall, beside
     /// spelling alone. Writes models/duplicates/<version>/ (kind duplicates).
     Duplicates(DuplicatesArgs),
+    /// The image classifier: a product's category from its photo, as logistic
+    /// regression on the EfficientNet-Lite0 features `sgml images` wrote for the run
+    /// date (run it first). Photo files are split 70/10/20 into fit, calibration
+    /// (temperature and review threshold) and holdout. Writes models/images/<version>/
+    /// (kind image-classifier) with the weights (safetensors), metrics (accuracy,
+    /// macro-F1, per category) and a report with the confusion matrix.
+    Images(ImagesArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImagesArgs {
+    /// The run date (YYYY-MM-DD): whose photo embeddings and listings to use.
+    #[arg(long)]
+    run_date: NaiveDate,
+    /// L2 penalty of the logistic regression (on standardised features).
+    #[arg(long, default_value_t = EmbeddingClassifierParams::default().alpha)]
+    alpha: f64,
+    /// L-BFGS iterations at most.
+    #[arg(long, default_value_t = EmbeddingClassifierParams::default().max_iterations)]
+    max_iterations: u64,
+    /// Precision the automatically categorized photos must reach on the calibration
+    /// photos; photos less sure than that go to review.
+    #[arg(long, default_value_t = sgml_pipelines::steps::train_images::DEFAULT_REVIEW_PRECISION)]
+    review_precision: f64,
+    /// Do not promote the new version to `champion`.
+    #[arg(long)]
+    no_promote: bool,
 }
 
 #[derive(clap::Args)]
@@ -288,6 +316,16 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         }
         Command::Duplicates(a) => {
             let step = TrainDuplicates { seed: a.seed };
+            train(g, &step, a.run_date, !a.no_promote)
+        }
+        Command::Images(a) => {
+            let step = TrainImages {
+                params: EmbeddingClassifierParams {
+                    alpha: a.alpha,
+                    max_iterations: a.max_iterations,
+                },
+                review_precision: a.review_precision,
+            };
             train(g, &step, a.run_date, !a.no_promote)
         }
         Command::Segments(a) => {

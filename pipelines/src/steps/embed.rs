@@ -148,14 +148,19 @@ pub fn read(
     ctx: &mut RunContext,
     run_date: chrono::NaiveDate,
 ) -> anyhow::Result<Option<Embeddings>> {
-    let Some(df) = super::read_feature_part(ctx, TABLE, run_date)? else {
-        return Ok(None);
-    };
-    let ids = super::texts(&df, "product_id")?;
+    super::read_feature_part(ctx, TABLE, run_date)?
+        .map(|df| vectors(&df))
+        .transpose()
+}
+
+/// The `product_id` and `embedding` (list of f32) columns of an embeddings partition
+/// (titles' or photos'), row-major.
+pub fn vectors(df: &DataFrame) -> anyhow::Result<Embeddings> {
+    let ids = super::texts(df, "product_id")?;
     let lists = df.column("embedding")?.list()?;
     let mut out = Embeddings {
         product_id: Vec::with_capacity(ids.len()),
-        vectors: Vec::with_capacity(ids.len() * embed::DIM),
+        vectors: Vec::new(),
         dim: 0,
         skipped: 0,
     };
@@ -173,5 +178,5 @@ pub fn read(
             _ => out.skipped += 1,
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }

@@ -1,6 +1,8 @@
 //! `sgml images`: every listed product's photo read, decoded and checked, written to
 //! `features/images/dt=D/` as `product_id, image_uri, sha256, width, height, format,
-//! blur, brightness, contrast, phash, verdict`. A photo that cannot be read, is not an
+//! blur, brightness, contrast, phash, verdict`, and embedded by EfficientNet-Lite0
+//! into `features/image_embeddings/dt=D/` as `product_id, sha256, embedding` (1,280
+//! floats) — one read and one decode per photo for both. A photo that cannot be read, is not an
 //! image, or is too large or too small goes to `quarantine/images/<run_id>/` under its
 //! rule (`images.uri`, `images.read`, `images.size`, `images.decode`) with the product
 //! and URI; the run goes on.
@@ -18,13 +20,17 @@ use rayon::prelude::*;
 use sgml_features::Table;
 use sgml_features::validate::Counts;
 use sgml_models::photo::{self, Limits, PHash, PhotoRule, QualityPolicy, Verdict};
+use sgml_models::vision::{self, ImageEmbedder};
 
 use crate::io;
 use crate::run::{RunContext, Step, StepSpec};
+use crate::sources::InputRecord;
 use crate::sources::photos::PhotoSource;
 use crate::store::S3Options;
 
 pub const TABLE: &str = "images";
+/// Where the photos' embeddings go (`features/image_embeddings/`).
+pub const EMBEDDINGS: &str = "image_embeddings";
 
 /// Photos a batch holds while the threads decode it.
 const BATCH: usize = 256;
@@ -38,18 +44,25 @@ pub struct Images {
     pub s3: S3Options,
     pub limits: Limits,
     pub policy: QualityPolicy,
+    /// The directory of the image embedder's converted weights.
+    pub image_model_dir: PathBuf,
     /// 0: one per core.
     pub threads: usize,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "images",
-    reads: &["raw/products/dt=*", "<images>"],
+    reads: &[
+        "raw/products/dt=*",
+        "<images>",
+        "<image model dir>/model.safetensors",
+    ],
     writes: &[
         "features/images/dt=<run_date>/",
+        "features/image_embeddings/dt=<run_date>/",
         "quarantine/images/<run_id>/",
     ],
-    about: "read and check every listed product's photo: size, blur, brightness, contrast, perceptual hash; unreadable ones quarantined",
+    about: "read and check every listed product's photo (size, blur, brightness, contrast, perceptual hash) and embed it with EfficientNet-Lite0 (1,280-d); unreadable ones quarantined",
     trains: None,
 };
 
@@ -62,6 +75,7 @@ struct Checked {
     quality: photo::Quality,
     phash: PHash,
     verdict: Verdict,
+    embedding: Vec<f32>,
 }
 
 /// A refused photo.
@@ -71,7 +85,12 @@ struct Refused {
 }
 
 impl Images {
-    fn check(&self, source: &PhotoSource, uri: &str) -> Result<Checked, Refused> {
+    fn check(
+        &self,
+        source: &PhotoSource,
+        embedder: &ImageEmbedder,
+        uri: &str,
+    ) -> Result<Checked, Refused> {
         let bytes = source.fetch(uri).map_err(|e| Refused {
             rule: e.rule(),
             reason: e.to_string(),
@@ -90,6 +109,7 @@ impl Images {
             phash: photo::phash(&grey),
             verdict: self.policy.verdict(&quality),
             quality,
+            embedding: embedder.embed(&decoded.rgb),
         })
     }
 }
@@ -102,12 +122,26 @@ impl Step for Images {
     fn parameters(&self) -> serde_json::Value {
         serde_json::json!({
             "images_dir": self.images_dir, "limits": self.limits, "policy": self.policy,
-            "threads": self.threads,
+            "threads": self.threads, "image_model": "EfficientNet-Lite0 (ImageNet)",
+            "image_model_package": vision::PACKAGE, "image_model_dir": self.image_model_dir,
+            "embedding_dim": vision::FEATURES,
         })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("images needs --run-date")?;
+        // Hash the very bytes the embedder loads: the recorded input is what ran.
+        let weights_path = self.image_model_dir.join(vision::WEIGHTS_FILE);
+        let weights = std::fs::read(&weights_path)
+            .with_context(|| format!("reading {}", weights_path.display()))?;
+        ctx.input(InputRecord {
+            uri: weights_path.display().to_string(),
+            sha256: crate::store::sha256_hex(&weights),
+            rows: 0,
+        });
+        let embedder = ImageEmbedder::from_bytes(&weights)
+            .with_context(|| format!("loading {}", weights_path.display()))?;
+        drop(weights);
         let source = PhotoSource::new(
             self.images_dir.clone(),
             self.s3.clone(),
@@ -144,7 +178,7 @@ impl Step for Images {
             let results: Vec<Result<Checked, Refused>> = pool.install(|| {
                 batch
                     .par_iter()
-                    .map(|(_, uri)| self.check(&source, uri))
+                    .map(|(_, uri)| self.check(&source, &embedder, uri))
                     .collect()
             });
             for ((id, uri), result) in batch.iter().zip(results) {
@@ -185,8 +219,12 @@ impl Step for Images {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let mut df = good.frame()?;
+        let (mut df, mut embeddings) = good.frames()?;
         ctx.write_partition(&io::partition("features", TABLE, run_date), &mut df)?;
+        ctx.write_partition(
+            &io::partition("features", EMBEDDINGS, run_date),
+            &mut embeddings,
+        )?;
         if !bad.product_id.is_empty() {
             let mut rejects = bad.frame()?;
             let key = format!("quarantine/{TABLE}/{}/rejects-00000.parquet", ctx.run_id);
@@ -219,6 +257,7 @@ struct Columns {
     contrast: Vec<f64>,
     phash: Vec<String>,
     verdict: Vec<Verdict>,
+    embedding: Vec<Vec<f32>>,
 }
 
 impl Columns {
@@ -234,11 +273,26 @@ impl Columns {
         self.contrast.push(c.quality.contrast);
         self.phash.push(c.phash.to_hex());
         self.verdict.push(c.verdict);
+        self.embedding.push(c.embedding);
     }
 
-    fn frame(self) -> PolarsResult<DataFrame> {
+    /// The measures' frame and the embeddings' (product_id, sha256, embedding).
+    fn frames(self) -> PolarsResult<(DataFrame, DataFrame)> {
         let n = self.product_id.len();
-        DataFrame::new(
+        let vectors: ListChunked = self
+            .embedding
+            .iter()
+            .map(|v| Some(Series::new(PlSmallStr::EMPTY, v.as_slice())))
+            .collect();
+        let embeddings = DataFrame::new(
+            n,
+            vec![
+                Column::new("product_id".into(), &self.product_id),
+                Column::new("sha256".into(), &self.sha256),
+                vectors.with_name("embedding".into()).into_series().into(),
+            ],
+        )?;
+        let measures = DataFrame::new(
             n,
             vec![
                 Column::new("product_id".into(), self.product_id),
@@ -256,7 +310,8 @@ impl Columns {
                     self.verdict.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
                 ),
             ],
-        )
+        )?;
+        Ok((measures, embeddings))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod images;
 pub mod ingest;
 pub mod predict_categorize;
 pub mod predict_duplicates;
+pub mod predict_images;
 pub mod predict_pricing;
 pub mod predict_segments;
 pub mod predict_similar;
@@ -16,6 +17,7 @@ pub mod retention;
 pub mod segments;
 pub mod train_categorize;
 pub mod train_duplicates;
+pub mod train_images;
 pub mod train_pricing;
 pub mod train_segments;
 pub mod train_similar;
@@ -71,9 +73,18 @@ pub const GRAPH: &[Node] = &[
                 s3: s.s3.clone(),
                 limits: s.photo_limits,
                 policy: Default::default(),
+                image_model_dir: s.image_model_dir.clone(),
                 threads: 0,
             }))
         },
+    },
+    Node {
+        spec: train_images::SPEC,
+        build: |_| Ok(Box::new(train_images::TrainImages::default())),
+    },
+    Node {
+        spec: predict_images::SPEC,
+        build: |_| Ok(Box::new(predict_images::PredictImages { version: None })),
     },
     Node {
         spec: train_categorize::SPEC,

@@ -97,13 +97,12 @@ fn images_checks_photos_and_quarantines_bad_uploads() {
     let emb = read_partition(&store.join(format!("features/image_embeddings/dt={run_date}")));
     assert_eq!(strings(&emb, "product_id"), strings(&df, "product_id"));
     assert_eq!(strings(&emb, "sha256"), strings(&df, "sha256"));
-    let vectors: Vec<Vec<f32>> = emb
-        .column("embedding")
-        .unwrap()
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|v| v.unwrap().f32().unwrap().into_no_null_iter().collect())
+    let lists = emb.column("embedding").unwrap().list().unwrap();
+    let vectors: Vec<Vec<f32>> = (0..emb.height())
+        .map(|i| {
+            let v = lists.get_as_series(i).unwrap();
+            v.f32().unwrap().into_no_null_iter().collect()
+        })
         .collect();
     assert!(vectors.iter().all(|v| v.len() == 1280));
     assert!(

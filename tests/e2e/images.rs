@@ -197,7 +197,12 @@ fn image_classifier_trains_predicts_and_serves() {
     ok(sgml(&store).args(["train", "images", "--run-date", &run_date]));
     let train = last_manifest(&store, "train-images");
     assert_eq!(train["status"], "succeeded", "{train}");
-    let version = champion_of(&store);
+    let registry = sgml_registry::LocalStore::new(&store).unwrap();
+    let version = sgml_registry::publish::read_alias(&registry, "images", sgml_registry::CHAMPION)
+        .unwrap()
+        .expect("the first image classifier is promoted")
+        .0
+        .version;
     let bundle = store.join(format!("models/images/{version}"));
     for file in [
         "weights.safetensors",

@@ -29,7 +29,14 @@ fn run_all_on_generated_data_accounts_for_every_row() {
     let run_of = |step: &str| {
         let mine: Vec<&serde_json::Value> = runs.iter().filter(|m| m["step"] == step).collect();
         assert_eq!(mine.len(), 1, "{step} ran {} times", mine.len());
-        assert_eq!(mine[0]["status"], "succeeded", "{step}");
+        // This export's photos are too few to train an image classifier: its two
+        // steps record a skipped run; every other step succeeds.
+        let want = if ["train-images", "predict-images"].contains(&step) {
+            "skipped"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(mine[0]["status"], want, "{step}");
         let at = |field: &str| {
             chrono::DateTime::parse_from_rfc3339(mine[0][field].as_str().unwrap()).unwrap()
         };

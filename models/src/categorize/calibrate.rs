@@ -61,7 +61,14 @@ pub struct ReviewPolicy {
     /// Share of the held-out titles at or above the threshold, and how often their
     /// top category was right.
     pub auto_share: f64,
+    /// NaN when nothing is auto-categorized (JSON writes it as null).
+    #[serde(deserialize_with = "nan_if_null")]
     pub auto_precision: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as null, and this reads null back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// The lowest threshold whose auto-categorized share has at least `target` precision
@@ -126,5 +133,9 @@ mod tests {
         let none = review_policy(&[(0.9, false), (0.8, false)], 0.9);
         assert_eq!(none.auto_share, 0.0);
         assert!(none.threshold > 1.0);
+        // Nothing auto-categorized: the NaN precision survives a JSON round trip.
+        let back: ReviewPolicy =
+            serde_json::from_str(&serde_json::to_string(&none).unwrap()).unwrap();
+        assert!(back.auto_precision.is_nan() && back.threshold == none.threshold);
     }
 }

@@ -176,6 +176,9 @@ impl Step for TrainImages {
             ("holdout_photos".to_string(), eval_idx.len() as f64),
             ("holdout_unseen_category".to_string(), unseen as f64),
         ]);
+        // A manifest's metrics are numbers: with every holdout photo sent to review
+        // there is no auto-categorized accuracy to record (the note says NaN).
+        metrics.retain(|_, v| v.is_finite());
         ctx.note(format!(
             "holdout ({} photos): accuracy {:.3}, macro-F1 {:.3}; {:.0}% sent to review (threshold {:.2}), auto-categorized accuracy {:.3}",
             eval_idx.len(),

@@ -6,7 +6,10 @@
 //! it returns. Policy (promotion, announcements, the run-all plan) lives in the
 //! libraries.
 //!
-//! Exit codes: 0 success, 1 failure (reason on stderr), 2 usage error.
+//! Exit codes: 0 success (a step whose inputs could not support it also ends 0, with
+//! status "skipped" in its summary line), 1 failure (reason on stderr), 2 usage error,
+//! 101 a bug (a panic). Never 99: Airflow's BashOperator reads 99 as "skip this task".
+//! A step command's last stdout line is its summary as one line of JSON (output.rs).
 
 /// `println!` for everything `sgml` prints on stdout: when the reader has gone
 /// (`sgml models list pricing | head -1`), it ends the process quietly as other
@@ -147,5 +150,36 @@ fn init_logging(format: LogFormat, verbose: u8) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DAG runs each step as `sgml <command> --run-date D`: every command must
+    /// parse, and must run the step it is listed for, not a neighbour.
+    #[test]
+    fn every_step_command_runs_its_own_step() {
+        for node in sgml_pipelines::steps::GRAPH {
+            let spec = &node.spec;
+            let argv = std::iter::once("sgml")
+                .chain(spec.command.iter().copied())
+                .chain(["--run-date", "2024-05-01"]);
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| {
+                panic!("{}: {:?} does not parse: {e}", spec.name, spec.command)
+            });
+            let runs = match &cli.command {
+                Command::Ingest(_) => "ingest",
+                Command::Retention(_) => "retention",
+                Command::Features(_) => "features",
+                Command::Embed(_) => "embed",
+                Command::Images(_) => "images",
+                Command::Train(c) => train::step(c).0.spec().name,
+                Command::Predict(c) => predict::step(c).0.spec().name,
+                _ => "(not a step)",
+            };
+            assert_eq!(runs, spec.name, "{:?}", spec.command);
+        }
     }
 }

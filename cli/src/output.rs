@@ -18,9 +18,13 @@ pub fn line(args: std::fmt::Arguments) {
     }
 }
 
+fn is_bundle_file(o: &OutputRecord) -> bool {
+    o.uri.contains("/models/")
+}
+
 /// Rows of a table; bundle files are not tables.
 fn size(o: &OutputRecord) -> String {
-    if o.uri.contains("/models/") {
+    if is_bundle_file(o) {
         "(bundle file)".into()
     } else {
         format!("{} rows", o.rows)
@@ -39,7 +43,44 @@ fn counts(m: &RunManifest) {
     }
 }
 
-pub fn manifest(m: &RunManifest) {
+/// What a step command prints when its run has finished: the run in words, what
+/// happened to the version it trained, and last the summary line.
+pub fn finished(m: &RunManifest, trained: Option<(&str, &Trained, bool)>) {
+    manifest(m);
+    if let Some((model, t, announced)) = trained {
+        self::trained(model, t, announced);
+    }
+    say!("{}", summary_json(m, trained.map(|(_, t, _)| t)));
+}
+
+/// The last line every step command prints: one line of JSON that Airflow keeps as
+/// the task's XCom (BashOperator pushes the last stdout line), so it stays short
+/// whatever the step wrote: counts and totals, never the list of files (that is in
+/// the run manifest, at `runs/<run_id>.json`).
+pub fn summary_json(m: &RunManifest, trained: Option<&Trained>) -> serde_json::Value {
+    let tables: Vec<&OutputRecord> = m.outputs.iter().filter(|o| !is_bundle_file(o)).collect();
+    let model = sgml_pipelines::steps::spec(&m.step).and_then(|s| s.trains);
+    let (champion, gate) = match trained {
+        Some(Trained::Promoted(p)) => (Some(p.to.clone()), None),
+        Some(Trained::Kept(why)) => (None, Some(why.to_string())),
+        None => (None, None),
+    };
+    serde_json::json!({
+        "step": m.step,
+        "run_id": m.run_id,
+        "run_date": m.run_date,
+        "status": m.status,
+        "counts": m.counts,
+        "outputs": m.outputs.len(),
+        "rows_written": tables.iter().map(|o| o.rows).sum::<usize>(),
+        "version": model.and_then(|name| m.written_version(name)),
+        "champion": champion,
+        "gate": gate,
+        "manifest": sgml_pipelines::run::manifest_key(&m.run_id),
+    })
+}
+
+fn manifest(m: &RunManifest) {
     say!(
         "{} {} (run date {})",
         m.step,
@@ -105,5 +146,19 @@ pub fn summary(store: &str, run_date: Option<NaiveDate>, outcomes: &[Outcome]) {
     }
     say!(
         "\nrun manifests: {store}/runs/  ·  open the features from Python: see notebooks/README.md"
+    );
+    let steps: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "step": o.manifest.step,
+                "run_id": o.manifest.run_id,
+                "status": o.manifest.status,
+            })
+        })
+        .collect();
+    say!(
+        "{}",
+        serde_json::json!({ "run_date": run_date, "steps": steps })
     );
 }

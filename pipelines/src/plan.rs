@@ -347,6 +347,9 @@ mod tests {
                 writes,
                 about: "test",
                 trains: None,
+                command: &[],
+                heavy: false,
+                splits: false,
             },
             build: |_| unreachable!("replaced below"),
         }

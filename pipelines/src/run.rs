@@ -99,6 +99,20 @@ pub struct StepSpec {
     /// The model whose new version this step writes: `run all` and `sgml train`
     /// promote it to champion when it passes the gate.
     pub trains: Option<&'static str>,
+    /// The `sgml` arguments that run this step by itself (before `--run-date`): what
+    /// each task of the Airflow DAG calls.
+    pub command: &'static [&'static str],
+    /// Runs a neural network or trains a model (minutes of every core, gigabytes of
+    /// memory): the DAG runs such steps in one pool so they do not pile up on a worker.
+    pub heavy: bool,
+    /// Takes `--partition k/n` and `--merge n` ([`crate::partition`]): the DAG can fan
+    /// it out over workers.
+    pub splits: bool,
+}
+
+/// Where a run's manifest is stored.
+pub fn manifest_key(run_id: &str) -> String {
+    format!("runs/{run_id}/manifest.json")
 }
 
 impl RunManifest {
@@ -363,9 +377,7 @@ pub fn sweep_dead_runs(
     }
     let mut notes = Vec::new();
     for (run_id, keys) in by_run {
-        let finished = store
-            .get(&format!("runs/{run_id}/manifest.json"))?
-            .is_some();
+        let finished = store.get(&manifest_key(&run_id))?.is_some();
         let started = run_started(&run_id);
         let expired = started.is_none_or(|t| now - t > STALE_AFTER);
         if !(finished || expired) {
@@ -496,7 +508,7 @@ pub fn execute(
             manifest.outputs.clear();
         }
     }
-    let key = format!("runs/{run_id}/manifest.json");
+    let key = manifest_key(&run_id);
     let recorded = store.put(
         &key,
         &serde_json::to_vec_pretty(&manifest)?,
@@ -581,6 +593,9 @@ mod tests {
                 writes: &["out/dt=<run_date>/"],
                 about: "test step",
                 trains: None,
+                command: &[],
+                heavy: false,
+                splits: false,
             }
         }
         fn parameters(&self) -> serde_json::Value {

@@ -57,6 +57,16 @@ fn steps_json_is_the_graph() {
             "predict-seller-segments"
         ]
     );
+    // The Airflow DAG is built from its saved copy: regenerate it with
+    // `sgml steps --json > pipelines/airflow/sgml_steps.json` when the graph changes.
+    let saved = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines/airflow/sgml_steps.json");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    assert_eq!(
+        saved, graph,
+        "pipelines/airflow/sgml_steps.json is stale: regenerate it with `sgml steps --json`"
+    );
 }
 
 #[test]
@@ -145,12 +155,28 @@ fn the_demo_key_is_used_only_when_asked_for() {
         "a secret and --demo together: {err}"
     );
 
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&input));
+    // The way an Airflow worker passes settings: the environment, no flags.
+    let out = ok(sgml(&store)
+        .env("SGML_DEMO", "true")
+        .env("SGML_INPUT", &input)
+        .args(["ingest"]));
     let m = last_manifest(&store, "ingest");
     assert_eq!(m["parameters"]["anonymization"], "demo");
     assert!(m["notes"].to_string().contains("DEMO KEY"), "{m}");
+
+    // The last stdout line is the run's summary in one line of JSON (the task's XCom).
+    let summary: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap()).expect("a JSON summary line");
+    assert_eq!(summary["step"], "ingest");
+    assert_eq!(summary["run_id"], m["run_id"]);
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(summary["counts"], m["counts"]);
+    assert_eq!(
+        summary["outputs"].as_u64().unwrap() as usize,
+        m["outputs"].as_array().unwrap().len()
+    );
+    assert!(summary["rows_written"].as_u64().unwrap() > 0, "{summary}");
+    assert!(store.join(summary["manifest"].as_str().unwrap()).is_file());
     ok(sgml(&store)
         .env("SGML_ANON_KEY", TEST_KEY)
         .args(["ingest", "--input"])

@@ -16,6 +16,10 @@ pub fn sgml_bare() -> Command {
         "SGML_ANON_KEY_FILE",
         "SGML_AMQP_URL",
         "SGML_S3_ENDPOINT",
+        "SGML_INPUT",
+        "SGML_MAPPING",
+        "SGML_DEMO",
+        "SGML_IMAGES_DIR",
         "SGML_LOG",
         "RUST_LOG",
     ] {

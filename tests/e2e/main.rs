@@ -14,6 +14,7 @@ mod duplicates;
 mod events;
 mod images;
 mod online_retail;
+mod partition;
 mod pii;
 mod postgres;
 mod pricing;

@@ -38,6 +38,14 @@ fn gate_force_history_and_rollback() {
     let v2 = trained_version(&store);
     assert!(out.contains("not promoted (gate)"), "{out}");
     assert_eq!(champion(&store), v1);
+    // The summary line says which version training wrote and that the gate kept it.
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["version"], v2.as_str(), "{summary}");
+    assert!(summary["champion"].is_null(), "{summary}");
+    assert!(
+        summary["gate"].as_str().is_some_and(|g| !g.is_empty()),
+        "{summary}"
+    );
     let manifest = sgml_models::Bundle::load_dir(&store.join("models/pricing").join(&v2)).unwrap();
     assert_eq!(
         manifest

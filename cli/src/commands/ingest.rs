@@ -17,11 +17,11 @@ pub struct SourceArgs {
     /// A directory with one file per table (orders.csv, orders.csv.gz, orders.parquet,
     /// orders.jsonl, ...), files named after their table, any export files with
     /// --mapping, or a PostgreSQL URL (postgres://user@host:5432/db).
-    #[arg(long = "input", value_name = "SOURCE")]
+    #[arg(long = "input", env = "SGML_INPUT", value_name = "SOURCE")]
     pub inputs: Vec<String>,
     /// Map an export with other column names onto the contract: a built-in name
     /// (online-retail) or a mapping file (TOML).
-    #[arg(long)]
+    #[arg(long, env = "SGML_MAPPING")]
     pub mapping: Option<String>,
     /// PostgreSQL schema holding the contract tables.
     #[arg(long, default_value = "public")]
@@ -35,7 +35,7 @@ pub struct SourceArgs {
     pub anon_key_file: Option<PathBuf>,
     /// Anonymize with the public demo key instead of a secret: for synthetic data only
     /// (`sgml generate` output). The run manifest records it.
-    #[arg(long, conflicts_with = "anon_key_file")]
+    #[arg(long, env = "SGML_DEMO", conflicts_with = "anon_key_file")]
     pub demo: bool,
     /// The largest share of a table's rows that may be quarantined (0 to 1); above it
     /// ingest fails and commits nothing.
@@ -59,7 +59,7 @@ pub struct Args {
 pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
     let store = g.open_store()?;
     let m = run::execute(store.as_ref(), &step(&a.source)?, a.run_date)?;
-    output::manifest(&m);
+    output::finished(&m, None);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use sgml_pipelines::steps::predict_pricing::PredictPricing;
 use sgml_pipelines::steps::predict_segments::PredictSegments;
 use sgml_pipelines::steps::predict_similar::{DEFAULT_K, Markets, PredictSimilar};
 
+use crate::commands::steps::SplitArgs;
 use crate::commands::train::SubjectArg;
 use crate::global::Global;
 use crate::output;
@@ -18,7 +19,7 @@ use crate::output;
 pub enum Command {
     /// Top-3 categories with calibrated probabilities and a review flag for every
     /// product title up to the run date → predictions/categorize/<version>/dt=D/.
-    Categorize(Args),
+    Categorize(CategorizeArgs),
     /// Suggested price and interval (base and market currency) for every product
     /// ordered or listed in the 90 days before the run date, in each market it sold to
     /// plus its seller's home market → predictions/pricing/<version>/dt=D/.
@@ -75,6 +76,14 @@ pub struct SimilarArgs {
 }
 
 #[derive(clap::Args)]
+pub struct CategorizeArgs {
+    #[command(flatten)]
+    common: Args,
+    #[command(flatten)]
+    split: SplitArgs,
+}
+
+#[derive(clap::Args)]
 pub struct Args {
     /// The run date (YYYY-MM-DD): the partition this run owns.
     #[arg(long)]
@@ -85,12 +94,24 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
-    let (step, a): (Box<dyn Step>, &Args) = match c {
+    let (step, a) = step(c);
+    let store = g.open_store()?;
+    output::finished(
+        &run::execute(store.as_ref(), step.as_ref(), Some(a.run_date))?,
+        None,
+    );
+    Ok(())
+}
+
+/// The step a command runs, with its common arguments.
+pub fn step(c: &Command) -> (Box<dyn Step>, &Args) {
+    match c {
         Command::Categorize(a) => (
             Box::new(PredictCategorize {
-                version: a.version.clone(),
+                version: a.common.version.clone(),
+                split: a.split.split(),
             }),
-            a,
+            &a.common,
         ),
         Command::Pricing(a) => (
             Box::new(PredictPricing {
@@ -130,12 +151,5 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
             }),
             &s.common,
         ),
-    };
-    let store = g.open_store()?;
-    output::manifest(&run::execute(
-        store.as_ref(),
-        step.as_ref(),
-        Some(a.run_date),
-    )?);
-    Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 use sgml_models::photo::Limits;
+use sgml_pipelines::partition::{MAX_PARTS, Partition, Split};
 use sgml_pipelines::plan::Plan;
 use sgml_pipelines::run;
 use sgml_pipelines::steps::{
@@ -41,6 +42,34 @@ pub struct EmbedArgs {
     /// Threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    split: SplitArgs,
+}
+
+/// Scale-out over several workers: each does one part of a step's rows, then one
+/// merge commits them.
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    /// Do part K of N (rows split by the xxh3 hash of the product id, the same on
+    /// every machine) and write it to parts/<table>/dt=D/of=N/; a failed part is
+    /// re-run alone. Then `--merge N`.
+    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
+    partition: Option<Partition>,
+    /// Merge the N parts written with --partition K/N into the run date's partition,
+    /// sorted by product id as one run would write it; refused while a part is
+    /// missing or was computed from other inputs than the rest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PARTS as i64))]
+    merge: Option<u32>,
+}
+
+impl SplitArgs {
+    pub fn split(&self) -> Split {
+        match (self.partition, self.merge) {
+            (Some(p), _) => Split::Part(p),
+            (None, Some(n)) => Split::Merge(n),
+            (None, None) => Split::Whole,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -60,7 +89,7 @@ pub struct PhotoArgs {
     /// The directory relative image_uri paths (and file:// URIs) lie in; a photo
     /// path outside it is quarantined under images.uri. `run all` defaults to its
     /// input directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SGML_IMAGES_DIR", value_name = "DIR")]
     pub images_dir: Option<std::path::PathBuf>,
     /// Largest photo file accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_bytes)]
@@ -99,7 +128,10 @@ pub struct GraphArgs {
 
 pub fn retention(g: &Global, a: &DateArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
-    output::manifest(&run::execute(store.as_ref(), &Retention, Some(a.run_date))?);
+    output::finished(
+        &run::execute(store.as_ref(), &Retention, Some(a.run_date))?,
+        None,
+    );
     Ok(())
 }
 
@@ -108,7 +140,10 @@ pub fn features(g: &Global, a: &FeaturesArgs) -> anyhow::Result<()> {
     let step = Features {
         base_currency: a.base_currency.clone(),
     };
-    output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+    output::finished(
+        &run::execute(store.as_ref(), &step, Some(a.date.run_date))?,
+        None,
+    );
     Ok(())
 }
 
@@ -122,18 +157,30 @@ pub fn images(g: &Global, a: &ImagesArgs) -> anyhow::Result<()> {
         image_model_dir: weights::image_model_dir(&a.photos)?,
         threads: a.threads,
     };
-    output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+    output::finished(
+        &run::execute(store.as_ref(), &step, Some(a.date.run_date))?,
+        None,
+    );
     Ok(())
 }
 
 pub fn embed(g: &Global, a: &EmbedArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
+    let split = a.split.split();
     let step = Embed {
-        model_dir: weights::model_dir(&a.model)?,
+        // A merge only reads the parts: its worker needs no weights.
+        model_dir: match split {
+            Split::Merge(_) => Default::default(),
+            _ => weights::model_dir(&a.model)?,
+        },
         batch: a.batch,
         threads: a.threads,
+        split,
     };
-    output::manifest(&run::execute(store.as_ref(), &step, Some(a.date.run_date))?);
+    output::finished(
+        &run::execute(store.as_ref(), &step, Some(a.date.run_date))?,
+        None,
+    );
     Ok(())
 }
 

@@ -258,6 +258,22 @@ pub struct CategorizeArgs {
 }
 
 pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
+    let (step, common) = step(c);
+    train(g, step.as_ref(), common.run_date, !common.no_promote)
+}
+
+/// The run date and promotion choice every `train` command takes.
+pub struct Common {
+    pub run_date: NaiveDate,
+    pub no_promote: bool,
+}
+
+/// The step a command runs, with its run date and promotion choice.
+pub fn step(c: &Command) -> (Box<dyn Step>, Common) {
+    let common = |run_date: NaiveDate, no_promote: bool| Common {
+        run_date,
+        no_promote,
+    };
     match c {
         Command::Pricing(a) => {
             let step = TrainPricing {
@@ -275,7 +291,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                     ..GbdtParams::default()
                 },
             };
-            train(g, &step, a.run_date, !a.no_promote)
+            (Box::new(step), common(a.run_date, a.no_promote))
         }
         Command::Categorize(a) => {
             let step = TrainCategorize {
@@ -295,7 +311,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                 review_precision: a.review_precision,
                 challenger: EmbeddingClassifierParams::default(),
             };
-            train(g, &step, a.run_date, !a.no_promote)
+            (Box::new(step), common(a.run_date, a.no_promote))
         }
         Command::Similar(a) => {
             let step = TrainSimilar {
@@ -312,11 +328,11 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                 },
                 seed: a.seed,
             };
-            train(g, &step, a.run_date, !a.no_promote)
+            (Box::new(step), common(a.run_date, a.no_promote))
         }
         Command::Duplicates(a) => {
             let step = TrainDuplicates { seed: a.seed };
-            train(g, &step, a.run_date, !a.no_promote)
+            (Box::new(step), common(a.run_date, a.no_promote))
         }
         Command::Images(a) => {
             let step = TrainImages {
@@ -326,7 +342,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                 },
                 review_precision: a.review_precision,
             };
-            train(g, &step, a.run_date, !a.no_promote)
+            (Box::new(step), common(a.run_date, a.no_promote))
         }
         Command::Segments(a) => {
             let step = TrainSegments {
@@ -342,7 +358,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
                 price_weight: a.price_weight,
                 seed: a.seed,
             };
-            train(g, &step, a.run_date, !a.no_promote)
+            (Box::new(step), common(a.run_date, a.no_promote))
         }
     }
 }
@@ -350,13 +366,17 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
 fn train(g: &Global, step: &dyn Step, run_date: NaiveDate, promote: bool) -> anyhow::Result<()> {
     let store = g.open_store()?;
     let m = run::execute(store.as_ref(), step, Some(run_date))?;
-    output::manifest(&m);
-    if promote {
-        let spec = step.spec();
-        let announcer = g.announcer();
-        if let Some(t) = plan::promote_trained(store.as_ref(), &announcer, &spec, &m)? {
-            output::trained(spec.trains.unwrap_or_default(), &t, announcer.is_on());
-        }
-    }
+    let spec = step.spec();
+    let announcer = g.announcer();
+    let trained = match promote {
+        true => plan::promote_trained(store.as_ref(), &announcer, &spec, &m)?,
+        false => None,
+    };
+    output::finished(
+        &m,
+        trained
+            .as_ref()
+            .map(|t| (spec.trains.unwrap_or_default(), t, announcer.is_on())),
+    );
     Ok(())
 }

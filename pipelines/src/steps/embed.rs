@@ -14,6 +14,7 @@ use polars::prelude::*;
 use sgml_features::Table;
 use sgml_models::embed::{self, Embedder};
 
+use crate::partition::{self, Split};
 use crate::run::{RunContext, Step, StepSpec};
 use crate::sources::InputRecord;
 
@@ -24,10 +25,15 @@ pub struct Embed {
     pub batch: usize,
     /// 0: one per core.
     pub threads: usize,
+    /// All products, one part of them, or the merge of the parts.
+    pub split: Split,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "embed",
+    command: &["embed"],
+    heavy: true,
+    splits: true,
     reads: &["raw/products/dt=*", "<model dir>/model.safetensors"],
     writes: &["features/embeddings/dt=<run_date>/"],
     about: "embed every product title with all-MiniLM-L6-v2 (384-d, L2-normalised)",
@@ -44,11 +50,16 @@ impl Step for Embed {
             "model": "all-MiniLM-L6-v2", "package": embed::PACKAGE,
             "model_dir": self.model_dir, "batch": self.batch, "threads": self.threads,
             "max_tokens": embed::MAX_TOKENS, "pooling": "mean", "normalized": true,
+            "split": self.split.parameters(),
         })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("embed needs --run-date")?;
+        let target = format!("features/{TABLE}/dt={run_date}/");
+        if let Split::Merge(count) = self.split {
+            return partition::merge(ctx, &target, count, "product_id");
+        }
         // Hash the very bytes the embedder loads: the recorded inputs are what ran.
         let [config, tokenizer, weights] = embed::FILES.map(|name| {
             let path = self.model_dir.join(name);
@@ -70,6 +81,7 @@ impl Step for Embed {
             .select([col("product_id"), col("title"), col("language")])
             .sort(["product_id"], SortMultipleOptions::default())
             .collect()?;
+        let products = self.split.rows(products, "product_id")?;
         let ids = super::texts(&products, "product_id")?;
         let titles = super::texts(&products, "title")?;
         let mut distinct: Vec<&str> = Vec::new();
@@ -107,8 +119,7 @@ impl Step for Embed {
                 column.with_name("embedding".into()).into_series().into(),
             ],
         )?;
-        let part = format!("features/{TABLE}/dt={run_date}/");
-        ctx.write_partition(&part, &mut df)?;
+        partition::write(ctx, self.split, &target, &mut df)?;
         ctx.note(format!(
             "embedded {n} products ({} distinct titles), {} dimensions",
             distinct.len(),

@@ -15,6 +15,9 @@ pub struct Features {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "features",
+    command: &["features"],
+    heavy: false,
+    splits: false,
     reads: &["raw/orders/dt=*", "raw/products/dt=*", "raw/fx_rates/dt=*"],
     writes: &["features/<name>/dt=<run_date>/"],
     about: "build the feature tables (order lines, products, sellers, customers, markets)",

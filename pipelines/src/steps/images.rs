@@ -52,6 +52,9 @@ pub struct Images {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "images",
+    command: &["images"],
+    heavy: true,
+    splits: false,
     reads: &[
         "raw/products/dt=*",
         "<images>",

@@ -55,6 +55,9 @@ impl Anonymization {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "ingest",
+    command: &["ingest"],
+    heavy: false,
+    splits: false,
     reads: &["<input>", "raw/deletion_requests/dt=*"],
     writes: &["raw/<table>/dt=<run_date>/", "quarantine/<table>/<run_id>/"],
     about: "validate, anonymize and store the input tables",

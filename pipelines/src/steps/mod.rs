@@ -95,6 +95,7 @@ pub const GRAPH: &[Node] = &[
         build: |_| {
             Ok(Box::new(predict_categorize::PredictCategorize {
                 version: None,
+                split: Default::default(),
             }))
         },
     },
@@ -179,6 +180,7 @@ fn build_embed(s: &Settings) -> anyhow::Result<Box<dyn Step>> {
         model_dir: s.model_dir.clone(),
         batch: sgml_models::embed::DEFAULT_BATCH,
         threads: 0,
+        split: Default::default(),
     }))
 }
 

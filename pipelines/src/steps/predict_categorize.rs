@@ -12,6 +12,7 @@ use sgml_features::Table;
 use sgml_models::categorize::TitleCategorizer;
 
 use crate::bundles;
+use crate::partition::{self, Split};
 use crate::run::{RunContext, Step, StepSpec};
 use crate::steps::train_categorize::MODEL;
 
@@ -19,10 +20,15 @@ pub const TOP: usize = 3;
 
 pub struct PredictCategorize {
     pub version: Option<String>,
+    /// All products, one part of them, or the merge of the parts.
+    pub split: Split,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-categorize",
+    command: &["predict", "categorize"],
+    heavy: false,
+    splits: true,
     reads: &["models/categorize/<version>/", "raw/products/dt=*"],
     writes: &["predictions/categorize/<version>/dt=<run_date>/"],
     about: "top-3 categories with probabilities and a review flag for every product title",
@@ -35,7 +41,7 @@ impl Step for PredictCategorize {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({ "version": self.version, "top": TOP })
+        serde_json::json!({ "version": self.version, "top": TOP, "split": self.split.parameters() })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
@@ -44,12 +50,17 @@ impl Step for PredictCategorize {
             .context("predict categorize needs --run-date")?;
         let bundle = bundles::scoring_bundle(ctx, MODEL, self.version.as_deref())?;
         let version = bundle.manifest().version.clone();
+        let target = format!("predictions/{MODEL}/{version}/dt={run_date}/");
+        if let Split::Merge(count) = self.split {
+            return partition::merge(ctx, &target, count, "product_id");
+        }
         let categorizer = TitleCategorizer::from_bundle(&bundle)?;
         let products = super::read_raw(ctx, Table::Products, run_date)?
             .context("no products ingested")?
             .select([col("product_id"), col("title"), col("category")])
             .sort(["product_id"], SortMultipleOptions::default())
             .collect()?;
+        let products = self.split.rows(products, "product_id")?;
         let ids = super::texts(&products, "product_id")?;
         let titles = super::texts(&products, "title")?;
         let listed = super::texts(&products, "category")?;
@@ -102,8 +113,7 @@ impl Step for PredictCategorize {
             vec![version.clone(); n],
         ));
         let mut df = DataFrame::new(n, columns)?;
-        let part = format!("predictions/{MODEL}/{version}/dt={run_date}/");
-        ctx.write_partition(&part, &mut df)?;
+        partition::write(ctx, self.split, &target, &mut df)?;
         ctx.note(format!(
             "categorized {n} titles with version {version}: {auto} automatically, {} for review; {flagged} auto-categorized listings disagree with the seller's category",
             n - auto

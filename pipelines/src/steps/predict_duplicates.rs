@@ -19,6 +19,9 @@ pub struct PredictDuplicates {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-duplicates",
+    command: &["predict", "duplicates"],
+    heavy: false,
+    splits: false,
     reads: &[
         "models/duplicates/<version>/",
         "features/embeddings/dt=<run_date>/",

@@ -27,6 +27,9 @@ pub struct PredictImages {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-images",
+    command: &["predict", "images"],
+    heavy: false,
+    splits: false,
     reads: &[
         "models/images/<version>/",
         "features/image_embeddings/dt=<run_date>/",

@@ -31,6 +31,9 @@ pub struct PredictPricing {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-pricing",
+    command: &["predict", "pricing"],
+    heavy: false,
+    splits: false,
     reads: &[
         "models/pricing/<version>/",
         "features/order_lines/dt=<run_date>/",

@@ -17,6 +17,9 @@ pub struct PredictSegments {
 
 pub const PRODUCTS_SPEC: StepSpec = StepSpec {
     name: "predict-product-segments",
+    command: &["predict", "segments", "--of", "products"],
+    heavy: false,
+    splits: false,
     reads: &[
         "models/product-segments/<version>/",
         "features/embeddings/dt=<run_date>/",
@@ -30,6 +33,9 @@ pub const PRODUCTS_SPEC: StepSpec = StepSpec {
 
 pub const SELLERS_SPEC: StepSpec = StepSpec {
     name: "predict-seller-segments",
+    command: &["predict", "segments", "--of", "sellers"],
+    heavy: false,
+    splits: false,
     reads: &[
         "models/seller-segments/<version>/",
         "features/sellers/dt=<run_date>/",

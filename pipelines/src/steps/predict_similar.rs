@@ -40,6 +40,9 @@ impl Default for PredictSimilar {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-similar",
+    command: &["predict", "similar"],
+    heavy: false,
+    splits: false,
     reads: &[
         "models/similar/<version>/",
         "features/embeddings/dt=<run_date>/",

@@ -26,6 +26,9 @@ pub struct Retention;
 
 pub const SPEC: StepSpec = StepSpec {
     name: "retention",
+    command: &["retention"],
+    heavy: false,
+    splits: false,
     reads: &[
         "raw/crawled_offers/dt=*",
         "raw/deletion_requests/dt=*",

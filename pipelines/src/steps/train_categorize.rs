@@ -55,6 +55,9 @@ impl Default for TrainCategorize {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "train-categorize",
+    command: &["train", "categorize"],
+    heavy: true,
+    splits: false,
     reads: &[
         "raw/products/dt=*",
         "features/embeddings/dt=<run_date>/ (optional)",

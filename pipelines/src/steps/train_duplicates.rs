@@ -30,6 +30,9 @@ pub struct TrainDuplicates {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "train-duplicates",
+    command: &["train", "duplicates"],
+    heavy: true,
+    splits: false,
     reads: &[
         "features/embeddings/dt=<run_date>/",
         "features/images/dt=<run_date>/",

@@ -50,6 +50,9 @@ impl Default for TrainImages {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "train-images",
+    command: &["train", "images"],
+    heavy: true,
+    splits: false,
     reads: &[
         "raw/products/dt=*",
         "features/image_embeddings/dt=<run_date>/",

@@ -66,6 +66,9 @@ impl Default for TrainPricing {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "train-pricing",
+    command: &["train", "pricing"],
+    heavy: true,
+    splits: false,
     reads: &["features/order_lines/dt=<run_date>/", "raw/products/dt=*"],
     writes: &["models/pricing/<version>/"],
     about: "train the price model (LightGBM on log price), evaluate on the latest days, write a bundle",

@@ -72,6 +72,9 @@ impl TrainSegments {
 
 pub const PRODUCTS_SPEC: StepSpec = StepSpec {
     name: "train-product-segments",
+    command: &["train", "segments", "--of", "products"],
+    heavy: true,
+    splits: false,
     reads: &[
         "features/embeddings/dt=<run_date>/",
         "features/products/dt=<run_date>/",
@@ -84,6 +87,9 @@ pub const PRODUCTS_SPEC: StepSpec = StepSpec {
 
 pub const SELLERS_SPEC: StepSpec = StepSpec {
     name: "train-seller-segments",
+    command: &["train", "segments", "--of", "sellers"],
+    heavy: true,
+    splits: false,
     reads: &[
         "features/sellers/dt=<run_date>/",
         "features/products/dt=<run_date>/",

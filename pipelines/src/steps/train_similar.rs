@@ -46,6 +46,9 @@ impl Default for TrainSimilar {
 
 pub const SPEC: StepSpec = StepSpec {
     name: "train-similar",
+    command: &["train", "similar"],
+    heavy: true,
+    splits: false,
     reads: &["features/embeddings/dt=<run_date>/", "raw/products/dt=*"],
     writes: &["models/similar/<version>/"],
     about: "build the similar-products index (usearch HNSW over title embeddings), measure recall@10, write a bundle",

@@ -1,0 +1,162 @@
+//! Scale-out conformance: a step split n ways (`--partition k/n`) and merged
+//! (`--merge n`) writes what one run writes.
+
+use crate::common::*;
+
+/// The title embeddings of a date, with every vector as its own row of floats.
+fn embeddings(
+    store: &std::path::Path,
+    run_date: &str,
+) -> (polars::prelude::DataFrame, Vec<Vec<f32>>) {
+    let df = read_partition(&store.join(format!("features/embeddings/dt={run_date}")));
+    let lists = df.column("embedding").unwrap().list().unwrap();
+    let vectors = (0..df.height())
+        .map(|i| {
+            lists
+                .get_as_series(i)
+                .unwrap()
+                .f32()
+                .unwrap()
+                .into_no_null_iter()
+                .collect()
+        })
+        .collect();
+    (df, vectors)
+}
+
+/// `sgml embed` split 2, 3 and 7 ways and merged gives the products, languages and
+/// vectors (bit for bit) of one whole run (on generated data with titles in six languages, Chinese
+/// among them). A merge with a part missing is refused and
+/// changes nothing; the missing part then runs alone and the merge succeeds; the parts
+/// are gone after it.
+#[test]
+fn embed_split_and_merged_is_embed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 400, 21, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let run_date = ingested_run_date(&store);
+    let embed = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args(["embed", "--run-date", &run_date]).args(extra);
+        cmd
+    };
+    ok(&mut embed(&[]));
+    let (whole, whole_vectors) = embeddings(&store, &run_date);
+    assert!(whole.height() > 100, "{} products", whole.height());
+    let languages = strings(&whole, "language");
+    assert!(
+        languages
+            .iter()
+            .any(|l| ["ja", "zh", "ko"].contains(&l.as_str())),
+        "non-Latin titles in the test data: {languages:?}"
+    );
+
+    for n in [2u32, 3, 7] {
+        let parts: Vec<String> = (1..=n).map(|k| format!("{k}/{n}")).collect();
+        if n == 3 {
+            // Part 2 not run yet: the merge names it and leaves the partition alone.
+            for p in [&parts[0], &parts[2]] {
+                ok(&mut embed(&["--partition", p]));
+            }
+            let before = snapshot(&store.join("features"));
+            let err = fails(&mut embed(&["--merge", "3"]), 1);
+            assert!(
+                err.contains("[2]") && err.contains("--partition k/3"),
+                "{err}"
+            );
+            assert_eq!(
+                snapshot(&store.join("features")),
+                before,
+                "a refused merge changes nothing"
+            );
+            ok(&mut embed(&["--partition", &parts[1]]));
+        } else {
+            for p in &parts {
+                ok(&mut embed(&["--partition", p]));
+            }
+        }
+        let out = ok(&mut embed(&["--merge", &n.to_string()]));
+        let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["status"], "succeeded", "{summary}");
+
+        let (merged, merged_vectors) = embeddings(&store, &run_date);
+        assert_eq!(
+            strings(&merged, "product_id"),
+            strings(&whole, "product_id"),
+            "n = {n}: the same products, in the same order"
+        );
+        assert_eq!(strings(&merged, "language"), languages, "n = {n}");
+        // Bit for bit: a title's vector does not depend on its batch-mates (padding
+        // is masked out exactly), so the split cannot change it.
+        assert!(
+            merged_vectors == whole_vectors,
+            "n = {n}: the vectors differ"
+        );
+        assert!(
+            !snapshot(&store)
+                .keys()
+                .any(|k| k.starts_with(&format!("parts/embeddings/dt={run_date}/of={n}/"))),
+            "n = {n}: the merge removed its parts"
+        );
+    }
+    let merges = manifests(&store)
+        .into_iter()
+        .filter(|m| m["step"] == "embed" && m["parameters"]["split"]["merge"].is_number())
+        .count();
+    assert_eq!(merges, 4, "three merges and the refused one recorded");
+
+    // A bad partition is a usage error.
+    fails(&mut embed(&["--partition", "4/3"]), 2);
+    fails(&mut embed(&["--partition", "1/2", "--merge", "2"]), 2);
+}
+
+/// `sgml predict categorize` split 3 ways and merged writes the file one run writes:
+/// every title is scored alone, so the values are equal, not just close.
+#[test]
+fn predict_categorize_split_and_merged_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 600, 23, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let run_date = ingested_run_date(&store);
+    let out = ok(sgml(&store).args([
+        "train",
+        "categorize",
+        "--epochs",
+        "3",
+        "--run-date",
+        &run_date,
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let version = summary["version"]
+        .as_str()
+        .expect("a version trained")
+        .to_string();
+    let predict = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args([
+            "predict",
+            "categorize",
+            "--version",
+            &version,
+            "--run-date",
+            &run_date,
+        ])
+        .args(extra);
+        cmd
+    };
+    let partition = store.join(format!("predictions/categorize/{version}/dt={run_date}"));
+    ok(&mut predict(&[]));
+    let whole = read_partition(&partition);
+    for k in 1..=3 {
+        ok(&mut predict(&["--partition", &format!("{k}/3")]));
+    }
+    ok(&mut predict(&["--merge", "3"]));
+    let merged = read_partition(&partition);
+    assert_eq!(merged, whole, "split 3 ways and merged");
+}

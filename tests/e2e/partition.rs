@@ -160,3 +160,63 @@ fn predict_categorize_split_and_merged_is_whole() {
     let merged = read_partition(&partition);
     assert_eq!(merged, whole, "split 3 ways and merged");
 }
+
+/// `sgml images` split 3 ways and merged writes the photo measures and the photo
+/// embeddings one run writes, value for value (each photo is decoded and embedded
+/// alone); bad uploads are quarantined by whichever part owns them, none lost.
+#[test]
+fn images_split_and_merged_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("export");
+    ok(sgml(&dir.path().join("unused-store"))
+        .args([
+            "generate",
+            "--orders",
+            "600",
+            "--seed",
+            "27",
+            "--bad-fraction",
+            "0.1",
+        ])
+        .args(["--photos", "0.4", "--out"])
+        .arg(&input));
+    let store = dir.path().join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let run_date = ingested_run_date(&store);
+    let images = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args(["images", "--run-date", &run_date, "--images-dir"])
+            .arg(&input)
+            .args(extra);
+        cmd
+    };
+    let tables = ["images", "image_embeddings"];
+    let read = |table: &str| read_partition(&store.join(format!("features/{table}/dt={run_date}")));
+    ok(&mut images(&[]));
+    let whole: Vec<_> = tables.iter().map(|t| read(t)).collect();
+    let whole_quarantined = last_manifest(&store, "images")["counts"]["images"]["quarantined"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        whole[0].height() > 20 && whole_quarantined > 0,
+        "photos and bad uploads"
+    );
+
+    let mut quarantined = 0;
+    for k in 1..=3 {
+        ok(&mut images(&["--partition", &format!("{k}/3")]));
+        quarantined += last_manifest(&store, "images")["counts"]["images"]["quarantined"]
+            .as_u64()
+            .unwrap();
+    }
+    ok(&mut images(&["--merge", "3"]));
+    for (table, whole) in tables.iter().zip(&whole) {
+        assert_eq!(&read(table), whole, "{table} split 3 ways and merged");
+    }
+    assert_eq!(
+        quarantined, whole_quarantined,
+        "every bad upload quarantined once"
+    );
+}

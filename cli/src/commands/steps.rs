@@ -81,6 +81,8 @@ pub struct ImagesArgs {
     /// Threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    split: SplitArgs,
 }
 
 /// Where photos are and what they may weigh (`sgml images`, `sgml run all`).
@@ -149,13 +151,19 @@ pub fn features(g: &Global, a: &FeaturesArgs) -> anyhow::Result<()> {
 
 pub fn images(g: &Global, a: &ImagesArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
+    let split = a.split.split();
     let step = Images {
         images_dir: a.photos.images_dir.clone(),
         s3: g.s3_options(),
         limits: a.photos.limits(),
         policy: Default::default(),
-        image_model_dir: weights::image_model_dir(&a.photos)?,
+        // A merge only reads the parts: its worker needs no weights.
+        image_model_dir: match split {
+            Split::Merge(_) => Default::default(),
+            _ => weights::image_model_dir(&a.photos)?,
+        },
         threads: a.threads,
+        split,
     };
     output::finished(
         &run::execute(store.as_ref(), &step, Some(a.date.run_date))?,

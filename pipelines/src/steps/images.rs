@@ -23,6 +23,7 @@ use sgml_models::photo::{self, Limits, PHash, PhotoRule, QualityPolicy, Verdict}
 use sgml_models::vision::{self, ImageEmbedder};
 
 use crate::io;
+use crate::partition::{self, Split};
 use crate::run::{RunContext, Step, StepSpec};
 use crate::sources::InputRecord;
 use crate::sources::photos::PhotoSource;
@@ -48,13 +49,15 @@ pub struct Images {
     pub image_model_dir: PathBuf,
     /// 0: one per core.
     pub threads: usize,
+    /// All products' photos, one part of them, or the merge of the parts.
+    pub split: Split,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "images",
     command: &["images"],
     heavy: true,
-    splits: false,
+    splits: true,
     reads: &[
         "raw/products/dt=*",
         "<images>",
@@ -127,12 +130,18 @@ impl Step for Images {
             "images_dir": self.images_dir, "limits": self.limits, "policy": self.policy,
             "threads": self.threads, "image_model": "EfficientNet-Lite0 (ImageNet)",
             "image_model_package": vision::PACKAGE, "image_model_dir": self.image_model_dir,
-            "embedding_dim": vision::FEATURES,
+            "embedding_dim": vision::FEATURES, "split": self.split.parameters(),
         })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("images needs --run-date")?;
+        let measures = io::partition("features", TABLE, run_date);
+        let vectors = io::partition("features", EMBEDDINGS, run_date);
+        if let Split::Merge(count) = self.split {
+            partition::merge(ctx, &measures, count, "product_id")?;
+            return partition::merge(ctx, &vectors, count, "product_id");
+        }
         // Hash the very bytes the embedder loads: the recorded input is what ran.
         let weights_path = self.image_model_dir.join(vision::WEIGHTS_FILE);
         let weights = std::fs::read(&weights_path)
@@ -156,6 +165,7 @@ impl Step for Images {
             .select([col("product_id"), col("image_uri")])
             .sort(["product_id"], SortMultipleOptions::default())
             .collect()?;
+        let products = self.split.rows(products, "product_id")?;
         let ids = super::texts(&products, "product_id")?;
         let uris = super::texts(&products, "image_uri")?;
         let listed: Vec<(String, String)> = ids
@@ -223,11 +233,8 @@ impl Step for Images {
                 .join(", ")
         ));
         let (mut df, mut embeddings) = good.frames()?;
-        ctx.write_partition(&io::partition("features", TABLE, run_date), &mut df)?;
-        ctx.write_partition(
-            &io::partition("features", EMBEDDINGS, run_date),
-            &mut embeddings,
-        )?;
+        partition::write(ctx, self.split, &measures, &mut df)?;
+        partition::write(ctx, self.split, &vectors, &mut embeddings)?;
         if !bad.product_id.is_empty() {
             let mut rejects = bad.frame()?;
             let key = format!("quarantine/{TABLE}/{}/rejects-00000.parquet", ctx.run_id);

@@ -75,6 +75,7 @@ pub const GRAPH: &[Node] = &[
                 policy: Default::default(),
                 image_model_dir: s.image_model_dir.clone(),
                 threads: 0,
+                split: Default::default(),
             }))
         },
     },

@@ -226,6 +226,21 @@ fn image_classifier_trains_predicts_and_serves() {
         read_partition(&store.join(format!("predictions/images/{version}/dt={run_date}")));
     let embedded = read_partition(&store.join(format!("features/image_embeddings/dt={run_date}")));
     assert_eq!(predictions.height(), embedded.height());
+    // Split 2 ways and merged (issue 17's scale-out), the same file.
+    for extra in [
+        ["--partition", "1/2"],
+        ["--partition", "2/2"],
+        ["--merge", "2"],
+    ] {
+        ok(sgml(&store)
+            .args(["predict", "images", "--run-date", &run_date])
+            .args(extra));
+    }
+    assert_eq!(
+        read_partition(&store.join(format!("predictions/images/{version}/dt={run_date}"))),
+        predictions,
+        "predict images split 2 ways and merged"
+    );
     let listed = strings(&predictions, "listed_category");
     let predicted = strings(&predictions, "category");
     // The photos show their category's shape (in a colour shared across

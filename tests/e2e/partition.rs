@@ -220,3 +220,42 @@ fn images_split_and_merged_is_whole() {
         "every bad upload quarantined once"
     );
 }
+
+/// `sgml predict pricing` split 3 ways and merged writes the file one run writes:
+/// each (product, market) row is priced alone, from markets' currencies worked out
+/// over all products in every part.
+#[test]
+fn predict_pricing_split_and_merged_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), 1500, 29, 0.0);
+    let store = dir.path().join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let run_date = ingested_run_date(&store);
+    ok(sgml(&store).args(["features", "--run-date", &run_date]));
+    ok(sgml(&store).args(["train", "pricing", "--trees", "30", "--run-date", &run_date]));
+    let version = last_trained(&store);
+    let predict = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args([
+            "predict",
+            "pricing",
+            "--version",
+            &version,
+            "--run-date",
+            &run_date,
+        ])
+        .args(extra);
+        cmd
+    };
+    let partition = store.join(format!("predictions/pricing/{version}/dt={run_date}"));
+    ok(&mut predict(&[]));
+    let whole = read_partition(&partition);
+    assert!(whole.height() > 100, "{} rows", whole.height());
+    for k in 1..=3 {
+        ok(&mut predict(&["--partition", &format!("{k}/3")]));
+    }
+    ok(&mut predict(&["--merge", "3"]));
+    assert_eq!(read_partition(&partition), whole, "split 3 ways and merged");
+}

@@ -19,11 +19,11 @@ use crate::output;
 pub enum Command {
     /// Top-3 categories with calibrated probabilities and a review flag for every
     /// product title up to the run date → predictions/categorize/<version>/dt=D/.
-    Categorize(CategorizeArgs),
+    Categorize(SplitPredictArgs),
     /// Suggested price and interval (base and market currency) for every product
     /// ordered or listed in the 90 days before the run date, in each market it sold to
     /// plus its seller's home market → predictions/pricing/<version>/dt=D/.
-    Pricing(Args),
+    Pricing(SplitPredictArgs),
     /// The k most similar products of every indexed product (cosine on title
     /// embeddings), optionally only other sellers' and only the same or other
     /// markets' → predictions/similar/<version>/dt=D/, one row per pair.
@@ -38,7 +38,7 @@ pub enum Command {
     /// Top-3 categories from every photo `sgml images` embedded on the run date, with
     /// calibrated probabilities, a review flag, and whether a confident answer
     /// disagrees with the listing's category → predictions/images/<version>/dt=D/.
-    Images(Args),
+    Images(SplitPredictArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,7 +76,7 @@ pub struct SimilarArgs {
 }
 
 #[derive(clap::Args)]
-pub struct CategorizeArgs {
+pub struct SplitPredictArgs {
     #[command(flatten)]
     common: Args,
     #[command(flatten)]
@@ -115,9 +115,10 @@ pub fn step(c: &Command) -> (Box<dyn Step>, &Args) {
         ),
         Command::Pricing(a) => (
             Box::new(PredictPricing {
-                version: a.version.clone(),
+                version: a.common.version.clone(),
+                split: a.split.split(),
             }),
-            a,
+            &a.common,
         ),
         Command::Similar(s) => (
             Box::new(PredictSimilar {
@@ -140,9 +141,10 @@ pub fn step(c: &Command) -> (Box<dyn Step>, &Args) {
         ),
         Command::Images(a) => (
             Box::new(PredictImages {
-                version: a.version.clone(),
+                version: a.common.version.clone(),
+                split: a.split.split(),
             }),
-            a,
+            &a.common,
         ),
         Command::Segments(s) => (
             Box::new(PredictSegments {

@@ -59,7 +59,12 @@ pub const GRAPH: &[Node] = &[
         spec: predict_pricing::SPEC,
         // No version: the champion as of when it runs (just promoted, or kept by the
         // gate), else the newest.
-        build: |_| Ok(Box::new(predict_pricing::PredictPricing { version: None })),
+        build: |_| {
+            Ok(Box::new(predict_pricing::PredictPricing {
+                version: None,
+                split: Default::default(),
+            }))
+        },
     },
     Node {
         spec: embed::SPEC,
@@ -85,7 +90,12 @@ pub const GRAPH: &[Node] = &[
     },
     Node {
         spec: predict_images::SPEC,
-        build: |_| Ok(Box::new(predict_images::PredictImages { version: None })),
+        build: |_| {
+            Ok(Box::new(predict_images::PredictImages {
+                version: None,
+                split: Default::default(),
+            }))
+        },
     },
     Node {
         spec: train_categorize::SPEC,

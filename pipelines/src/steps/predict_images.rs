@@ -15,6 +15,7 @@ use sgml_models::vision::WEIGHTS_SHA256;
 use sgml_models::vision::classifier::ImageClassifier;
 
 use crate::bundles;
+use crate::partition::{self, Split};
 use crate::run::{RunContext, Skip, Step, StepSpec};
 use crate::steps::train_images::MODEL;
 use crate::steps::{embed, images};
@@ -23,13 +24,15 @@ pub const TOP: usize = 3;
 
 pub struct PredictImages {
     pub version: Option<String>,
+    /// All photos, one part of them, or the merge of the parts.
+    pub split: Split,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-images",
     command: &["predict", "images"],
     heavy: false,
-    splits: false,
+    splits: true,
     reads: &[
         "models/images/<version>/",
         "features/image_embeddings/dt=<run_date>/",
@@ -46,7 +49,7 @@ impl Step for PredictImages {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({ "version": self.version, "top": TOP })
+        serde_json::json!({ "version": self.version, "top": TOP, "split": self.split.parameters() })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
@@ -64,11 +67,15 @@ impl Step for PredictImages {
         }
         let bundle = bundles::scoring_bundle(ctx, MODEL, self.version.as_deref())?;
         let version = bundle.manifest().version.clone();
+        let target = format!("predictions/{MODEL}/{version}/dt={run_date}/");
+        if let Split::Merge(count) = self.split {
+            return partition::merge(ctx, &target, count, "product_id");
+        }
         let classifier = ImageClassifier::from_bundle(&bundle, WEIGHTS_SHA256)?;
         let emb = super::read_feature_part(ctx, images::EMBEDDINGS, run_date)?.with_context(|| {
             format!("no photo embeddings for {run_date}: run `sgml images --run-date {run_date}` first")
         })?;
-        let vectors = embed::vectors(&emb)?;
+        let vectors = embed::vectors(&self.split.rows(emb, "product_id")?)?;
         let products = super::read_raw(ctx, Table::Products, run_date)?
             .context("no products ingested")?
             .select([col("product_id"), col("category")])
@@ -130,8 +137,7 @@ impl Step for PredictImages {
             vec![version.clone(); n],
         ));
         let mut df = DataFrame::new(n, columns)?;
-        let part = format!("predictions/{MODEL}/{version}/dt={run_date}/");
-        ctx.write_partition(&part, &mut df)?;
+        partition::write(ctx, self.split, &target, &mut df)?;
         ctx.note(format!(
             "classified {n} photos with version {version}: {to_review} for review; {flagged} photos disagree with their listing's category"
         ));

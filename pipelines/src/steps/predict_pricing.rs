@@ -20,6 +20,7 @@ use sgml_models::pricing::{PriceInput, PriceModel};
 
 use crate::bundles;
 use crate::io;
+use crate::partition::{self, Split};
 use crate::run::{RunContext, Step, StepSpec};
 use crate::steps::train_pricing::MODEL;
 
@@ -27,13 +28,15 @@ pub const ACTIVE_DAYS: i64 = 90;
 
 pub struct PredictPricing {
     pub version: Option<String>,
+    /// All products, one part of them, or the merge of the parts.
+    pub split: Split,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "predict-pricing",
     command: &["predict", "pricing"],
     heavy: false,
-    splits: false,
+    splits: true,
     reads: &[
         "models/pricing/<version>/",
         "features/order_lines/dt=<run_date>/",
@@ -51,7 +54,9 @@ impl Step for PredictPricing {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({ "version": self.version, "active_days": ACTIVE_DAYS })
+        serde_json::json!({
+            "version": self.version, "active_days": ACTIVE_DAYS, "split": self.split.parameters(),
+        })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
@@ -61,8 +66,22 @@ impl Step for PredictPricing {
             MODEL,
             self.version.as_deref(),
         )?)?;
+        let target = format!("predictions/{MODEL}/{}/dt={run_date}/", model.version);
+        if let Split::Merge(count) = self.split {
+            return partition::merge(ctx, &target, count, "product_id");
+        }
         ctx.progress("finding active products and markets");
         let (rows, keys, currencies) = active_rows(ctx, run_date)?;
+        // A part prices only its products; what they are priced from (the markets'
+        // currencies, each product's markets) is worked out from all of them.
+        let (rows, keys): (Vec<PriceInput>, Keys) = rows
+            .into_iter()
+            .zip(keys)
+            .filter(|(_, (product, _))| match self.split {
+                Split::Part(p) => p.owns(product),
+                _ => true,
+            })
+            .unzip();
         ctx.progress(format!("pricing {} product × market rows", rows.len()));
         let priced = model.price(&rows)?;
 
@@ -101,8 +120,7 @@ impl Step for PredictPricing {
                 Column::new("model_version".into(), vec![model.version.clone(); n]),
             ],
         )?;
-        let part = format!("predictions/{MODEL}/{}/dt={run_date}/", model.version);
-        ctx.write_partition(&part, &mut df)?;
+        partition::write(ctx, self.split, &target, &mut df)?;
         ctx.note(format!(
             "priced {n} product × market rows with version {}",
             model.version
@@ -162,8 +180,10 @@ fn active_rows(
         }
     }
 
+    // By product id (then market, below): the order a merge of parts restores.
     let products = super::read_raw(ctx, Table::Products, run_date)?
         .context("no products ingested")?
+        .sort(["product_id"], SortMultipleOptions::default())
         .collect()?;
     let text = |c: &str| super::texts(&products, c);
     let ids = text("product_id")?;

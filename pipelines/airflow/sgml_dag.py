@@ -32,6 +32,8 @@ AWS_* environment). Heavy steps (a neural network or a training run) take a slot
 pool `sgml_heavy`: create it with `airflow pools set sgml_heavy 1 "sgml heavy steps"`,
 one slot per worker machine that can hold a training run.
 
+Schedule: SGML_DAG_SCHEDULE (default @daily; "none": only when triggered).
+
 Scale-out: with SGML_DAG_PARTS=n in the scheduler's and workers' environment, each step
 that splits (`sgml <step> --partition k/n`) becomes n mapped tasks, one per part, and a
 merge task (`--merge n`) that commits the run date's partition once every part has
@@ -70,6 +72,11 @@ STEPS_JSON = Path(os.environ.get("SGML_STEPS_JSON", Path(__file__).with_name("sg
 # parsed (the DAG's shape), so it is an environment variable of the scheduler and
 # workers, not a Variable.
 PARTS = int(os.environ.get("SGML_DAG_PARTS", "1"))
+
+# When runs start: a cron expression or preset ("@daily", the default), or "none" for a
+# DAG that only runs when triggered (by an upstream DAG, a sensor or a person). Parsed
+# with the DAG, so it is an environment variable like SGML_DAG_PARTS.
+SCHEDULE = os.environ.get("SGML_DAG_SCHEDULE", "@daily")
 
 # Airflow Variable → the environment variable sgml reads.
 SETTINGS = {
@@ -156,7 +163,7 @@ def build_dag(steps: list[dict], parts: int = PARTS) -> DAG:
     with DAG(
         dag_id=DAG_ID,
         description="sellglobal-ml: ingest, features, embeddings, training, predictions",
-        schedule="@daily",
+        schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
         start_date=datetime(2024, 1, 1),
         catchup=False,
         # Runs of different dates share the champion aliases: one at a time.

@@ -77,6 +77,7 @@ pub fn summary_json(m: &RunManifest, trained: Option<&Trained>) -> serde_json::V
         "champion": champion,
         "gate": gate,
         "manifest": sgml_pipelines::run::manifest_key(&m.run_id),
+        "skipped": m.skipped,
     })
 }
 

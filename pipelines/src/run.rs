@@ -72,6 +72,9 @@ pub struct RunManifest {
     pub run_date: Option<NaiveDate>,
     pub status: RunStatus,
     pub error: Option<String>,
+    /// Why a skipped run did nothing ([`Skip`]'s reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     pub code_version: String,
     pub parameters: serde_json::Value,
     pub started_at: String,
@@ -458,6 +461,7 @@ pub fn execute(
             run_date,
             status: RunStatus::Running,
             error: None,
+            skipped: None,
             code_version: CODE_VERSION.to_string(),
             parameters: step.parameters(),
             started_at: started.to_rfc3339(),
@@ -487,6 +491,7 @@ pub fn execute(
         Err(e) if e.downcast_ref::<Skip>().is_some() => {
             ctx.discard();
             manifest.status = RunStatus::Skipped;
+            manifest.skipped = e.downcast_ref::<Skip>().map(|s| s.reason.clone());
             manifest.notes.push(format!("{e}"));
             manifest.outputs.clear();
             tracing::warn!(step = spec.name, run_id = %run_id, "{e}");

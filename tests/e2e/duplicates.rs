@@ -79,6 +79,9 @@ fn run_all_finds_labelled_duplicates_across_sellers() {
     );
 }
 
+/// An export without reviewed duplicates (most real ones): training has nothing to
+/// calibrate on and says what to ingest, as a skipped run, not a failure, so `run all`
+/// goes on; predicting then skips too, having no decision to apply.
 #[test]
 fn without_labels_training_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,9 +93,28 @@ fn without_labels_training_says_what_is_missing() {
         .arg(&input));
     let run_date = ingested_run_date(&store);
     ok(sgml(&store).args(["embed", "--run-date", &run_date]));
-    let err = fails(
-        sgml(&store).args(["train", "duplicates", "--run-date", &run_date]),
-        1,
+    let out = ok(sgml(&store).args(["train", "duplicates", "--run-date", &run_date]));
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "skipped", "{summary}");
+    assert!(
+        summary["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate_groups"),
+        "{summary}"
     );
-    assert!(err.contains("duplicate_groups"), "{err}");
+    assert!(summary["version"].is_null(), "nothing trained: {summary}");
+    let out = ok(sgml(&store).args(["predict", "duplicates", "--run-date", &run_date]));
+    assert!(
+        out.contains("no duplicates model has been trained"),
+        "{out}"
+    );
+    assert_eq!(
+        last_manifest(&store, "predict-duplicates")["status"],
+        "skipped"
+    );
+    assert!(
+        !store.join("models/duplicates").exists() && !store.join("predictions/duplicates").exists(),
+        "nothing written"
+    );
 }

@@ -9,7 +9,7 @@ use polars::prelude::*;
 use sgml_models::duplicates::DuplicateModel;
 
 use crate::bundles;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{RunContext, Skip, Step, StepSpec};
 use crate::steps::duplicate_pairs;
 use crate::steps::train_duplicates::{MODEL, note_left_out};
 
@@ -46,6 +46,17 @@ impl Step for PredictDuplicates {
         let run_date = ctx
             .run_date
             .context("predict duplicates needs --run-date")?;
+        // No decision trained yet (no labelled duplicates so far) is a skip; a named
+        // version that is missing is an error.
+        if self.version.is_none() && sgml_registry::versions::versions(ctx.store, MODEL)?.is_empty()
+        {
+            return Err(Skip {
+                reason: format!(
+                    "no {MODEL} model has been trained (no labelled duplicate groups so far): nothing to decide with"
+                ),
+            }
+            .into());
+        }
         let bundle = bundles::scoring_bundle(ctx, MODEL, self.version.as_deref())?;
         let version = bundle.manifest().version.clone();
         let model = DuplicateModel::from_bundle(&bundle)?;

@@ -19,7 +19,7 @@ use sgml_models::bundle::{Direction, Gate};
 use sgml_models::duplicates::{self, DuplicateMetrics, DuplicateModel, KIND, Signals};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{RunContext, Skip, Step, StepSpec};
 use crate::steps::duplicate_pairs::{self, Catalogue, MAX_CODE_LISTINGS, NEIGHBOURS};
 
 pub const MODEL: &str = "duplicates";
@@ -264,8 +264,15 @@ impl TrainDuplicates {
         run_date: NaiveDate,
         c: &Catalogue,
     ) -> anyhow::Result<Labelled> {
-        let groups = super::read_raw(ctx, Table::DuplicateGroups, run_date)?
-            .with_context(|| "no labelled duplicate groups ingested: ingest a duplicate_groups table (product_id, group_id, labelled_ts) to calibrate on".to_string())?
+        // No labels (an export without reviewed duplicates): nothing to calibrate on, a
+        // skip rather than a failure, so `run all` on such an export goes on.
+        let Some(groups) = super::read_raw(ctx, Table::DuplicateGroups, run_date)? else {
+            return Err(Skip {
+                reason: "no labelled duplicate groups ingested: ingest a duplicate_groups table (product_id, group_id, labelled_ts) to calibrate on".into(),
+            }
+            .into());
+        };
+        let groups = groups
             .select([col("product_id"), col("group_id")])
             .collect()?;
         let ids = super::texts(&groups, "product_id")?;
@@ -314,11 +321,15 @@ impl TrainDuplicates {
                 }
             }
         }
-        anyhow::ensure!(
-            multi >= 2,
-            "{} labelled listing(s) in the catalogue, {multi} labelled group(s) with duplicates: at least 2 are needed (one to calibrate on, one to measure)",
-            l.group.len()
-        );
+        if multi < 2 {
+            return Err(Skip {
+                reason: format!(
+                    "{} labelled listing(s) in the catalogue, {multi} labelled group(s) with duplicates: at least 2 are needed (one to calibrate on, one to measure)",
+                    l.group.len()
+                ),
+            }
+            .into());
+        }
         l.calibration.sort_unstable();
         l.holdout.sort_unstable();
         if l.unknown > 0 {

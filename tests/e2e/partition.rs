@@ -1,7 +1,55 @@
 //! Scale-out conformance: a step split n ways (`--partition k/n`) and merged
 //! (`--merge n`) writes what one run writes.
 
+use std::path::{Path, PathBuf};
+
+use polars::prelude::DataFrame;
+
 use crate::common::*;
+
+/// A generated export ingested into a fresh store: (export, store, run date).
+fn ingested(dir: &Path, generate_args: &[&str]) -> (PathBuf, PathBuf, String) {
+    let input = dir.join("export");
+    ok(sgml(&dir.join("unused-store"))
+        .arg("generate")
+        .args(generate_args)
+        .arg("--out")
+        .arg(&input));
+    let store = dir.join("store");
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let run_date = ingested_run_date(&store);
+    (input, store, run_date)
+}
+
+/// `sgml <args>` whole, then split `n` ways and merged: the partition's file after
+/// each, read back.
+fn whole_then_merged(
+    store: &Path,
+    args: &[&str],
+    partition: &Path,
+    n: u32,
+) -> (DataFrame, DataFrame) {
+    ok(sgml(store).args(args));
+    let whole = read_partition(partition);
+    for k in 1..=n {
+        ok(sgml(store)
+            .args(args)
+            .args(["--partition", &format!("{k}/{n}")]));
+    }
+    ok(sgml(store).args(args).args(["--merge", &n.to_string()]));
+    (whole, read_partition(partition))
+}
+
+/// The version a `sgml train` command's summary line names.
+fn trained_version(out: &str) -> String {
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    summary["version"]
+        .as_str()
+        .expect("a version trained")
+        .to_string()
+}
 
 /// The title embeddings of a date, with every vector as its own row of floats.
 fn embeddings(
@@ -25,19 +73,17 @@ fn embeddings(
 }
 
 /// `sgml embed` split 2, 3 and 7 ways and merged gives the products, languages and
-/// vectors (bit for bit) of one whole run (on generated data with titles in six languages, Chinese
-/// among them). A merge with a part missing is refused and
-/// changes nothing; the missing part then runs alone and the merge succeeds; the parts
-/// are gone after it.
+/// vectors (bit for bit) of one whole run (on generated data with titles in six
+/// languages, Chinese among them). A merge with a part missing is refused and changes
+/// nothing; the missing part then runs alone and the merge succeeds; the parts are gone
+/// after it.
 #[test]
 fn embed_split_and_merged_is_embed_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 400, 21, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&input));
-    let run_date = ingested_run_date(&store);
+    let (_, store, run_date) = ingested(
+        dir.path(),
+        &["--orders", "400", "--seed", "21", "--bad-fraction", "0"],
+    );
     let embed = |extra: &[&str]| {
         let mut cmd = sgml(&store);
         cmd.args(["embed", "--run-date", &run_date]).args(extra);
@@ -118,46 +164,31 @@ fn embed_split_and_merged_is_embed_whole() {
 #[test]
 fn predict_categorize_split_and_merged_is_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 600, 23, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&input));
-    let run_date = ingested_run_date(&store);
-    let out = ok(sgml(&store).args([
+    let (_, store, run_date) = ingested(
+        dir.path(),
+        &["--orders", "600", "--seed", "23", "--bad-fraction", "0"],
+    );
+    let version = trained_version(&ok(sgml(&store).args([
         "train",
         "categorize",
         "--epochs",
         "3",
         "--run-date",
         &run_date,
-    ]));
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let version = summary["version"]
-        .as_str()
-        .expect("a version trained")
-        .to_string();
-    let predict = |extra: &[&str]| {
-        let mut cmd = sgml(&store);
-        cmd.args([
+    ])));
+    let (whole, merged) = whole_then_merged(
+        &store,
+        &[
             "predict",
             "categorize",
             "--version",
             &version,
             "--run-date",
             &run_date,
-        ])
-        .args(extra);
-        cmd
-    };
-    let partition = store.join(format!("predictions/categorize/{version}/dt={run_date}"));
-    ok(&mut predict(&[]));
-    let whole = read_partition(&partition);
-    for k in 1..=3 {
-        ok(&mut predict(&["--partition", &format!("{k}/3")]));
-    }
-    ok(&mut predict(&["--merge", "3"]));
-    let merged = read_partition(&partition);
+        ],
+        &store.join(format!("predictions/categorize/{version}/dt={run_date}")),
+        3,
+    );
     assert_eq!(merged, whole, "split 3 ways and merged");
 }
 
@@ -167,24 +198,19 @@ fn predict_categorize_split_and_merged_is_whole() {
 #[test]
 fn images_split_and_merged_is_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("export");
-    ok(sgml(&dir.path().join("unused-store"))
-        .args([
-            "generate",
+    let (input, store, run_date) = ingested(
+        dir.path(),
+        &[
             "--orders",
             "600",
             "--seed",
             "27",
             "--bad-fraction",
             "0.1",
-        ])
-        .args(["--photos", "0.4", "--out"])
-        .arg(&input));
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&input));
-    let run_date = ingested_run_date(&store);
+            "--photos",
+            "0.4",
+        ],
+    );
     let images = |extra: &[&str]| {
         let mut cmd = sgml(&store);
         cmd.args(["images", "--run-date", &run_date, "--images-dir"])
@@ -227,35 +253,32 @@ fn images_split_and_merged_is_whole() {
 #[test]
 fn predict_pricing_split_and_merged_is_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), 1500, 29, 0.0);
-    let store = dir.path().join("store");
-    ok(sgml(&store)
-        .args(["ingest", "--demo", "--input"])
-        .arg(&input));
-    let run_date = ingested_run_date(&store);
+    let (_, store, run_date) = ingested(
+        dir.path(),
+        &["--orders", "1500", "--seed", "29", "--bad-fraction", "0"],
+    );
     ok(sgml(&store).args(["features", "--run-date", &run_date]));
-    ok(sgml(&store).args(["train", "pricing", "--trees", "30", "--run-date", &run_date]));
-    let version = last_trained(&store);
-    let predict = |extra: &[&str]| {
-        let mut cmd = sgml(&store);
-        cmd.args([
+    let version = trained_version(&ok(sgml(&store).args([
+        "train",
+        "pricing",
+        "--trees",
+        "30",
+        "--run-date",
+        &run_date,
+    ])));
+    let (whole, merged) = whole_then_merged(
+        &store,
+        &[
             "predict",
             "pricing",
             "--version",
             &version,
             "--run-date",
             &run_date,
-        ])
-        .args(extra);
-        cmd
-    };
-    let partition = store.join(format!("predictions/pricing/{version}/dt={run_date}"));
-    ok(&mut predict(&[]));
-    let whole = read_partition(&partition);
+        ],
+        &store.join(format!("predictions/pricing/{version}/dt={run_date}")),
+        3,
+    );
     assert!(whole.height() > 100, "{} rows", whole.height());
-    for k in 1..=3 {
-        ok(&mut predict(&["--partition", &format!("{k}/3")]));
-    }
-    ok(&mut predict(&["--merge", "3"]));
-    assert_eq!(read_partition(&partition), whole, "split 3 ways and merged");
+    assert_eq!(merged, whole, "split 3 ways and merged");
 }

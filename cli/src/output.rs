@@ -54,9 +54,9 @@ pub fn finished(m: &RunManifest, trained: Option<(&str, &Trained, bool)>) {
 }
 
 /// The last line every step command prints: one line of JSON that Airflow keeps as
-/// the task's XCom (BashOperator pushes the last stdout line), so it stays short
-/// whatever the step wrote: counts and totals, never the list of files (that is in
-/// the run manifest, at `runs/<run_id>.json`).
+/// the task's XCom (the DAG's tasks return it; a BashOperator would push the last
+/// stdout line too), so it stays short whatever the step wrote: counts and totals,
+/// never the list of files (that is in the run manifest, `runs/<run_id>/manifest.json`).
 pub fn summary_json(m: &RunManifest, trained: Option<&Trained>) -> serde_json::Value {
     let tables: Vec<&OutputRecord> = m.outputs.iter().filter(|o| !is_bundle_file(o)).collect();
     let model = sgml_pipelines::steps::spec(&m.step).and_then(|s| s.trains);

@@ -73,6 +73,12 @@ pub struct Config {
     /// The image embedder's converted weights, for category-from-photo requests
     /// (loaded at start when an image classifier is served). None: they get 422.
     pub image_model_dir: Option<PathBuf>,
+    /// Where photos named by a relative path or `file://` URI in a request must lie.
+    /// None: such requests get 422 (base64 photos and `s3://` URIs still work).
+    pub images_dir: Option<PathBuf>,
+    /// An S3-compatible endpoint for `s3://` photo URIs (else the standard AWS
+    /// settings).
+    pub s3_endpoint: Option<String>,
 }
 
 impl Config {
@@ -95,6 +101,11 @@ pub enum ServeError {
     NoModels,
     #[error(transparent)]
     Model(#[from] sgml_models::estimator::ModelError),
+    #[error("the images directory {dir}: {source}")]
+    ImagesDir {
+        dir: String,
+        source: sgml_registry::StoreError,
+    },
 }
 
 struct App {
@@ -140,7 +151,19 @@ pub fn serve(store: Box<dyn Store>, auth: Auth, config: Config) -> Result<(), Se
     if serves_an_index {
         titles.preload();
     }
-    let photos = Photos::new(config.image_model_dir.clone());
+    let photos = Photos::new(
+        config.image_model_dir.clone(),
+        config.images_dir.clone(),
+        config.s3_endpoint.clone(),
+    )
+    .map_err(|source| ServeError::ImagesDir {
+        dir: config
+            .images_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        source,
+    })?;
     #[cfg(feature = "images")]
     if config
         .models
@@ -544,6 +567,10 @@ fn predictions(
             rows.iter()
                 .enumerate()
                 .map(|(i, (photo, k))| {
+                    let field = match photo {
+                        rows::Photo::Bytes(_) => "image_base64",
+                        rows::Photo::Uri(_) => "image_uri",
+                    };
                     let features = photos.embed(photo).map_err(|e| match e {
                         PhotoError::Unavailable(why) => {
                             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why)
@@ -551,7 +578,7 @@ fn predictions(
                         PhotoError::Refused(why) => ApiError {
                             status: StatusCode::UNPROCESSABLE_ENTITY,
                             error: why,
-                            field: Some(format!("rows[{i}].image_base64")),
+                            field: Some(format!("rows[{i}].{field}")),
                         },
                     })?;
                     let c = model.classify(&features, *k);

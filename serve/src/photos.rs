@@ -1,7 +1,9 @@
-//! Category-from-photo requests: the server decodes each posted photo under the same
-//! limits `sgml images` applies and embeds it with the backbone the image classifier
-//! was trained on, loaded once. Behind the `images` feature, so a service that embeds
-//! sgml-serve for pricing links no image code; `sgml` turns it on.
+//! Category-from-photo requests: the server reads each photo (posted as base64, or
+//! named by a URI it reads the way `sgml images` does: inside its images directory or
+//! from a bucket, size-bounded), decodes it under the same limits `sgml images`
+//! applies and embeds it with the backbone the image classifier was trained on, loaded
+//! once. Behind the `images` feature, so a service that embeds sgml-serve for pricing
+//! links no image code; `sgml` turns it on.
 
 use std::path::PathBuf;
 #[cfg(feature = "images")]
@@ -9,6 +11,13 @@ use std::sync::{Arc, OnceLock};
 
 #[cfg(feature = "images")]
 use sgml_models::vision::ImageEmbedder;
+#[cfg(feature = "images")]
+use sgml_registry::store::S3Options;
+#[cfg(feature = "images")]
+use sgml_registry::store::photos::PhotoSource;
+
+#[cfg(feature = "images")]
+use crate::rows::Photo;
 
 /// Why a photo could not be embedded.
 #[derive(Debug)]
@@ -24,15 +33,34 @@ pub struct Photos {
     dir: Option<PathBuf>,
     #[cfg(feature = "images")]
     loaded: OnceLock<Result<Arc<ImageEmbedder>, String>>,
+    #[cfg(feature = "images")]
+    source: PhotoSource,
 }
 
 impl Photos {
-    pub fn new(dir: Option<PathBuf>) -> Photos {
-        Photos {
+    /// `dir`: the embedder's weights; `images_dir`: where photo paths in requests must
+    /// lie; `s3_endpoint`: for `s3://` photos. Refuses an images directory that is not
+    /// one.
+    pub fn new(
+        dir: Option<PathBuf>,
+        images_dir: Option<PathBuf>,
+        s3_endpoint: Option<String>,
+    ) -> Result<Photos, sgml_registry::StoreError> {
+        #[cfg(not(feature = "images"))]
+        let _ = (images_dir, s3_endpoint);
+        Ok(Photos {
             dir,
             #[cfg(feature = "images")]
             loaded: OnceLock::new(),
-        }
+            #[cfg(feature = "images")]
+            source: PhotoSource::new(
+                images_dir,
+                S3Options {
+                    endpoint: s3_endpoint,
+                },
+                sgml_models::photo::Limits::default().max_bytes as u64,
+            )?,
+        })
     }
 
     /// Loads the backbone now rather than on the first photo, whose latency would pay
@@ -63,19 +91,31 @@ impl Photos {
             .clone()
     }
 
-    /// The photo's features, from its file bytes.
-    pub fn embed(&self, bytes: &[u8]) -> Result<Vec<f32>, PhotoError> {
-        #[cfg(feature = "images")]
-        {
-            let embedder = self.embedder().map_err(PhotoError::Unavailable)?;
-            let photo =
-                sgml_models::photo::decode(bytes, &sgml_models::photo::Limits::default())
+    /// The photo's features, from its file bytes or from where its URI points.
+    #[cfg(feature = "images")]
+    pub fn embed(&self, photo: &Photo) -> Result<Vec<f32>, PhotoError> {
+        let embedder = self.embedder().map_err(PhotoError::Unavailable)?;
+        let fetched;
+        let bytes = match photo {
+            Photo::Bytes(b) => b.as_slice(),
+            Photo::Uri(uri) => {
+                fetched = self
+                    .source
+                    .fetch(uri)
                     .map_err(|e| PhotoError::Refused(format!("{} ({})", e, e.rule().as_str())))?;
-            Ok(embedder.embed(&photo.rgb))
-        }
-        #[cfg(not(feature = "images"))]
+                fetched.as_slice()
+            }
+        };
+        let photo = sgml_models::photo::decode(bytes, &sgml_models::photo::Limits::default())
+            .map_err(|e| PhotoError::Refused(format!("{} ({})", e, e.rule().as_str())))?;
+        Ok(embedder.embed(&photo.rgb))
+    }
+
+    /// Without the `images` feature, no photo is embedded.
+    #[cfg(not(feature = "images"))]
+    pub fn embed(&self, photo: &[u8]) -> Result<Vec<f32>, PhotoError> {
         {
-            let _ = (bytes, &self.dir);
+            let _ = (photo, &self.dir);
             Err(PhotoError::Unavailable(
                 "this server was built without image support (sgml-serve's `images` feature)"
                     .into(),

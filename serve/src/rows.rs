@@ -115,40 +115,69 @@ pub fn titles(body: &[u8]) -> Result<Vec<(String, usize)>, BadBody> {
         .collect()
 }
 
-/// One row of an image-classifier request: a photo file's bytes, base64-encoded.
+/// One row of an image-classifier request: a photo file's bytes, base64-encoded, or
+/// where the server reads it (`image_uri`: a path in its images directory, or
+/// `s3://bucket/key`) — one of the two.
 #[cfg(feature = "images")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PhotoRow {
-    image_base64: String,
+    #[serde(default)]
+    image_base64: Option<String>,
+    #[serde(default)]
+    image_uri: Option<String>,
     /// How many categories to return (default 3).
     #[serde(default)]
     top: Option<usize>,
 }
 
-/// Parses and checks an image-classifier request: (photo bytes, top k) per row. The
-/// body limit bounds the photos together; `max_photo_bytes` each one.
+/// A request's photo: its bytes, or where to read them.
 #[cfg(feature = "images")]
-pub fn photos(body: &[u8], max_photo_bytes: usize) -> Result<Vec<(Vec<u8>, usize)>, BadBody> {
+#[derive(Debug, PartialEq)]
+pub enum Photo {
+    Bytes(Vec<u8>),
+    Uri(String),
+}
+
+/// Parses and checks an image-classifier request: (photo, top k) per row. The body
+/// limit bounds the photos together; `max_photo_bytes` each one.
+#[cfg(feature = "images")]
+pub fn photos(body: &[u8], max_photo_bytes: usize) -> Result<Vec<(Photo, usize)>, BadBody> {
     use base64::Engine;
     parse::<PhotoRow>(body)?
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
             let bad = |field: &str, why: &str| bad_row(i, field, why);
-            // Base64 is 4 characters per 3 bytes: refuse before decoding a photo too large.
-            if r.image_base64.len() / 4 * 3 > max_photo_bytes + 3 {
-                return Err(bad(
-                    "image_base64",
-                    &format!("the photo is larger than {max_photo_bytes} bytes"),
-                ));
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(r.image_base64.trim())
-                .map_err(|e| bad("image_base64", &brief(&format!("not base64: {e}"))))?;
+            let photo = match (r.image_base64, r.image_uri) {
+                (Some(encoded), None) => {
+                    // Base64 is 4 characters per 3 bytes: refuse before decoding a
+                    // photo too large.
+                    if encoded.len() / 4 * 3 > max_photo_bytes + 3 {
+                        return Err(bad(
+                            "image_base64",
+                            &format!("the photo is larger than {max_photo_bytes} bytes"),
+                        ));
+                    }
+                    Photo::Bytes(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(encoded.trim())
+                            .map_err(|e| {
+                                bad("image_base64", &brief(&format!("not base64: {e}")))
+                            })?,
+                    )
+                }
+                (None, Some(uri)) => Photo::Uri(uri),
+                (Some(_), Some(_)) => {
+                    return Err(bad("image_uri", "give image_base64 or image_uri, not both"));
+                }
+                (None, None) => {
+                    return Err(bad("image_base64", "give image_base64 or image_uri"));
+                }
+            };
             match r.top {
-                None => Ok((bytes, 3)),
-                Some(k @ 1..=100) => Ok((bytes, k)),
+                None => Ok((photo, 3)),
+                Some(k @ 1..=100) => Ok((photo, k)),
                 Some(_) => Err(bad("top", "must be 1..=100")),
             }
         })

@@ -280,7 +280,9 @@ fn image_classifier_trains_predicts_and_serves() {
             "images",
             "--max-body-bytes",
             "4000000",
+            "--images-dir",
         ]);
+        cmd.arg(&input);
         cmd
     });
     let products = strings(&predictions, "product_id");
@@ -315,6 +317,44 @@ fn image_classifier_trains_predicts_and_serves() {
             "served {p}, batch {batch}"
         );
         assert_eq!(first["needs_review"], review.get(row).unwrap());
+
+        // Named by its path in the images directory instead: the same answer.
+        let body = serde_json::json!({"rows": [{"image_uri": uri_of[&products[row]], "top": 2}]});
+        let (status, by_uri) = post(&url, Some(&t), body.to_string().as_bytes());
+        assert_eq!(status, 200, "{by_uri}");
+        assert_eq!(by_uri["predictions"], answer["predictions"]);
+    }
+    // A URI outside the images directory, a web address, a missing file, both fields:
+    // 422 naming the row's field and the rule; nothing outside the directory is read.
+    let outside = dir.path().join("secret.jpg");
+    std::fs::copy(input.join(&uri_of[&products[0]]), &outside).unwrap();
+    for (row, want) in [
+        (
+            serde_json::json!({"image_uri": "../secret.jpg"}),
+            "images.uri",
+        ),
+        (
+            serde_json::json!({"image_uri": format!("file://{}", outside.display())}),
+            "images.uri",
+        ),
+        (
+            serde_json::json!({"image_uri": "https://example.com/p.jpg"}),
+            "images.uri",
+        ),
+        (
+            serde_json::json!({"image_uri": "images/no-such-photo.jpg"}),
+            "images.read",
+        ),
+        (
+            serde_json::json!({"image_uri": "a.jpg", "image_base64": "aGVsbG8="}),
+            "not both",
+        ),
+    ] {
+        let body = serde_json::json!({"rows": [row]});
+        let (status, answer) = post(&url, Some(&t), body.to_string().as_bytes());
+        assert_eq!(status, 422, "{answer}");
+        assert_eq!(answer["field"], "rows[0].image_uri");
+        assert!(answer["error"].as_str().unwrap().contains(want), "{answer}");
     }
     // Not base64, not an image: 422 naming the row's field and the rule.
     for (photo, want) in [("%%%", "not base64"), ("aGVsbG8gd29ybGQ=", "images.decode")] {

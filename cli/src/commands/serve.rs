@@ -61,6 +61,11 @@ pub struct Args {
     /// to 20 MiB each, within --max-body-bytes.
     #[arg(long, env = "SGML_IMAGE_MODEL_DIR", value_name = "DIR")]
     image_model_dir: Option<PathBuf>,
+    /// Where photos named in requests by a relative path or file:// URI
+    /// (`{"image_uri": "images/P1.jpg"}`) must lie; a path outside it is refused
+    /// (422). s3://bucket/key URIs are read with the store's S3 settings.
+    #[arg(long, env = "SGML_IMAGES_DIR", value_name = "DIR")]
+    images_dir: Option<PathBuf>,
 }
 
 pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
@@ -97,6 +102,8 @@ pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
         body_timeout: std::time::Duration::from_secs(a.body_timeout_secs),
         embedder_dir,
         image_model_dir,
+        images_dir: a.images_dir.clone(),
+        s3_endpoint: g.s3_endpoint.clone(),
     };
     sgml_serve::serve(g.open_store()?, auth, config)?;
     Ok(())

@@ -7,7 +7,6 @@ mod files;
 #[cfg(test)]
 mod fuzz;
 mod parquet;
-pub mod photos;
 mod postgres;
 mod text;
 

@@ -26,8 +26,8 @@ use crate::io;
 use crate::partition::{self, Split};
 use crate::run::{RunContext, Step, StepSpec};
 use crate::sources::InputRecord;
-use crate::sources::photos::PhotoSource;
 use crate::store::S3Options;
+use crate::store::photos::PhotoSource;
 
 pub const TABLE: &str = "images";
 /// Where the photos' embeddings go (`features/image_embeddings/`).

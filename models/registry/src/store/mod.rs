@@ -5,6 +5,9 @@
 //! by prefix, delete, move. Keys are `/`-separated paths relative to the store root.
 
 mod local;
+/// Untrusted photo URIs read from the images directory or a bucket.
+#[cfg(feature = "photos")]
+pub mod photos;
 #[cfg(feature = "s3")]
 mod s3;
 

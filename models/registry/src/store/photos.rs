@@ -1,9 +1,13 @@
 //! Where a listing's photo is read from. A product's `image_uri` is written by a
-//! seller's export, so it is untrusted: it may name a path in the images directory
-//! (relative, or `file://` inside it) or an object in a bucket (`s3://bucket/key`,
-//! read through the same client and settings as an S3 store), and nothing else — no
-//! path outside the images directory, no web address fetched. Every read is bounded
-//! by size before the bytes arrive.
+//! seller's export (or sent to the server by a client), so it is untrusted: it may
+//! name a path in the images directory (relative, or `file://` inside it) or an
+//! object in a bucket (`s3://bucket/key`, read through the same client and settings
+//! as an S3 store), and nothing else — no path outside the images directory, no web
+//! address fetched. Every read is bounded by size before the bytes arrive.
+//!
+//! Here, beside the stores it reads through, so that `sgml images` (sgml-pipelines)
+//! and `sgml serve` (sgml-serve, which links no pipeline code) read photos the same
+//! way.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -11,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use sgml_models::photo::PhotoRule;
 
-use crate::store::{Bounded, LocalStore, S3Options, S3Store, Store, StoreError};
+use super::{Bounded, LocalStore, S3Options, S3Store, Store, StoreError};
 
 /// A photo's location once checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,7 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The quarantine rule a photo that could not be read goes under.
     pub fn rule(&self) -> PhotoRule {
         match self {
             FetchError::Uri(_) => PhotoRule::Uri,

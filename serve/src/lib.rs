@@ -520,6 +520,9 @@ fn predictions(
     bytes: &[u8],
     photos: &Photos,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
+    // Only image classifiers read photos.
+    #[cfg(not(feature = "images"))]
+    let _ = photos;
     let refused = |b: rows::BadBody| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         error: b.why,

@@ -186,6 +186,48 @@ pub fn read_feature_part(
     Ok(Some(io::from_parquet(bytes)?))
 }
 
+/// Ranked answers (the title categorizer's, the image classifier's) as columns: each
+/// row's top `k` categories and probabilities as `category, probability, category_2,
+/// probability_2, …`. With fewer categories than `k`, the missing ranks repeat the
+/// last one with probability 0.
+pub(crate) struct TopColumns {
+    cats: Vec<Vec<String>>,
+    probs: Vec<Vec<f32>>,
+}
+
+impl TopColumns {
+    pub fn new(k: usize, rows: usize) -> TopColumns {
+        TopColumns {
+            cats: (0..k).map(|_| Vec::with_capacity(rows)).collect(),
+            probs: (0..k).map(|_| Vec::with_capacity(rows)).collect(),
+        }
+    }
+
+    /// One row's answer, best first (at least one category).
+    pub fn push(&mut self, top: &[(String, f32)]) {
+        let last = &top[top.len() - 1].0;
+        for (k, (cats, probs)) in self.cats.iter_mut().zip(&mut self.probs).enumerate() {
+            let (name, p) = top.get(k).cloned().unwrap_or_else(|| (last.clone(), 0.0));
+            cats.push(name);
+            probs.push(p);
+        }
+    }
+
+    pub fn into_columns(self) -> Vec<Column> {
+        let mut columns = Vec::with_capacity(2 * self.cats.len());
+        for (k, (cats, probs)) in self.cats.into_iter().zip(self.probs).enumerate() {
+            let suffix = if k == 0 {
+                String::new()
+            } else {
+                format!("_{}", k + 1)
+            };
+            columns.push(Column::new(format!("category{suffix}").into(), cats));
+            columns.push(Column::new(format!("probability{suffix}").into(), probs));
+        }
+        columns
+    }
+}
+
 fn build_embed(s: &Settings) -> anyhow::Result<Box<dyn Step>> {
     Ok(Box::new(embed::Embed {
         model_dir: s.model_dir.clone(),
@@ -261,4 +303,33 @@ pub(crate) fn texts(df: &DataFrame, column: &str) -> PolarsResult<Vec<Option<Str
         .iter()
         .map(|v| v.map(str::to_string))
         .collect())
+}
+
+#[cfg(test)]
+mod top_columns_tests {
+    use super::*;
+
+    #[test]
+    fn fewer_answers_than_ranks_repeat_the_last_with_probability_zero() {
+        let mut top = TopColumns::new(3, 2);
+        top.push(&[("a".into(), 0.7), ("b".into(), 0.2), ("c".into(), 0.1)]);
+        top.push(&[("x".into(), 0.9), ("y".into(), 0.1)]);
+        let columns = top.into_columns();
+        let names: Vec<&str> = columns.iter().map(|c| c.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "category",
+                "probability",
+                "category_2",
+                "probability_2",
+                "category_3",
+                "probability_3"
+            ]
+        );
+        let third: Vec<Option<&str>> = columns[4].str().unwrap().iter().collect();
+        assert_eq!(third, [Some("c"), Some("y")]);
+        let p3: Vec<Option<f32>> = columns[5].f32().unwrap().iter().collect();
+        assert_eq!(p3, [Some(0.1), Some(0.0)]);
+    }
 }

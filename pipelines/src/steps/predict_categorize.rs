@@ -66,22 +66,11 @@ impl Step for PredictCategorize {
         let listed = super::texts(&products, "category")?;
         ctx.progress(format!("categorizing {} titles", ids.len()));
         let n = ids.len();
-        let mut cats: Vec<Vec<String>> = (0..TOP).map(|_| Vec::with_capacity(n)).collect();
-        let mut probs: Vec<Vec<f32>> = (0..TOP).map(|_| Vec::with_capacity(n)).collect();
+        let mut top = super::TopColumns::new(TOP, n);
         let (mut review, mut disagrees) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (title, listed) in titles.iter().zip(&listed) {
             let c = categorizer.categorize(title.as_deref().unwrap_or(""), TOP);
-            for k in 0..TOP {
-                // Fewer categories than TOP: the missing ranks repeat the last one
-                // with probability 0.
-                let (name, p) = c
-                    .top
-                    .get(k)
-                    .cloned()
-                    .unwrap_or_else(|| (c.top[c.top.len() - 1].0.clone(), 0.0));
-                cats[k].push(name);
-                probs[k].push(p);
-            }
+            top.push(&c.top);
             disagrees.push(!c.needs_review && listed.as_deref().is_some_and(|l| *l != c.top[0].0));
             review.push(c.needs_review);
         }
@@ -91,21 +80,7 @@ impl Step for PredictCategorize {
             Column::new("product_id".into(), ids),
             Column::new("listed_category".into(), listed),
         ];
-        for k in 0..TOP {
-            let suffix = if k == 0 {
-                String::new()
-            } else {
-                format!("_{}", k + 1)
-            };
-            columns.push(Column::new(
-                format!("category{suffix}").into(),
-                std::mem::take(&mut cats[k]),
-            ));
-            columns.push(Column::new(
-                format!("probability{suffix}").into(),
-                std::mem::take(&mut probs[k]),
-            ));
-        }
+        columns.extend(top.into_columns());
         columns.push(Column::new("needs_review".into(), review));
         columns.push(Column::new("disagrees".into(), disagrees));
         columns.push(Column::new(

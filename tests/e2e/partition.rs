@@ -157,6 +157,27 @@ fn embed_split_and_merged_is_embed_whole() {
     // A bad partition is a usage error.
     fails(&mut embed(&["--partition", "4/3"]), 2);
     fails(&mut embed(&["--partition", "1/2", "--merge", "2"]), 2);
+
+    // The raw products change between the parts (a re-ingest of another export for
+    // the same date): the merge refuses to mix them and leaves the partition alone.
+    ok(&mut embed(&["--partition", "1/2"]));
+    let other = generate(dir.path(), 300, 22, 0.0);
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--run-date", &run_date, "--input"])
+        .arg(&other));
+    ok(&mut embed(&["--partition", "2/2"]));
+    let before = snapshot(&store.join("features"));
+    let err = fails(&mut embed(&["--merge", "2"]), 1);
+    assert!(err.contains("other inputs than part 1"), "{err}");
+    assert!(
+        err.contains("raw/products"),
+        "names the input that differs: {err}"
+    );
+    assert_eq!(
+        snapshot(&store.join("features")),
+        before,
+        "a refused merge changes nothing"
+    );
 }
 
 /// `sgml predict categorize` split 3 ways and merged writes the file one run writes:

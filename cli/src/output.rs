@@ -78,6 +78,7 @@ pub fn summary_json(m: &RunManifest, trained: Option<&Trained>) -> serde_json::V
         "gate": gate,
         "manifest": sgml_pipelines::run::manifest_key(&m.run_id),
         "skipped": m.skipped,
+        "peak_rss_mib": m.peak_rss_mib,
     })
 }
 

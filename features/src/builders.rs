@@ -385,26 +385,72 @@ pub fn markets(lines: LazyFrame) -> LazyFrame {
         )
 }
 
-/// The tables aggregated from order lines (all of [`TABLES`] but `order_lines`), each
-/// sorted by its key so the same inputs always give the same bytes.
+/// The tables aggregated from order lines (all of [`TABLES`] but `order_lines`).
+/// A table's row for a key depends only on the lines with that key, so a table can
+/// be built for any subset of its keys at a time: the features step's reduce builds
+/// one bucket of keys per worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Products,
+    Sellers,
+    Customers,
+    Markets,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 4] = [
+        Aggregate::Products,
+        Aggregate::Sellers,
+        Aggregate::Customers,
+        Aggregate::Markets,
+    ];
+
+    /// The table's name (as in [`TABLES`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Products => "products",
+            Aggregate::Sellers => "sellers",
+            Aggregate::Customers => "customers",
+            Aggregate::Markets => "markets",
+        }
+    }
+
+    /// The order-line column the table groups by (and is sorted by).
+    pub fn key(self) -> &'static str {
+        match self {
+            Aggregate::Products => "product_id",
+            Aggregate::Sellers => "seller_id",
+            Aggregate::Customers => "customer_key",
+            Aggregate::Markets => "buyer_country",
+        }
+    }
+
+    /// The table over `lines` (and the `products` table, for products), sorted by its
+    /// key so the same inputs always give the same bytes.
+    pub fn plan(self, lines: LazyFrame, products_table: LazyFrame, run_date: NaiveDate) -> LazyFrame {
+        let table = match self {
+            Aggregate::Products => products(lines, products_table),
+            Aggregate::Sellers => sellers(lines),
+            Aggregate::Customers => customers(lines, run_date),
+            Aggregate::Markets => markets(lines),
+        };
+        table.sort([self.key()], SortMultipleOptions::default())
+    }
+}
+
+/// Every [`Aggregate`] over the same lines, with its name.
 pub fn aggregates(
     lines: LazyFrame,
     products_table: LazyFrame,
     run_date: NaiveDate,
 ) -> Vec<(&'static str, LazyFrame)> {
-    let by = |lf: LazyFrame, key: &str| lf.sort([key], SortMultipleOptions::default());
-    vec![
-        (
-            "products",
-            by(products(lines.clone(), products_table), "product_id"),
-        ),
-        ("sellers", by(sellers(lines.clone()), "seller_id")),
-        (
-            "customers",
-            by(customers(lines.clone(), run_date), "customer_key"),
-        ),
-        ("markets", by(markets(lines), "buyer_country")),
-    ]
+    Aggregate::ALL
+        .iter()
+        .map(|a| {
+            let plan = a.plan(lines.clone(), products_table.clone(), run_date);
+            (a.name(), plan)
+        })
+        .collect()
 }
 
 /// Every feature table, named as in [`TABLES`], as lazy plans sharing `order_lines`

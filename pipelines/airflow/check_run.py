@@ -68,23 +68,29 @@ def check(store: Path, run_date: str, steps: list[dict], log: str | None, parts:
     for step in steps:
         name = step["name"]
         mine = [m for m in runs if m["step"] == name]
-        split = step["splits"] and parts > 1
-        want = parts + 1 if split else 1  # the parts and their merge
+        fanout = step["fanout"] if parts > 1 else "one"
+        every = [f"{k}/{parts}" for k in range(1, parts + 1)]
+        stages = {"one": [], "parts": ["partition"], "map_reduce": ["partition", "reduce"]}[fanout]
+        expected = sorted(
+            [str({"merge": parts})] + [str({stage: k}) for stage in stages for k in every]
+        ) if stages else None
+        want = len(expected) if expected else 1  # the parts and their merge
         if len(mine) != want:
             problems.append(f"{name}: {len(mine)} runs, want {want}")
             continue
-        if split:
+        if expected:
             splits = sorted(str((m["parameters"].get("split") or {})) for m in mine)
-            expected = sorted(
-                [str({"merge": parts})] + [str({"partition": f"{k}/{parts}"}) for k in range(1, parts + 1)]
-            )
             if splits != expected:
                 problems.append(f"{name}: runs {splits}, want {expected}")
                 continue
-            merges = [m for m in mine if "merge" in (m["parameters"].get("split") or {})]
-            # The merge starts after every part has finished.
-            if any(at(p["finished_at"]) > at(merges[0]["started_at"]) for p in mine if p is not merges[0]):
-                problems.append(f"{name}: merged before every part had finished")
+            # Each stage starts after every run of the stage before it has finished.
+            order = [*stages, "merge"]
+            stage_of = lambda m: next(iter(m["parameters"]["split"]))  # noqa: E731
+            for before, after in zip(order, order[1:]):
+                done = [m for m in mine if stage_of(m) == before]
+                started = [m for m in mine if stage_of(m) == after]
+                if any(at(d["finished_at"]) > at(s["started_at"]) for d in done for s in started):
+                    problems.append(f"{name}: a {after} started before every {before} had finished")
         by_step[name] = next(
             (m for m in mine if "merge" in (m["parameters"].get("split") or {})), mine[0]
         )

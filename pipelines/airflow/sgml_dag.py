@@ -35,9 +35,11 @@ one slot per worker machine that can hold a training run.
 Schedule: SGML_DAG_SCHEDULE (default @daily; "none": only when triggered).
 
 Scale-out: with SGML_DAG_PARTS=n in the scheduler's and workers' environment, each step
-that splits (`sgml <step> --partition k/n`) becomes n mapped tasks, one per part, and a
-merge task (`--merge n`) that commits the run date's partition once every part has
-succeeded. A failed part retries alone; the merge refuses while a part is missing.
+that fans out ("fanout": "parts") becomes n mapped tasks, one per part (`sgml <step>
+--partition k/n`), and a merge task (`--merge n`) that commits the run date's partition
+once every part has succeeded. `features` ("map_reduce") becomes n map tasks
+(`--partition k/n`), then n reduce tasks (`--reduce k/n`, one bucket of keys each), then
+the merge. A failed part retries alone; the merge refuses while a part is missing.
 
 Exit codes of sgml: 0 done (also when a step's inputs could not support it: its summary
 says "skipped"), 1 failed (the reason is the last line of its stderr, repeated in the
@@ -67,8 +69,8 @@ DAG_ID = "sgml"
 HEAVY_POOL = "sgml_heavy"
 STEPS_JSON = Path(os.environ.get("SGML_STEPS_JSON", Path(__file__).with_name("sgml_steps.json")))
 
-# How many parts the steps that split ("splits": true in sgml_steps.json) fan out
-# into, each a mapped task on its own worker slot, then merged. Fixed when the DAG is
+# How many parts the steps that fan out ("fanout": "parts" or "map_reduce" in
+# sgml_steps.json) split into, each a mapped task on its own worker slot, then merged. Fixed when the DAG is
 # parsed (the DAG's shape), so it is an environment variable of the scheduler and
 # workers, not a Variable.
 PARTS = int(os.environ.get("SGML_DAG_PARTS", "1"))
@@ -147,10 +149,13 @@ def run_sgml(command: list[str], run_date: str) -> dict:
 
 
 @task
-def run_step(command: list[str], partition: str | None = None, ds: str | None = None) -> dict:
-    """One step (or one part of it: "k/n") for the run's logical date (`ds`)."""
+def run_step(
+    command: list[str], partition: str | None = None, stage: str = "--partition", ds: str | None = None
+) -> dict:
+    """One step, or one part of it ("k/n": a part with `--partition`, a bucket of keys
+    with `--reduce`), for the run's logical date (`ds`)."""
     if partition is not None:
-        command = [*command, "--partition", partition]
+        command = [*command, stage, partition]
     return run_sgml(command, ds)
 
 
@@ -185,17 +190,27 @@ def build_dag(steps: list[dict], parts: int = PARTS) -> DAG:
             options = {"task_id": name, "doc_md": step["about"]}
             if step["heavy"]:
                 options["pool"] = HEAVY_POOL
-            if parts > 1 and step["splits"]:
+            fanout = step["fanout"] if parts > 1 else "one"
+            every_part = [f"{k}/{parts}" for k in range(1, parts + 1)]
+            if fanout in ("parts", "map_reduce"):
                 # One mapped task per part, then the merge, which commits the partition
                 # only when every part has succeeded; a failed part retries alone.
-                fan_out = run_step.override(**{**options, "task_id": f"{name}-part"})
-                mapped = fan_out.partial(command=command).expand(
-                    partition=[f"{k}/{parts}" for k in range(1, parts + 1)]
-                )
+                suffix = "map" if fanout == "map_reduce" else "part"
+                fan_out = run_step.override(**{**options, "task_id": f"{name}-{suffix}"})
+                mapped = fan_out.partial(command=command).expand(partition=every_part)
                 merge = run_step.override(**{**options, "pool": "default_pool"})(
                     [*command, "--merge", str(parts)]
                 )
-                mapped >> merge
+                if fanout == "map_reduce":
+                    # Every reduce reads every map part: the reduces start when all
+                    # maps have succeeded.
+                    reduce = run_step.override(**{**options, "task_id": f"{name}-reduce"})
+                    reduced = reduce.partial(command=command, stage="--reduce").expand(
+                        partition=every_part
+                    )
+                    mapped >> reduced >> merge
+                else:
+                    mapped >> merge
                 first[name], last[name] = mapped, merge
             else:
                 first[name] = last[name] = run_step.override(**options)(command)

@@ -37,17 +37,31 @@ def check_shape() -> None:
         task = whole.get_task(s["name"])
         assert {u for u in task.upstream_task_ids} == set(s["after"]), (s["name"], task.upstream_task_ids)
         assert (task.pool == "sgml_heavy") == s["heavy"], (s["name"], task.pool)
-    split = [s["name"] for s in steps if s["splits"]]
-    assert split, "some step splits"
+    split = [s["name"] for s in steps if s["fanout"] == "parts"]
+    map_reduce = [s["name"] for s in steps if s["fanout"] == "map_reduce"]
+    assert split and map_reduce == ["features"], (split, map_reduce)
     fanned = load(3).dag
-    for name in split:
-        parts, merge = fanned.get_task(f"{name}-part"), fanned.get_task(name)
-        assert parts.task_id in merge.upstream_task_ids
+    for name in split + map_reduce:
+        first = f"{name}-part" if name in split else f"{name}-map"
+        parts, merge = fanned.get_task(first), fanned.get_task(name)
         assert merge.op_args[0][-2:] == ["--merge", "3"], merge.op_args
-        # The part tasks are mapped over the three partitions.
+        # The part (map) tasks are mapped over the three partitions.
         mapped = parts.op_kwargs_expand_input.value
         assert mapped["partition"] == ["1/3", "2/3", "3/3"], mapped
-    print(f"test_dag: shape ok ({len(steps)} steps, {len(split)} split)")
+        if name in split:
+            assert parts.task_id in merge.upstream_task_ids
+            continue
+        # map → reduce → merge: the reduces are mapped over the three buckets.
+        reduce = fanned.get_task(f"{name}-reduce")
+        assert parts.task_id in reduce.upstream_task_ids, reduce.upstream_task_ids
+        assert reduce.task_id in merge.upstream_task_ids, merge.upstream_task_ids
+        assert reduce.partial_kwargs["op_kwargs"]["stage"] == "--reduce", reduce.partial_kwargs
+        assert reduce.op_kwargs_expand_input.value["partition"] == ["1/3", "2/3", "3/3"]
+        # Downstream steps wait for the merge.
+        for s in steps:
+            if name in s["after"]:
+                assert merge.task_id in fanned.get_task(s["name"]).upstream_task_ids
+    print(f"test_dag: shape ok ({len(steps)} steps, {len(split)} split, {len(map_reduce)} map/reduce)")
 
 
 def check_failures(sgml: str, store: str) -> None:

@@ -27,6 +27,18 @@ pub fn to_parquet(df: &mut DataFrame) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes a frame to a local Parquet file (a step's scratch output, staged with
+/// `RunContext::stage_file`).
+pub fn write_parquet_file(df: &mut DataFrame, path: &std::path::Path) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    ParquetWriter::new(std::io::BufWriter::new(file))
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 /// Runs a plan with the streaming engine straight into a Parquet file, so a table
 /// larger than memory never materialises.
 pub fn sink_parquet(lf: LazyFrame, path: &std::path::Path) -> anyhow::Result<()> {
@@ -188,6 +200,51 @@ fn local_record(store: &dyn Store, key: &str) -> anyhow::Result<InputRecord> {
     })
 }
 
+/// A stored Parquet object as a local file, verified, with its lineage record: the
+/// store's own file when the store is local, else a copy in `scratch` (so a large
+/// object is scanned from disk rather than held in memory).
+pub fn local_copy(
+    store: &dyn Store,
+    key: &str,
+    scratch: &std::path::Path,
+) -> anyhow::Result<(PathBuf, InputRecord)> {
+    if let Some(path) = store.local_path(key) {
+        return Ok((path, local_record(store, key)?));
+    }
+    let uri = store.uri(key);
+    let (bytes, sha256) = get_verified(store, key)?.with_context(|| format!("{uri}: missing"))?;
+    let path = scratch.join(crate::store::sha256_hex(key.as_bytes()) + ".parquet");
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    drop(bytes);
+    Ok((path.clone(), InputRecord {
+        uri,
+        sha256,
+        rows: parquet_rows(&path)?,
+    }))
+}
+
+/// Local Parquet files, in order, as one lazy frame (one multi-file scan, which
+/// streams; a concat of scans would be buffered by the streaming engine).
+pub fn scan_files(paths: Vec<PathBuf>) -> anyhow::Result<LazyFrame> {
+    let paths = paths
+        .into_iter()
+        .map(PlRefPath::try_from_pathbuf)
+        .collect::<PolarsResult<Vec<_>>>()?;
+    // The store's keys look like Hive partitions (`dt=…/of=…/`): left to itself, a scan
+    // of files in one such directory grows `dt` and `of` columns the tables do not have.
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Ok(LazyFrame::scan_parquet_sources(
+        ScanSources::Paths(paths.into_iter().collect()),
+        args,
+    )?)
+}
+
 /// One stored Parquet object as a lazy frame: scanned in place when the store is
 /// local, loaded otherwise. Returns the lineage record with it.
 pub fn scan(store: &dyn Store, key: &str) -> anyhow::Result<(LazyFrame, InputRecord)> {
@@ -227,14 +284,7 @@ pub fn read_table(
             for (_, k) in &parts {
                 lineage.push(local_record(store, k)?);
             }
-            let paths = paths
-                .into_iter()
-                .map(PlRefPath::try_from_pathbuf)
-                .collect::<PolarsResult<Vec<_>>>()?;
-            LazyFrame::scan_parquet_sources(
-                ScanSources::Paths(paths.into_iter().collect()),
-                ScanArgsParquet::default(),
-            )?
+            scan_files(paths)?
         }
         _ => {
             let mut frames = Vec::new();

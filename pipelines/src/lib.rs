@@ -8,6 +8,7 @@ pub mod bundles;
 pub mod io;
 pub mod keys;
 pub mod mapping;
+pub mod memory;
 pub mod partition;
 pub mod plan;
 pub mod run;

@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::io;
 use crate::run::RunContext;
-use crate::sources::InputRecord;
 
 /// The most parts one step may be split into: more would only make tiny files.
 pub const MAX_PARTS: u32 = 1024;
@@ -71,15 +70,33 @@ impl Partition {
         bucket(key, self.count) == self.index - 1
     }
 
-    /// Keeps the rows of `df` whose `key` column this part owns (rows without a key
-    /// go to part 1, so none is lost).
+    /// Whether the row with this key, or without one, is this part's: rows without
+    /// a key go to part 1, so none is lost.
+    fn owns_row(&self, key: Option<&str>) -> bool {
+        key.map_or(self.index == 1, |k| self.owns(k))
+    }
+
+    fn mask(&self, keys: &StringChunked) -> BooleanChunked {
+        keys.iter().map(|k| Some(self.owns_row(k))).collect()
+    }
+
+    /// Keeps the rows of `df` whose `key` column this part owns.
     pub fn filter(&self, df: &DataFrame, key: &str) -> anyhow::Result<DataFrame> {
-        let keys = df.column(key)?.str()?;
-        let mask: BooleanChunked = keys
-            .iter()
-            .map(|k| Some(k.map_or(self.index == 1, |k| self.owns(k))))
-            .collect();
-        Ok(df.filter(&mask)?)
+        Ok(df.filter(&self.mask(df.column(key)?.str()?))?)
+    }
+
+    /// The same choice as [`Partition::filter`] as an expression on the string
+    /// column `key`, for lazy plans: element-wise, so it streams and is pushed down
+    /// to the scan.
+    pub fn owns_expr(&self, key: &str) -> Expr {
+        let p = *self;
+        col(key).map(
+            move |c| {
+                let mask = p.mask(c.str()?).with_name(c.name().clone());
+                Ok(mask.into_column())
+            },
+            |_, field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
+        )
     }
 }
 
@@ -189,6 +206,28 @@ fn write_part(
 ) -> anyhow::Result<()> {
     let bytes = io::to_parquet(df)?;
     ctx.stage(&part_key(target, p), &bytes, df.height())?;
+    stage_part_inputs(ctx, target, p, df.height())
+}
+
+/// [`write_part`] for a part a plan was sunk into (a file in the run's scratch
+/// directory), so it never has to fit in memory.
+pub fn write_part_file(
+    ctx: &mut RunContext,
+    target: &str,
+    p: Partition,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let rows = io::parquet_rows(file)?;
+    ctx.stage_file(&part_key(target, p), file, rows)?;
+    stage_part_inputs(ctx, target, p, rows)
+}
+
+fn stage_part_inputs(
+    ctx: &mut RunContext,
+    target: &str,
+    p: Partition,
+    rows: usize,
+) -> anyhow::Result<()> {
     let inputs = PartInputs {
         run_id: ctx.run_id.clone(),
         inputs: ctx
@@ -203,24 +242,26 @@ fn write_part(
         0,
     )?;
     // Re-running a part replaces it whole.
-    ctx.note(format!(
-        "part {p} of {target}: {} rows (then merge with --merge {})",
-        df.height(),
-        p.count
-    ));
+    ctx.note(format!("part {p} of {target}: {rows} rows"));
     Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     #[error(
-        "part(s) {missing:?} of {count} missing under {prefix}: run them (--partition k/{count}) before the merge"
+        "part(s) {missing:?} of {count} missing under {prefix}: run them ({made_by} k/{count}) first"
     )]
     Missing {
         count: u32,
         missing: Vec<u32>,
         prefix: String,
+        /// The option that writes such a part (`--partition`, `--reduce`).
+        made_by: &'static str,
     },
+    #[error(
+        "{uri} changed after the parts under {prefix} were computed from it: run every part again"
+    )]
+    Stale { prefix: String, uri: String },
     #[error(
         "part {index} of {count} under {prefix} was computed from other inputs than part 1 ({uri} differs): the data or the model changed between the parts; run every part again"
     )]
@@ -241,16 +282,84 @@ fn read_parts(
     count: u32,
     key: &str,
 ) -> anyhow::Result<DataFrame> {
+    let parts = part_files(ctx, target, count, Consume::OnCommit, "--partition")?;
+    Ok(io::scan_files(parts.files)?
+        .sort(
+            [key],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()?)
+}
+
+/// Whether a run that reads parts removes them when it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consume {
+    /// The merge: the parts become the partition.
+    OnCommit,
+    /// A reduce: other reduce parts read them too; the merge removes them.
+    Keep,
+}
+
+/// Parts read by a run: their local files, in part order, and what they were
+/// computed from.
+pub struct Parts {
+    pub files: Vec<std::path::PathBuf>,
+    prefix: String,
+    inputs: PartInputs,
+}
+
+impl Parts {
+    /// Refuses an input of this run (recorded from `from` on) that the parts were not
+    /// computed from: a raw table re-ingested between the parts and this run.
+    pub fn check_current(&self, ctx: &RunContext, from: usize) -> Result<(), MergeError> {
+        let read: std::collections::HashSet<&str> = self
+            .inputs
+            .inputs
+            .iter()
+            .map(|(_, sha)| sha.as_str())
+            .collect();
+        match ctx.inputs()[from..]
+            .iter()
+            .find(|r| !read.contains(r.sha256.as_str()))
+        {
+            Some(r) => Err(MergeError::Stale {
+                prefix: self.prefix.clone(),
+                uri: r.uri.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `count` parts of `target` (written with the option `made_by`), each verified
+/// against its checksum and recorded as an input. Refused while a part is missing
+/// or when the parts were computed from different inputs. Parts in a local store are
+/// scanned in place; remote ones are copied to the run's scratch directory one at a
+/// time, so no more than one part's bytes are ever in memory.
+pub fn part_files(
+    ctx: &mut RunContext,
+    target: &str,
+    count: u32,
+    consume: Consume,
+    made_by: &'static str,
+) -> anyhow::Result<Parts> {
     let prefix = ctx.store.uri(&parts_prefix(target, count));
-    let mut frames = Vec::with_capacity(count as usize);
     let mut missing = Vec::new();
     let mut first: Option<PartInputs> = None;
+    let mut keys = Vec::with_capacity(count as usize);
+    let listed: std::collections::HashSet<String> = ctx
+        .store
+        .list(&parts_prefix(target, count))?
+        .into_iter()
+        .collect();
     for index in 1..=count {
         let p = Partition::new(index, count)?;
         let (part, inputs) = (part_key(target, p), inputs_key(target, p));
-        let (Some((bytes, sha256)), Some(recorded)) =
-            (io::get_verified(ctx.store, &part)?, ctx.store.get(&inputs)?)
-        else {
+        let recorded = match listed.contains(&part) {
+            true => ctx.store.get(&inputs)?,
+            false => None,
+        };
+        let Some(recorded) = recorded else {
             missing.push(index);
             continue;
         };
@@ -270,32 +379,34 @@ fn read_parts(
                 }
             }
         }
-        let df = io::from_parquet(bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("reading {}", ctx.store.uri(&part)))?;
-        ctx.input(InputRecord {
-            uri: ctx.store.uri(&part),
-            sha256,
-            rows: df.height(),
-        });
-        ctx.delete_on_commit(&part);
-        ctx.delete_on_commit(&inputs);
-        frames.push(df.lazy());
+        keys.push((part, inputs));
     }
     if !missing.is_empty() {
         return Err(MergeError::Missing {
             count,
             missing,
             prefix,
+            made_by,
         }
         .into());
     }
-    Ok(concat(frames, UnionArgs::default())?
-        .sort(
-            [key],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .collect()?)
+    let inputs = first.expect("count ≥ 1 and none missing");
+    let scratch = ctx.scratch_dir()?;
+    let mut paths = Vec::with_capacity(keys.len());
+    for (part, inputs) in keys {
+        let (path, record) = io::local_copy(ctx.store, &part, &scratch)?;
+        ctx.input(record);
+        if consume == Consume::OnCommit {
+            ctx.delete_on_commit(&part);
+            ctx.delete_on_commit(&inputs);
+        }
+        paths.push(path);
+    }
+    Ok(Parts {
+        files: paths,
+        prefix,
+        inputs,
+    })
 }
 
 /// An input of part `b` whose bytes part `a` did not read. Compared by checksum

@@ -349,7 +349,7 @@ mod tests {
                 trains: None,
                 command: &[],
                 heavy: false,
-                splits: false,
+                fanout: crate::run::Fanout::One,
             },
             build: |_| unreachable!("replaced below"),
         }

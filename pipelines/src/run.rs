@@ -83,6 +83,10 @@ pub struct RunManifest {
     pub outputs: Vec<OutputRecord>,
     pub counts: BTreeMap<String, Counts>,
     pub notes: Vec<String>,
+    /// The process's peak resident memory during the run, in MiB (crate::memory;
+    /// Linux only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<u64>,
 }
 
 /// What a step declares it reads and writes, so the step graph is data: the plan
@@ -108,9 +112,21 @@ pub struct StepSpec {
     /// Runs a neural network or trains a model (minutes of every core, gigabytes of
     /// memory): the DAG runs such steps in one pool so they do not pile up on a worker.
     pub heavy: bool,
-    /// Takes `--partition k/n` and `--merge n` ([`crate::partition`]): the DAG can fan
-    /// it out over workers.
-    pub splits: bool,
+    /// Whether and how the DAG can fan the step out over workers.
+    pub fanout: Fanout,
+}
+
+/// How a step's work splits over workers ([`crate::partition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fanout {
+    /// One run does all of it (a training run; a query of one index).
+    One,
+    /// `--partition k/n` for each part, then `--merge n`.
+    Parts,
+    /// `--partition k/n` (map) for each part, `--reduce k/n` for each bucket of keys,
+    /// then `--merge n`.
+    MapReduce,
 }
 
 /// Where a run's manifest is stored.
@@ -317,11 +333,19 @@ impl<'a> RunContext<'a> {
         // the step wrote before any becomes visible: a truncated or corrupted upload
         // fails the run here, and readers never see it.
         for (key, staging, sha256) in &self.staged {
-            let stored = self
-                .store
-                .get(staging)?
-                .with_context(|| format!("staged output for {key} vanished"))?;
-            let found = crate::store::sha256_hex(&stored.bytes);
+            // A local file is hashed as it is read: a large table never has to fit
+            // in memory to be verified.
+            let found = match self.store.local_path(staging) {
+                Some(path) => crate::store::sha256_file(&path)
+                    .with_context(|| format!("staged output for {key} vanished"))?,
+                None => {
+                    let stored = self
+                        .store
+                        .get(staging)?
+                        .with_context(|| format!("staged output for {key} vanished"))?;
+                    crate::store::sha256_hex(&stored.bytes)
+                }
+            };
             if &found != sha256 {
                 bail!(
                     "staged output for {} does not verify (sha256 {found}, wrote {sha256}); nothing was published",
@@ -450,6 +474,7 @@ pub fn execute(
     let spec = step.spec();
     let run_id = new_run_id(spec.name);
     let started = Utc::now();
+    crate::memory::reset_peak();
     tracing::info!(step = spec.name, run_id = %run_id, "started");
     let mut ctx = RunContext {
         store,
@@ -470,6 +495,7 @@ pub fn execute(
             outputs: Vec::new(),
             counts: BTreeMap::new(),
             notes: Vec::new(),
+            peak_rss_mib: None,
         },
         staged: Vec::new(),
         partitions: Vec::new(),
@@ -487,6 +513,7 @@ pub fn execute(
     let mut manifest = ctx.manifest.clone();
     manifest.run_date = ctx.run_date;
     manifest.finished_at = Some(Utc::now().to_rfc3339());
+    manifest.peak_rss_mib = crate::memory::peak_mib();
     let result = match result {
         Err(e) if e.downcast_ref::<Skip>().is_some() => {
             ctx.discard();
@@ -600,7 +627,7 @@ mod tests {
                 trains: None,
                 command: &[],
                 heavy: false,
-                splits: false,
+                fanout: Fanout::One,
             }
         }
         fn parameters(&self) -> serde_json::Value {

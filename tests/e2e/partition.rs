@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use polars::prelude::DataFrame;
+use polars::prelude::*;
 
 use crate::common::*;
 
@@ -302,4 +302,166 @@ fn predict_pricing_split_and_merged_is_whole() {
     );
     assert!(whole.height() > 100, "{} rows", whole.height());
     assert_eq!(merged, whole, "split 3 ways and merged");
+}
+
+/// A generated export made harder for a split: half the orders buy one product of
+/// one seller (a skewed key: one bucket holds most lines), a tenth are guest orders
+/// (no customer: null keys), some products have no brand or category (null groups of
+/// the relative prices), and titles are in six languages, Chinese among them.
+fn skewed_export(dir: &Path) -> PathBuf {
+    let input = dir.join("export");
+    ok(sgml(&dir.join("unused-store"))
+        .args(["generate", "--orders", "700", "--seed", "31", "--bad-fraction", "0"])
+        .arg("--out")
+        .arg(&input));
+    let csv = |name: &str| input.join(format!("{name}.csv"));
+    let read = |name: &str| {
+        LazyCsvReader::new(PlRefPath::try_from_path(&csv(name)).unwrap())
+            .with_infer_schema_length(Some(0))
+            .finish()
+            .unwrap()
+    };
+    let write = |name: &str, lf: LazyFrame| {
+        let mut df = lf.collect().unwrap();
+        CsvWriter::new(std::fs::File::create(csv(name)).unwrap())
+            .finish(&mut df)
+            .unwrap();
+    };
+    let products = read("products").collect().unwrap();
+    let hot_product = strings(&products, "product_id")[0].clone();
+    let hot_seller = strings(&products, "seller_id")[0].clone();
+    let ends_in = |c: &str, digits: &str| {
+        col(c)
+            .str()
+            .slice(lit(-1), lit(1))
+            .is_in(lit(Series::new("d".into(), digits.chars().map(String::from).collect::<Vec<_>>())), false)
+    };
+    let null = || lit(NULL).cast(DataType::String);
+    write(
+        "orders",
+        read("orders").with_columns([
+            when(ends_in("order_id", "01234"))
+                .then(lit(hot_product))
+                .otherwise(col("product_id"))
+                .alias("product_id"),
+            when(ends_in("order_id", "01234"))
+                .then(lit(hot_seller))
+                .otherwise(col("seller_id"))
+                .alias("seller_id"),
+            when(ends_in("order_id", "7"))
+                .then(null())
+                .otherwise(col("customer_id"))
+                .alias("customer_id"),
+        ]),
+    );
+    write(
+        "products",
+        products.lazy().with_columns([
+            when(ends_in("product_id", "3")).then(null()).otherwise(col("brand")).alias("brand"),
+            when(ends_in("product_id", "5"))
+                .then(null())
+                .otherwise(col("category"))
+                .alias("category"),
+        ]),
+    );
+    input
+}
+
+/// The five feature tables of a run date, `order_lines` sorted by order and line
+/// (its row order is not part of the contract).
+fn feature_tables(store: &Path, run_date: &str) -> Vec<(&'static str, DataFrame)> {
+    ["order_lines", "products", "sellers", "customers", "markets"]
+        .into_iter()
+        .map(|t| {
+            let mut df = read_partition(&store.join(format!("features/{t}/dt={run_date}")));
+            if t == "order_lines" {
+                df = df
+                    .sort(["order_id", "line_no"], SortMultipleOptions::default())
+                    .unwrap();
+            }
+            (t, df)
+        })
+        .collect()
+}
+
+/// `sgml features` as map/reduce over n = 2, 3 and 7 workers writes the tables one
+/// whole run writes, on skewed keys, null keys and groups, and non-Latin titles: the
+/// same rows, every value equal except float sums and means, which are compared to
+/// 1e-9 relative (each worker adds its lines in its own order). Reduces before every
+/// map part exists, and merges before every reduce part exists, are refused and
+/// change nothing; after the merge no part is left.
+#[test]
+fn features_map_reduce_is_features_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = skewed_export(dir.path());
+    let store = dir.path().join("store");
+    ok(sgml(&store).args(["ingest", "--demo", "--input"]).arg(&input));
+    let run_date = ingested_run_date(&store);
+    let features = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args(["features", "--run-date", &run_date]).args(extra);
+        cmd
+    };
+    ok(&mut features(&[]));
+    let whole = feature_tables(&store, &run_date);
+    let lines = &whole[0].1;
+    let hot = lines
+        .column("product_id")
+        .unwrap()
+        .as_materialized_series()
+        .value_counts(true, false, "n".into(), false)
+        .unwrap();
+    let top = hot.column("n").unwrap().u32().unwrap().get(0).unwrap() as usize;
+    assert!(top * 3 > lines.height(), "one product has {top} of {} lines", lines.height());
+    assert!(lines.column("customer_key").unwrap().null_count() > 0, "guest orders");
+    assert!(lines.column("brand").unwrap().null_count() > 0, "products without a brand");
+    assert!(
+        strings(&whole[1].1, "language").iter().any(|l| l == "zh"),
+        "Chinese titles"
+    );
+
+    for n in [2u32, 3, 7] {
+        let every = |stage: &str| -> Vec<Vec<String>> {
+            (1..=n)
+                .map(|k| vec![stage.to_string(), format!("{k}/{n}")])
+                .collect()
+        };
+        for (k, args) in every("--partition").iter().enumerate() {
+            if n == 3 && k == 1 {
+                continue; // map part 2 comes later
+            }
+            ok(&mut features(&[&args[0], &args[1]]));
+        }
+        if n == 3 {
+            let before = snapshot(&store.join("features"));
+            let err = fails(&mut features(&["--reduce", "1/3"]), 1);
+            assert!(err.contains("[2]"), "{err}");
+            ok(&mut features(&["--partition", "2/3"]));
+            assert_eq!(snapshot(&store.join("features")), before, "maps change no table");
+        }
+        for (k, args) in every("--reduce").iter().enumerate() {
+            if n == 3 && k == 2 {
+                let data = || {
+                    let mut s = snapshot(&store);
+                    s.retain(|k, _| !k.starts_with("runs/"));
+                    s
+                };
+                let before = data();
+                let err = fails(&mut features(&["--merge", "3"]), 1);
+                assert!(err.contains("[3]") && err.contains("of 3 missing"), "{err}");
+                assert_eq!(data(), before, "a refused merge changes nothing");
+            }
+            ok(&mut features(&[&args[0], &args[1]]));
+        }
+        ok(&mut features(&["--merge", &n.to_string()]));
+        let merged = feature_tables(&store, &run_date);
+        for ((name, a), (_, b)) in whole.iter().zip(&merged) {
+            assert_frames_close(a, b, &format!("{name} with n = {n}"));
+        }
+        let left: Vec<String> = snapshot(&store)
+            .into_keys()
+            .filter(|k| k.starts_with("parts/"))
+            .collect();
+        assert!(left.is_empty(), "parts left after the merge: {left:?}");
+    }
 }

@@ -7,7 +7,11 @@ use sgml_pipelines::partition::{MAX_PARTS, Partition, Split};
 use sgml_pipelines::plan::Plan;
 use sgml_pipelines::run;
 use sgml_pipelines::steps::{
-    self, embed::Embed, features::Features, images::Images, retention::Retention,
+    self,
+    embed::Embed,
+    features::{Features, Stage},
+    images::Images,
+    retention::Retention,
 };
 
 use crate::global::Global;
@@ -28,6 +32,41 @@ pub struct FeaturesArgs {
     /// Currency that prices convert to when the input has several (via fx_rates).
     #[arg(long, default_value = sgml_features::fx::DEFAULT_BASE)]
     base_currency: String,
+    #[command(flatten)]
+    stage: MapReduceArgs,
+}
+
+/// Scale-out of `features` over several workers: n maps, n reduces, one merge. Every
+/// map must have succeeded before any reduce, and every reduce before the merge; a
+/// failed one is re-run alone.
+#[derive(clap::Args)]
+pub struct MapReduceArgs {
+    /// Map: price the order lines of the orders in part K of N (split by the xxh3
+    /// hash of the order id) into parts/features/priced_lines/dt=D/of=N/. Then
+    /// `--reduce K/N` for every K.
+    #[arg(long, value_name = "K/N", conflicts_with_all = ["reduce", "merge"])]
+    partition: Option<Partition>,
+    /// Reduce: from all N map parts, order_lines of map part K and every aggregate
+    /// table (products, sellers, customers, markets) for the keys in bucket K of N.
+    /// Then `--merge N`.
+    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
+    reduce: Option<Partition>,
+    /// Merge the N reduce parts into the run date's feature tables; refused while a
+    /// part is missing or was computed from other map parts than the rest. Removes
+    /// the map and reduce parts.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PARTS as i64))]
+    merge: Option<u32>,
+}
+
+impl MapReduceArgs {
+    pub fn stage(&self) -> Stage {
+        match (self.partition, self.reduce, self.merge) {
+            (Some(p), _, _) => Stage::Map(p),
+            (None, Some(p), _) => Stage::Reduce(p),
+            (None, None, Some(n)) => Stage::Merge(n),
+            (None, None, None) => Stage::Whole,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -141,6 +180,7 @@ pub fn features(g: &Global, a: &FeaturesArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
     let step = Features {
         base_currency: a.base_currency.clone(),
+        stage: a.stage.stage(),
     };
     output::finished(
         &run::execute(store.as_ref(), &step, Some(a.date.run_date))?,

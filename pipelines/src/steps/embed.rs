@@ -15,7 +15,7 @@ use sgml_features::Table;
 use sgml_models::embed::{self, Embedder};
 
 use crate::partition::{self, Split};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::sources::InputRecord;
 
 pub const TABLE: &str = "embeddings";
@@ -33,7 +33,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "embed",
     command: &["embed"],
     heavy: true,
-    splits: true,
+    fanout: Fanout::Parts,
     reads: &["raw/products/dt=*", "<model dir>/model.safetensors"],
     writes: &["features/embeddings/dt=<run_date>/"],
     about: "embed every product title with all-MiniLM-L6-v2 (384-d, L2-normalised)",

@@ -1,28 +1,83 @@
 //! `sgml features`: the feature tables of `sgml_features::builders` from the raw
 //! tables as of the run date, written to `features/<name>/dt=D/`.
+//!
+//! The work is a map and a reduce, run in one process by default and fanned out over
+//! workers with `--partition k/n` (map), `--reduce k/n` and `--merge n`:
+//!
+//! - **map** `k`: the order lines of the orders in part `k` (by the xxh3 hash of the
+//!   order id) priced in the base currency and joined with their products: a
+//!   streaming pass whose memory is the products and rates tables, however many
+//!   orders there are. Written to `parts/features/priced_lines/dt=D/of=n/part-k`.
+//! - **reduce** `k`: reads every map part; computes the group medians the relative
+//!   prices need (small tables, identical in every reduce); writes `order_lines` for
+//!   map part `k`'s lines and each aggregate table for the keys in bucket `k` (the
+//!   xxh3 hash of that table's key: product, seller, customer, market). A table's
+//!   row for a key depends only on that key's lines, so each bucket is computed
+//!   exactly as a whole run computes it, with a quarter of the lines at n = 4.
+//! - **merge**: each table's n parts become its partition (aggregates sorted by key),
+//!   committed only when every part is there and all were computed from the same map
+//!   parts; the map and reduce parts are then removed.
+//!
+//! The whole run is the same map and reduce over everything, so both paths share
+//! every line of feature code (`builders`).
+
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use chrono::NaiveDate;
 use polars::prelude::*;
-use sgml_features::builders::{self, Inputs};
+use sgml_features::builders::{self, Aggregate, Inputs};
 use sgml_features::{Table, fx, validate};
 
 use crate::io;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::partition::{self, Consume, Partition};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
+
+/// How much of the features work one run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// Map and reduce over everything, written straight to the partitions.
+    #[default]
+    Whole,
+    /// The map over one part of the orders.
+    Map(Partition),
+    /// The reduce of one bucket of keys, over every map part.
+    Reduce(Partition),
+    /// The merge of the n reduce parts into the partitions.
+    Merge(u32),
+}
+
+impl Stage {
+    fn parameters(&self) -> serde_json::Value {
+        match self {
+            Stage::Whole => serde_json::Value::Null,
+            Stage::Map(p) => serde_json::json!({ "partition": p.to_string() }),
+            Stage::Reduce(p) => serde_json::json!({ "reduce": p.to_string() }),
+            Stage::Merge(n) => serde_json::json!({ "merge": n }),
+        }
+    }
+}
 
 pub struct Features {
     pub base_currency: String,
+    pub stage: Stage,
 }
 
 pub const SPEC: StepSpec = StepSpec {
     name: "features",
     command: &["features"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::MapReduce,
     reads: &["raw/orders/dt=*", "raw/products/dt=*", "raw/fx_rates/dt=*"],
     writes: &["features/<name>/dt=<run_date>/"],
     about: "build the feature tables (order lines, products, sellers, customers, markets)",
     trains: None,
 };
+
+/// Where the map parts wait for the reduce: priced lines are not a feature table.
+fn priced_target(run_date: NaiveDate) -> String {
+    io::partition("features", "priced_lines", run_date)
+}
 
 impl Step for Features {
     fn spec(&self) -> StepSpec {
@@ -30,22 +85,77 @@ impl Step for Features {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({ "base_currency": self.base_currency, "tables": builders::TABLES })
+        serde_json::json!({
+            "base_currency": self.base_currency,
+            "tables": builders::TABLES,
+            "split": self.stage.parameters(),
+        })
     }
 
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()> {
         let run_date = ctx.run_date.context("features needs --run-date")?;
+        match self.stage {
+            Stage::Whole => {
+                let products = products_table(ctx, run_date)?;
+                let priced = self.map(ctx, run_date, products.clone(), None)?;
+                let tables = reduce(ctx, &[priced.clone()], &priced, products, None, run_date)?;
+                for (name, file) in tables {
+                    let part = io::partition("features", name, run_date);
+                    let rows = io::parquet_rows(&file)?;
+                    ctx.stage_file(&format!("{part}{}", io::PART), &file, rows)?;
+                    ctx.replace_partition(&part);
+                }
+            }
+            Stage::Map(p) => {
+                let products = products_table(ctx, run_date)?;
+                let priced = self.map(ctx, run_date, products, Some(p))?;
+                partition::write_part_file(ctx, &priced_target(run_date), p, &priced)?;
+            }
+            Stage::Reduce(p) => {
+                let parts = partition::part_files(
+                    ctx,
+                    &priced_target(run_date),
+                    p.count(),
+                    Consume::Keep,
+                    "--partition",
+                )?;
+                let own = parts.files[p.index() as usize - 1].clone();
+                // The products aggregate joins the raw products table: it must be the
+                // one the maps priced the lines with.
+                let from = ctx.inputs().len();
+                let products = products_table(ctx, run_date)?;
+                parts.check_current(ctx, from)?;
+                for (name, file) in reduce(ctx, &parts.files, &own, products, Some(p), run_date)? {
+                    let target = io::partition("features", name, run_date);
+                    partition::write_part_file(ctx, &target, p, &file)?;
+                }
+            }
+            Stage::Merge(n) => merge(ctx, run_date, n)?,
+        }
+        Ok(())
+    }
+}
+
+impl Features {
+    /// The map: priced order lines of the orders `part` owns (all of them for a whole
+    /// run), streamed into a scratch file.
+    fn map(
+        &self,
+        ctx: &mut RunContext,
+        run_date: NaiveDate,
+        products: LazyFrame,
+        part: Option<Partition>,
+    ) -> anyhow::Result<PathBuf> {
         let Some(orders) = super::read_raw(ctx, Table::Orders, run_date)? else {
             bail!("no orders ingested on or before {run_date}: run `sgml ingest` first");
-        };
-        let products = match super::read_raw(ctx, Table::Products, run_date)? {
-            Some(p) => p,
-            None => validate::empty(Table::Products).lazy(),
         };
         let fx_rates = super::read_raw(ctx, Table::FxRates, run_date)?
             .map(|lf| lf.collect())
             .transpose()?;
 
+        // The rates of every order, not only this part's: which currency is the base
+        // depends on the currencies of the whole input, and every part must convert
+        // alike.
         ctx.progress("resolving fx rates");
         let needed = io::collect_streaming(builders::needed_rates(
             orders.clone(),
@@ -55,46 +165,111 @@ impl Step for Features {
         let rates = fx::resolve(&needed, fx_rates.as_ref(), &self.base_currency)?;
         ctx.note(format!("base currency {}", rates.base));
 
-        // Separate passes, so no plan feeds one scan into two consumers (the engine
-        // would buffer the whole scan): the group medians (small), then order_lines
-        // streamed into a file, then each aggregate over the columns of that file it
-        // needs. The aggregates run in memory: for their high-cardinality distinct
-        // counts polars 0.55's streaming engine peaked higher (3.5 GB vs 2.5 GB at
-        // 10M lines).
+        let orders = match part {
+            Some(p) => orders.filter(p.owns_expr("order_id")),
+            None => orders,
+        };
         let inputs = Inputs {
             orders,
-            products: products.clone(),
+            products,
             rates: rates.table.lazy(),
             run_date,
         };
-        let priced = builders::priced_lines(&inputs)?;
-        let mut medians = Vec::new();
-        for (group, _) in builders::RELATIVE_PRICES {
-            ctx.progress(format!("median prices by {group}"));
-            let m = io::collect_streaming(builders::group_medians(priced.clone(), group))?;
-            medians.push(m.lazy());
-        }
-        ctx.progress("building order_lines");
-        let lines_file = ctx.scratch_dir()?.join("order_lines.parquet");
-        io::sink_parquet(builders::order_lines_from(priced, medians), &lines_file)?;
-        let rows = io::parquet_rows(&lines_file)?;
-
-        let mut names = Vec::new();
-        let mut frames = Vec::new();
-        for (name, plan) in builders::aggregates(io::scan_local(&lines_file)?, products, run_date) {
-            ctx.progress(format!("building {name}"));
-            names.push(name);
-            frames.push(plan.collect()?);
-        }
-
-        let part = io::partition("features", "order_lines", run_date);
-        ctx.stage_file(&format!("{part}{}", io::PART), &lines_file, rows)?;
-        ctx.replace_partition(&part);
-        for (name, mut df) in names.into_iter().zip(frames) {
-            ctx.progress(format!("writing {name}"));
-            let part = io::partition("features", name, run_date);
-            ctx.write_partition(&part, &mut df)?;
-        }
-        Ok(())
+        ctx.progress("pricing order lines");
+        let file = ctx.scratch_dir()?.join("priced_lines.parquet");
+        io::sink_parquet(builders::priced_lines(&inputs)?, &file)?;
+        Ok(file)
     }
+}
+
+/// The raw products as of the run date (an empty table when none were ingested).
+fn products_table(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<LazyFrame> {
+    Ok(match super::read_raw(ctx, Table::Products, run_date)? {
+        Some(p) => p,
+        None => validate::empty(Table::Products).lazy(),
+    })
+}
+
+/// The reduce: from every map part's priced lines (`all`), `order_lines` for the
+/// lines of `own` and each aggregate for the keys in `bucket` (all keys when none),
+/// each in a scratch file, in the order of `builders::TABLES`.
+///
+/// Separate passes, so no plan feeds one scan into two consumers (the engine would
+/// buffer the whole scan): the group medians (small), then order_lines streamed
+/// into a file, then each aggregate over the columns it needs. The aggregates run
+/// in memory: for their high-cardinality distinct counts polars 0.55's streaming
+/// engine peaked higher (3.5 GB vs 2.5 GB at 10M lines).
+fn reduce(
+    ctx: &mut RunContext,
+    all: &[PathBuf],
+    own: &PathBuf,
+    products: LazyFrame,
+    bucket: Option<Partition>,
+    run_date: NaiveDate,
+) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let priced = io::scan_files(all.to_vec())?;
+    let mut medians = Vec::new();
+    for (group, _) in builders::RELATIVE_PRICES {
+        ctx.progress(format!("median prices by {group}"));
+        let m = io::collect_streaming(builders::group_medians(priced.clone(), group))?;
+        medians.push(m.lazy());
+    }
+    let scratch = ctx.scratch_dir()?;
+    let mut files = Vec::new();
+
+    ctx.progress("building order_lines");
+    let lines_file = scratch.join("order_lines.parquet");
+    let own_lines = builders::order_lines_from(io::scan_files(vec![own.clone()])?, medians.clone());
+    io::sink_parquet(own_lines, &lines_file)?;
+    files.push(("order_lines", lines_file));
+
+    let lines = builders::order_lines_from(priced, medians);
+    for table in Aggregate::ALL {
+        ctx.progress(format!("building {}", table.name()));
+        let (lines, products) = match bucket {
+            Some(p) => (
+                lines.clone().filter(p.owns_expr(table.key())),
+                products.clone().filter(p.owns_expr("product_id")),
+            ),
+            None => (lines.clone(), products.clone()),
+        };
+        let mut df = table.plan(lines, products, run_date).collect()?;
+        let file = scratch.join(format!("{}.parquet", table.name()));
+        io::write_parquet_file(&mut df, &file)?;
+        files.push((table.name(), file));
+    }
+    Ok(files)
+}
+
+/// The merge: each table's n reduce parts become its partition; the parts, and the
+/// map parts they were reduced from, are removed when it commits.
+fn merge(ctx: &mut RunContext, run_date: NaiveDate, count: u32) -> anyhow::Result<()> {
+    let scratch = ctx.scratch_dir()?;
+    // order_lines: the parts one after the other, streamed (no sort: row order is
+    // not part of the table's contract, and sorting would hold the table in memory).
+    let target = io::partition("features", "order_lines", run_date);
+    let parts = partition::part_files(ctx, &target, count, Consume::OnCommit, "--reduce")?;
+    let file = scratch.join("order_lines.parquet");
+    io::sink_parquet(io::scan_files(parts.files)?, &file)?;
+    let rows = io::parquet_rows(&file)?;
+    ctx.stage_file(&format!("{target}{}", io::PART), &file, rows)?;
+    ctx.replace_partition(&target);
+    for table in Aggregate::ALL {
+        ctx.progress(format!("merging {}", table.name()));
+        let target = io::partition("features", table.name(), run_date);
+        let parts = partition::part_files(ctx, &target, count, Consume::OnCommit, "--reduce")?;
+        // Each key is in one part only, so the sorted concatenation is the table.
+        let mut df = io::scan_files(parts.files)?
+            .sort([table.key()], SortMultipleOptions::default())
+            .collect()?;
+        ctx.write_partition(&target, &mut df)?;
+    }
+    for key in ctx
+        .store
+        .list(&partition::parts_prefix(&priced_target(run_date), count))?
+    {
+        ctx.delete_on_commit(&key);
+    }
+    ctx.note(format!("merged {count} parts of each feature table"));
+    Ok(())
 }

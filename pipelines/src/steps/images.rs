@@ -24,7 +24,7 @@ use sgml_models::vision::{self, ImageEmbedder};
 
 use crate::io;
 use crate::partition::{self, Split};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::sources::InputRecord;
 use crate::store::S3Options;
 use crate::store::photos::PhotoSource;
@@ -57,7 +57,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "images",
     command: &["images"],
     heavy: true,
-    splits: true,
+    fanout: Fanout::Parts,
     reads: &[
         "raw/products/dt=*",
         "<images>",

@@ -12,7 +12,7 @@ use sgml_features::validate::{self, RawTable, Validator};
 
 use crate::io;
 use crate::mapping::Mapping;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::sources::{self, SourceOptions};
 
 #[derive(Clone)]
@@ -57,7 +57,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "ingest",
     command: &["ingest"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::One,
     reads: &["<input>", "raw/deletion_requests/dt=*"],
     writes: &["raw/<table>/dt=<run_date>/", "quarantine/<table>/<run_id>/"],
     about: "validate, anonymize and store the input tables",

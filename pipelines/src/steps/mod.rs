@@ -48,6 +48,7 @@ pub const GRAPH: &[Node] = &[
         build: |s| {
             Ok(Box::new(features::Features {
                 base_currency: s.base_currency.clone(),
+                stage: Default::default(),
             }))
         },
     },

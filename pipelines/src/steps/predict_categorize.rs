@@ -13,7 +13,7 @@ use sgml_models::categorize::TitleCategorizer;
 
 use crate::bundles;
 use crate::partition::{self, Split};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::train_categorize::MODEL;
 
 pub const TOP: usize = 3;
@@ -28,7 +28,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "predict-categorize",
     command: &["predict", "categorize"],
     heavy: false,
-    splits: true,
+    fanout: Fanout::Parts,
     reads: &["models/categorize/<version>/", "raw/products/dt=*"],
     writes: &["predictions/categorize/<version>/dt=<run_date>/"],
     about: "top-3 categories with probabilities and a review flag for every product title",

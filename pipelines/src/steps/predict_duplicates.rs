@@ -9,7 +9,7 @@ use polars::prelude::*;
 use sgml_models::duplicates::DuplicateModel;
 
 use crate::bundles;
-use crate::run::{RunContext, Skip, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Skip, Step, StepSpec};
 use crate::steps::duplicate_pairs;
 use crate::steps::train_duplicates::{MODEL, note_left_out};
 
@@ -21,7 +21,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "predict-duplicates",
     command: &["predict", "duplicates"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "models/duplicates/<version>/",
         "features/embeddings/dt=<run_date>/",

@@ -16,7 +16,7 @@ use sgml_models::vision::classifier::ImageClassifier;
 
 use crate::bundles;
 use crate::partition::{self, Split};
-use crate::run::{RunContext, Skip, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Skip, Step, StepSpec};
 use crate::steps::train_images::MODEL;
 use crate::steps::{embed, images};
 
@@ -32,7 +32,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "predict-images",
     command: &["predict", "images"],
     heavy: false,
-    splits: true,
+    fanout: Fanout::Parts,
     reads: &[
         "models/images/<version>/",
         "features/image_embeddings/dt=<run_date>/",

@@ -21,7 +21,7 @@ use sgml_models::pricing::{PriceInput, PriceModel};
 use crate::bundles;
 use crate::io;
 use crate::partition::{self, Split};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::train_pricing::MODEL;
 
 pub const ACTIVE_DAYS: i64 = 90;
@@ -36,7 +36,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "predict-pricing",
     command: &["predict", "pricing"],
     heavy: false,
-    splits: true,
+    fanout: Fanout::Parts,
     reads: &[
         "models/pricing/<version>/",
         "features/order_lines/dt=<run_date>/",

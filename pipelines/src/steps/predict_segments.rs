@@ -7,7 +7,7 @@ use polars::prelude::*;
 use sgml_models::kmeans::{Points, Segmenter};
 
 use crate::bundles;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::segments::{self, Subject};
 
 pub struct PredictSegments {
@@ -19,7 +19,7 @@ pub const PRODUCTS_SPEC: StepSpec = StepSpec {
     name: "predict-product-segments",
     command: &["predict", "segments", "--of", "products"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "models/product-segments/<version>/",
         "features/embeddings/dt=<run_date>/",
@@ -35,7 +35,7 @@ pub const SELLERS_SPEC: StepSpec = StepSpec {
     name: "predict-seller-segments",
     command: &["predict", "segments", "--of", "sellers"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "models/seller-segments/<version>/",
         "features/sellers/dt=<run_date>/",

@@ -12,7 +12,7 @@ use sgml_models::ann::AnnIndex;
 pub use sgml_models::ann::Markets;
 
 use crate::bundles;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::embed;
 use crate::steps::train_similar::MODEL;
 
@@ -42,7 +42,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "predict-similar",
     command: &["predict", "similar"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "models/similar/<version>/",
         "features/embeddings/dt=<run_date>/",

@@ -10,7 +10,7 @@ use sgml_features::anonymize;
 use sgml_features::values::days_since_epoch;
 
 use crate::io;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 
 /// Crawled rows stay this many days; older ones are archived.
 pub const CRAWLED_DAYS: i64 = 60;
@@ -28,7 +28,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "retention",
     command: &["retention"],
     heavy: false,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "raw/crawled_offers/dt=*",
         "raw/deletion_requests/dt=*",

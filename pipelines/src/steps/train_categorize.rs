@@ -24,7 +24,7 @@ use sgml_models::categorize::text::words;
 use sgml_models::categorize::{self, KIND, TitleCategorizer};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::embed;
 
 pub const MODEL: &str = "categorize";
@@ -57,7 +57,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "train-categorize",
     command: &["train", "categorize"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "raw/products/dt=*",
         "features/embeddings/dt=<run_date>/ (optional)",

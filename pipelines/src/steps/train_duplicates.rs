@@ -19,7 +19,7 @@ use sgml_models::bundle::{Direction, Gate};
 use sgml_models::duplicates::{self, DuplicateMetrics, DuplicateModel, KIND, Signals};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::run::{RunContext, Skip, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Skip, Step, StepSpec};
 use crate::steps::duplicate_pairs::{self, Catalogue, MAX_CODE_LISTINGS, NEIGHBOURS};
 
 pub const MODEL: &str = "duplicates";
@@ -32,7 +32,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "train-duplicates",
     command: &["train", "duplicates"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "features/embeddings/dt=<run_date>/",
         "features/images/dt=<run_date>/",

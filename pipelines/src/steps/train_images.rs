@@ -23,7 +23,7 @@ use sgml_models::vision::classifier::{ImageClassifier, KIND};
 use sgml_models::vision::{self, WEIGHTS_SHA256};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::run::{RunContext, Skip, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Skip, Step, StepSpec};
 use crate::steps::{embed, images};
 
 pub const MODEL: &str = "images";
@@ -52,7 +52,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "train-images",
     command: &["train", "images"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "raw/products/dt=*",
         "features/image_embeddings/dt=<run_date>/",

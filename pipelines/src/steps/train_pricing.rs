@@ -28,7 +28,7 @@ use sgml_models::{baseline, report};
 
 use crate::bundles::{self, BundleSpec, field};
 use crate::io;
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 
 pub const MODEL: &str = "pricing";
 
@@ -68,7 +68,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "train-pricing",
     command: &["train", "pricing"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &["features/order_lines/dt=<run_date>/", "raw/products/dt=*"],
     writes: &["models/pricing/<version>/"],
     about: "train the price model (LightGBM on log price), evaluate on the latest days, write a bundle",

@@ -22,7 +22,7 @@ use sgml_models::kmeans::select::{self, KScore};
 use sgml_models::kmeans::{KIND, KMeansParams, Points, Scaler, Segmenter};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::segments::{self, Subject};
 
 /// Rows the silhouette is measured on (exact silhouette is quadratic in rows).
@@ -74,7 +74,7 @@ pub const PRODUCTS_SPEC: StepSpec = StepSpec {
     name: "train-product-segments",
     command: &["train", "segments", "--of", "products"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "features/embeddings/dt=<run_date>/",
         "features/products/dt=<run_date>/",
@@ -89,7 +89,7 @@ pub const SELLERS_SPEC: StepSpec = StepSpec {
     name: "train-seller-segments",
     command: &["train", "segments", "--of", "sellers"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &[
         "features/sellers/dt=<run_date>/",
         "features/products/dt=<run_date>/",

@@ -21,7 +21,7 @@ use sgml_models::ann::{self, AnnIndex, AnnParams, Rows};
 use sgml_models::bundle::{Direction, Gate};
 
 use crate::bundles::{self, BundleSpec, field};
-use crate::run::{RunContext, Step, StepSpec};
+use crate::run::{Fanout, RunContext, Step, StepSpec};
 use crate::steps::embed;
 
 pub const MODEL: &str = "similar";
@@ -48,7 +48,7 @@ pub const SPEC: StepSpec = StepSpec {
     name: "train-similar",
     command: &["train", "similar"],
     heavy: true,
-    splits: false,
+    fanout: Fanout::One,
     reads: &["features/embeddings/dt=<run_date>/", "raw/products/dt=*"],
     writes: &["models/similar/<version>/"],
     about: "build the similar-products index (usearch HNSW over title embeddings), measure recall@10, write a bundle",

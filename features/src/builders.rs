@@ -14,6 +14,7 @@ use crate::values::days_since_epoch;
 /// The tables this module builds, in the order [`build`] returns them.
 pub const TABLES: [&str; 5] = ["order_lines", "products", "sellers", "customers", "markets"];
 
+#[derive(Clone)]
 pub struct Inputs {
     pub orders: LazyFrame,
     pub products: LazyFrame,
@@ -123,8 +124,14 @@ pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
 /// Order lines with prices in the base currency and everything that needs only the
 /// line and its product: one streaming pass over the inputs.
 pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
-    let run_days = days_since_epoch(inputs.run_date);
-    let products = inputs.products.clone().select([
+    let products = line_products(inputs.products.clone());
+    priced_lines_with(inputs, products)
+}
+
+/// What an order line takes from its product: a small table, one row per product,
+/// which a pass over the lines in chunks computes once ([`priced_lines_with`]).
+pub fn line_products(products: LazyFrame) -> LazyFrame {
+    products.select([
         col("product_id"),
         col("seller_country"),
         col("category"),
@@ -138,7 +145,13 @@ pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
             .alias("title_tokens"),
         col("list_price"),
         col("currency").alias("list_currency"),
-    ]);
+    ])
+}
+
+/// [`priced_lines`] with the products already turned into [`line_products`]
+/// (`inputs.products` is not read).
+pub fn priced_lines_with(inputs: &Inputs, products: LazyFrame) -> PolarsResult<LazyFrame> {
+    let run_days = days_since_epoch(inputs.run_date);
     let list_rates = inputs.rates.clone().select([
         col("currency").alias("list_currency"),
         col("date"),
@@ -427,7 +440,12 @@ impl Aggregate {
 
     /// The table over `lines` (and the `products` table, for products), sorted by its
     /// key so the same inputs always give the same bytes.
-    pub fn plan(self, lines: LazyFrame, products_table: LazyFrame, run_date: NaiveDate) -> LazyFrame {
+    pub fn plan(
+        self,
+        lines: LazyFrame,
+        products_table: LazyFrame,
+        run_date: NaiveDate,
+    ) -> LazyFrame {
         let table = match self {
             Aggregate::Products => products(lines, products_table),
             Aggregate::Sellers => sellers(lines),

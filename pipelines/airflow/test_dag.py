@@ -57,10 +57,13 @@ def check_shape() -> None:
         assert reduce.task_id in merge.upstream_task_ids, merge.upstream_task_ids
         assert reduce.partial_kwargs["op_kwargs"]["stage"] == "--reduce", reduce.partial_kwargs
         assert reduce.op_kwargs_expand_input.value["partition"] == ["1/3", "2/3", "3/3"]
-        # Downstream steps wait for the merge.
+        # Downstream steps (their first task: the parts, when they fan out too) wait
+        # for the merge.
+        first_task = {"one": "{}", "parts": "{}-part", "map_reduce": "{}-map"}
         for s in steps:
             if name in s["after"]:
-                assert merge.task_id in fanned.get_task(s["name"]).upstream_task_ids
+                downstream = fanned.get_task(first_task[s["fanout"]].format(s["name"]))
+                assert merge.task_id in downstream.upstream_task_ids, (s["name"], downstream.upstream_task_ids)
     print(f"test_dag: shape ok ({len(steps)} steps, {len(split)} split, {len(map_reduce)} map/reduce)")
 
 

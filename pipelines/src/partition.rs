@@ -116,6 +116,58 @@ impl fmt::Display for Partition {
     }
 }
 
+/// A part's rows (all rows, without a part) split again by the same hash into chunks
+/// small enough to hold in memory: all rows of a key land in one chunk, so a dedupe by
+/// key within a chunk is exact, and a pass that holds one chunk at a time bounds its
+/// memory whatever the input's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunks {
+    part: Option<Partition>,
+    count: u32,
+}
+
+impl Chunks {
+    /// Chunks of at most about `per_chunk` rows for a part of about `rows` rows: at
+    /// least one.
+    pub fn split(part: Option<Partition>, rows: usize, per_chunk: usize) -> Chunks {
+        let count = rows.div_ceil(per_chunk.max(1)).clamp(1, u32::MAX as usize) as u32;
+        Chunks { part, count }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The chunk (0-based) a row with this key falls in; `None` when the row is
+    /// another part's. Rows without a key are part 1's, in its first chunk.
+    fn of(&self, key: Option<&str>) -> Option<u32> {
+        let Some(key) = key else {
+            return self.part.is_none_or(|p| p.index == 1).then_some(0);
+        };
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        let parts = u64::from(self.part.map_or(1, |p| p.count));
+        if self
+            .part
+            .is_some_and(|p| hash % parts != u64::from(p.index - 1))
+        {
+            return None;
+        }
+        Some(((hash / parts) % u64::from(self.count)) as u32)
+    }
+
+    /// [`Chunks::of`] the string column `key`, as an element-wise UInt32 expression.
+    pub fn index_expr(&self, key: &str) -> Expr {
+        let chunks = *self;
+        col(key).map(
+            move |c| {
+                let index: UInt32Chunked = c.str()?.iter().map(|k| chunks.of(k)).collect();
+                Ok(index.with_name(c.name().clone()).into_column())
+            },
+            |_, field| Ok(Field::new(field.name().clone(), DataType::UInt32)),
+        )
+    }
+}
+
 /// The part (0-based) of `count` a key falls in.
 pub fn bucket(key: &str, count: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(count)) as u32
@@ -493,6 +545,35 @@ mod tests {
                 "{n}: {sizes:?}"
             );
         }
+    }
+
+    /// Chunks split a part's keys again: every key of the part in exactly one chunk,
+    /// none of another part's, and keys without a value in the first chunk of part 1.
+    #[test]
+    fn chunks_cover_their_part_exactly() {
+        let keys: Vec<String> = (0..5_000).map(|i| format!("O{i:07}")).collect();
+        for part in [None, Some(Partition::new(2, 3).unwrap())] {
+            let chunks = Chunks::split(part, 1_000, 300);
+            assert_eq!(chunks.count(), 4);
+            let mut sizes = [0usize; 4];
+            for k in &keys {
+                let in_part = part.is_none_or(|p| p.owns(k));
+                match chunks.of(Some(k)) {
+                    Some(c) => {
+                        assert!(in_part, "{k}");
+                        sizes[c as usize] += 1;
+                    }
+                    None => assert!(!in_part, "{k}"),
+                }
+            }
+            assert!(sizes.iter().all(|&s| s > 0), "{sizes:?}");
+            assert_eq!(chunks.of(None), part.is_none().then_some(0));
+        }
+        assert_eq!(
+            Chunks::split(None, 0, 300).count(),
+            1,
+            "an empty input is one chunk"
+        );
     }
 
     #[test]

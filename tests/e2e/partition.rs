@@ -311,7 +311,15 @@ fn predict_pricing_split_and_merged_is_whole() {
 fn skewed_export(dir: &Path) -> PathBuf {
     let input = dir.join("export");
     ok(sgml(&dir.join("unused-store"))
-        .args(["generate", "--orders", "700", "--seed", "31", "--bad-fraction", "0"])
+        .args([
+            "generate",
+            "--orders",
+            "700",
+            "--seed",
+            "31",
+            "--bad-fraction",
+            "0",
+        ])
         .arg("--out")
         .arg(&input));
     let csv = |name: &str| input.join(format!("{name}.csv"));
@@ -331,10 +339,13 @@ fn skewed_export(dir: &Path) -> PathBuf {
     let hot_product = strings(&products, "product_id")[0].clone();
     let hot_seller = strings(&products, "seller_id")[0].clone();
     let ends_in = |c: &str, digits: &str| {
-        col(c)
-            .str()
-            .slice(lit(-1), lit(1))
-            .is_in(lit(Series::new("d".into(), digits.chars().map(String::from).collect::<Vec<_>>())), false)
+        col(c).str().slice(lit(-1), lit(1)).is_in(
+            lit(Series::new(
+                "d".into(),
+                digits.chars().map(String::from).collect::<Vec<_>>(),
+            )),
+            false,
+        )
     };
     let null = || lit(NULL).cast(DataType::String);
     write(
@@ -357,7 +368,10 @@ fn skewed_export(dir: &Path) -> PathBuf {
     write(
         "products",
         products.lazy().with_columns([
-            when(ends_in("product_id", "3")).then(null()).otherwise(col("brand")).alias("brand"),
+            when(ends_in("product_id", "3"))
+                .then(null())
+                .otherwise(col("brand"))
+                .alias("brand"),
             when(ends_in("product_id", "5"))
                 .then(null())
                 .otherwise(col("category"))
@@ -395,8 +409,35 @@ fn features_map_reduce_is_features_whole() {
     let dir = tempfile::tempdir().unwrap();
     let input = skewed_export(dir.path());
     let store = dir.path().join("store");
-    ok(sgml(&store).args(["ingest", "--demo", "--input"]).arg(&input));
-    let run_date = ingested_run_date(&store);
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--input"])
+        .arg(&input));
+    let first = ingested_run_date(&store);
+    // A corrected export the next day: every line again, a tenth at twice the price.
+    // The features dedupe it (the latest partition's line wins) in whichever part
+    // and chunk holds the order.
+    let orders = input.join("orders.csv");
+    let mut df = LazyCsvReader::new(PlRefPath::try_from_path(&orders).unwrap())
+        .with_infer_schema_length(Some(0))
+        .finish()
+        .unwrap()
+        .with_column(
+            when(col("order_id").str().ends_with(lit("9")))
+                .then(col("unit_price").cast(DataType::Float64) * lit(2.0))
+                .otherwise(col("unit_price").cast(DataType::Float64))
+                .alias("unit_price"),
+        )
+        .collect()
+        .unwrap();
+    CsvWriter::new(std::fs::File::create(&orders).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let run_date = (chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d").unwrap()
+        + chrono::Duration::days(1))
+    .to_string();
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--run-date", &run_date, "--input"])
+        .arg(&input));
     let features = |extra: &[&str]| {
         let mut cmd = sgml(&store);
         cmd.args(["features", "--run-date", &run_date]).args(extra);
@@ -405,6 +446,23 @@ fn features_map_reduce_is_features_whole() {
     ok(&mut features(&[]));
     let whole = feature_tables(&store, &run_date);
     let lines = &whole[0].1;
+    assert_eq!(
+        lines.height(),
+        df.height(),
+        "each line once, though ingested twice"
+    );
+    let total = |df: &DataFrame| -> f64 {
+        df.column("unit_price")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .sum()
+            .unwrap()
+    };
+    assert!(
+        (total(lines) - total(&df)).abs() < 1e-6 * total(&df),
+        "the corrected prices win"
+    );
     let hot = lines
         .column("product_id")
         .unwrap()
@@ -412,9 +470,19 @@ fn features_map_reduce_is_features_whole() {
         .value_counts(true, false, "n".into(), false)
         .unwrap();
     let top = hot.column("n").unwrap().u32().unwrap().get(0).unwrap() as usize;
-    assert!(top * 3 > lines.height(), "one product has {top} of {} lines", lines.height());
-    assert!(lines.column("customer_key").unwrap().null_count() > 0, "guest orders");
-    assert!(lines.column("brand").unwrap().null_count() > 0, "products without a brand");
+    assert!(
+        top * 3 > lines.height(),
+        "one product has {top} of {} lines",
+        lines.height()
+    );
+    assert!(
+        lines.column("customer_key").unwrap().null_count() > 0,
+        "guest orders"
+    );
+    assert!(
+        lines.column("brand").unwrap().null_count() > 0,
+        "products without a brand"
+    );
     assert!(
         strings(&whole[1].1, "language").iter().any(|l| l == "zh"),
         "Chinese titles"
@@ -437,7 +505,11 @@ fn features_map_reduce_is_features_whole() {
             let err = fails(&mut features(&["--reduce", "1/3"]), 1);
             assert!(err.contains("[2]"), "{err}");
             ok(&mut features(&["--partition", "2/3"]));
-            assert_eq!(snapshot(&store.join("features")), before, "maps change no table");
+            assert_eq!(
+                snapshot(&store.join("features")),
+                before,
+                "maps change no table"
+            );
         }
         for (k, args) in every("--reduce").iter().enumerate() {
             if n == 3 && k == 2 {

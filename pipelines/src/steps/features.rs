@@ -30,7 +30,7 @@ use sgml_features::builders::{self, Aggregate, Inputs};
 use sgml_features::{Table, fx, validate};
 
 use crate::io;
-use crate::partition::{self, Consume, Partition};
+use crate::partition::{self, Chunks, Consume, Partition};
 use crate::run::{Fanout, RunContext, Step, StepSpec};
 
 /// How much of the features work one run does.
@@ -146,41 +146,97 @@ impl Features {
         products: LazyFrame,
         part: Option<Partition>,
     ) -> anyhow::Result<PathBuf> {
-        let Some(orders) = super::read_raw(ctx, Table::Orders, run_date)? else {
+        let raw = super::raw_files(ctx, Table::Orders, run_date)?;
+        if raw.files.is_empty() {
             bail!("no orders ingested on or before {run_date}: run `sgml ingest` first");
-        };
+        }
         let fx_rates = super::read_raw(ctx, Table::FxRates, run_date)?
             .map(|lf| lf.collect())
             .transpose()?;
 
-        // The rates of every order, not only this part's: which currency is the base
-        // depends on the currencies of the whole input, and every part must convert
-        // alike.
-        ctx.progress("resolving fx rates");
-        let needed = io::collect_streaming(builders::needed_rates(
-            orders.clone(),
-            products.clone(),
-            run_date,
-        ))?;
+        // The raw orders are read one file at a time and this part's lines are spread
+        // over chunk files by the hash of their order id (partition::Chunks: every
+        // version of a line in one chunk, so the dedupe of re-ingested lines is exact
+        // within it); each chunk is then priced in memory. Memory stays at one raw
+        // file and one chunk whatever the input's size. Every file's rates are
+        // collected, not only this part's lines': which currency is the base depends
+        // on the currencies of the whole input, and every part must convert alike.
+        let n = part.map_or(1, |p| p.count() as usize);
+        let chunks = Chunks::split(part, raw.rows / n, io::CHUNK_ROWS);
+        let scratch = ctx.scratch_dir()?;
+        let chunk_file = |c: u32| scratch.join(format!("orders-{c}.parquet"));
+        let mut writers: Vec<io::ParquetChunks> = (0..chunks.count())
+            .map(|c| io::ParquetChunks::create(&chunk_file(c)))
+            .collect();
+        let mut needed = Vec::new();
+        for (i, file) in raw.files.iter().enumerate() {
+            ctx.progress(format!(
+                "splitting raw orders ({}/{})",
+                i + 1,
+                raw.files.len()
+            ));
+            let df = io::scan_files(vec![file.clone()])?.collect()?;
+            needed.push(
+                builders::needed_rates(df.clone().lazy(), products.clone(), run_date).collect()?,
+            );
+            let df = df
+                .lazy()
+                .with_column(chunks.index_expr("order_id").alias(CHUNK))
+                .collect()?;
+            for (c, out) in writers.iter_mut().enumerate() {
+                let mine = df
+                    .clone()
+                    .lazy()
+                    .filter(col(CHUNK).eq(lit(c as u32)))
+                    .drop(cols([CHUNK]))
+                    .collect()?;
+                out.write(&mine)?;
+            }
+        }
+        for out in writers {
+            out.finish()?;
+        }
+        let needed = concat(
+            needed.into_iter().map(|df| df.lazy()).collect::<Vec<_>>(),
+            UnionArgs::default(),
+        )?
+        .unique(None, UniqueKeepStrategy::Any)
+        .collect()?;
         let rates = fx::resolve(&needed, fx_rates.as_ref(), &self.base_currency)?;
         ctx.note(format!("base currency {}", rates.base));
 
-        let orders = match part {
-            Some(p) => orders.filter(p.owns_expr("order_id")),
-            None => orders,
-        };
-        let inputs = Inputs {
-            orders,
-            products,
-            rates: rates.table.lazy(),
-            run_date,
-        };
-        ctx.progress("pricing order lines");
-        let file = ctx.scratch_dir()?.join("priced_lines.parquet");
-        io::sink_parquet(builders::priced_lines(&inputs)?, &file)?;
+        let line_products = builders::line_products(products.clone()).collect()?.lazy();
+        let file = scratch.join("priced_lines.parquet");
+        let mut out = io::ParquetChunks::create(&file);
+        for c in 0..chunks.count() {
+            ctx.progress(format!(
+                "pricing order lines ({}/{})",
+                c + 1,
+                chunks.count()
+            ));
+            let mut orders = io::scan_files(vec![chunk_file(c)])?;
+            if raw.dates > 1 {
+                // The latest partition's version of a line wins (files were read
+                // oldest first), as io::read_table does.
+                let key = Table::Orders.key().iter().map(|k| col(*k)).collect();
+                orders = orders.unique_stable_generic(Some(key), UniqueKeepStrategy::Last);
+            }
+            let inputs = Inputs {
+                orders,
+                products: products.clone(),
+                rates: rates.table.clone().lazy(),
+                run_date,
+            };
+            out.write(&builders::priced_lines_with(&inputs, line_products.clone())?.collect()?)?;
+            std::fs::remove_file(chunk_file(c))?;
+        }
+        out.finish()?;
         Ok(file)
     }
 }
+
+/// The scratch column holding each raw row's chunk.
+const CHUNK: &str = "_chunk";
 
 /// The raw products as of the run date (an empty table when none were ingested).
 fn products_table(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<LazyFrame> {
@@ -219,8 +275,12 @@ fn reduce(
 
     ctx.progress("building order_lines");
     let lines_file = scratch.join("order_lines.parquet");
-    let own_lines = builders::order_lines_from(io::scan_files(vec![own.clone()])?, medians.clone());
-    io::sink_parquet(own_lines, &lines_file)?;
+    io::sink_chunked(
+        io::scan_files(vec![own.clone()])?,
+        io::parquet_rows(own)?,
+        |chunk| builders::order_lines_from(chunk, medians.clone()),
+        &lines_file,
+    )?;
     files.push(("order_lines", lines_file));
 
     let lines = builders::order_lines_from(priced, medians);
@@ -250,8 +310,11 @@ fn merge(ctx: &mut RunContext, run_date: NaiveDate, count: u32) -> anyhow::Resul
     let target = io::partition("features", "order_lines", run_date);
     let parts = partition::part_files(ctx, &target, count, Consume::OnCommit, "--reduce")?;
     let file = scratch.join("order_lines.parquet");
-    io::sink_parquet(io::scan_files(parts.files)?, &file)?;
-    let rows = io::parquet_rows(&file)?;
+    let mut rows = 0;
+    for part in &parts.files {
+        rows += io::parquet_rows(part)?;
+    }
+    io::sink_chunked(io::scan_files(parts.files)?, rows, |chunk| chunk, &file)?;
     ctx.stage_file(&format!("{target}{}", io::PART), &file, rows)?;
     ctx.replace_partition(&target);
     for table in Aggregate::ALL {

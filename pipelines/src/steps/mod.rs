@@ -296,6 +296,39 @@ pub(crate) fn read_raw(
     Ok(lf)
 }
 
+/// Every raw partition's files of a table up to the run date, oldest partition
+/// first, as local files (a remote store's copied to the run's scratch directory,
+/// verified), recorded as the run's input.
+pub(crate) struct RawFiles {
+    pub files: Vec<std::path::PathBuf>,
+    /// Rows in all of them (from their metadata).
+    pub rows: usize,
+    /// How many partitions (dates) they come from: with more than one, a key may
+    /// repeat, and the latest partition's row wins.
+    pub dates: usize,
+}
+
+pub(crate) fn raw_files(
+    ctx: &mut RunContext,
+    table: sgml_features::Table,
+    up_to: chrono::NaiveDate,
+) -> anyhow::Result<RawFiles> {
+    let parts: Vec<(chrono::NaiveDate, String)> = io::partitions(ctx.store, "raw", table.name())?
+        .into_iter()
+        .filter(|(d, _)| *d <= up_to)
+        .collect();
+    let dates = parts.iter().map(|(d, _)| *d).collect::<HashSet<_>>().len();
+    let scratch = ctx.scratch_dir()?;
+    let (mut files, mut rows) = (Vec::with_capacity(parts.len()), 0);
+    for (_, key) in &parts {
+        let (path, record) = io::local_copy(ctx.store, key, &scratch)?;
+        rows += record.rows;
+        ctx.input(record);
+        files.push(path);
+    }
+    Ok(RawFiles { files, rows, dates })
+}
+
 /// A text column as owned optional strings.
 pub(crate) fn texts(df: &DataFrame, column: &str) -> PolarsResult<Vec<Option<String>>> {
     Ok(df

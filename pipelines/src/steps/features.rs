@@ -264,11 +264,14 @@ fn reduce(
     run_date: NaiveDate,
 ) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
     let priced = io::scan_files(all.to_vec())?;
+    let mut rows = 0;
+    for file in all {
+        rows += io::parquet_rows(file)?;
+    }
     let mut medians = Vec::new();
     for (group, _) in builders::RELATIVE_PRICES {
         ctx.progress(format!("median prices by {group}"));
-        let m = io::collect_streaming(builders::group_medians(priced.clone(), group))?;
-        medians.push(m.lazy());
+        medians.push(group_medians(&priced, rows, group, io::CHUNK_ROWS)?.lazy());
     }
     let scratch = ctx.scratch_dir()?;
     let mut files = Vec::new();
@@ -299,6 +302,64 @@ fn reduce(
         files.push((table.name(), file));
     }
     Ok(files)
+}
+
+/// `builders::group_medians` over `priced` (of `rows` rows), reading `per_slice`
+/// rows at a time: the group's values are replaced by integer codes first, so holding
+/// every sale price takes 12 bytes a line rather than a copy of the group's text.
+fn group_medians(
+    priced: &LazyFrame,
+    rows: usize,
+    group: &str,
+    per_slice: usize,
+) -> PolarsResult<DataFrame> {
+    let sales = |offset: usize| {
+        priced
+            .clone()
+            .slice(offset as i64, per_slice as IdxSize)
+            .filter(col("is_sale"))
+    };
+    let offsets = || (0..rows.max(1)).step_by(per_slice.max(1));
+    let mut values = Vec::new();
+    for offset in offsets() {
+        let slice = sales(offset).select([col(group)]);
+        values.push(
+            slice
+                .unique(None, UniqueKeepStrategy::Any)
+                .collect()?
+                .lazy(),
+        );
+    }
+    let codes = concat(values, UnionArgs::default())?
+        .unique(None, UniqueKeepStrategy::Any)
+        .with_row_index("_code", None)
+        .collect()?;
+    let mut by_name = JoinArgs::new(JoinType::Inner);
+    by_name.nulls_equal = true; // null is a group of its own
+    let mut coded = Vec::new();
+    for offset in offsets() {
+        let slice = sales(offset)
+            .select([col(group), col("unit_price_base")])
+            .join(
+                codes.clone().lazy(),
+                [col(group)],
+                [col(group)],
+                by_name.clone(),
+            )
+            .select([col("_code"), col("unit_price_base")]);
+        coded.push(slice.collect()?.lazy());
+    }
+    concat(coded, UnionArgs::default())?
+        .group_by([col("_code")])
+        .agg([col("unit_price_base").median().alias("_median")])
+        .join(
+            codes.lazy(),
+            [col("_code")],
+            [col("_code")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .select([col(group), col("_median")])
+        .collect()
 }
 
 /// The merge: each table's n reduce parts become its partition; the parts, and the
@@ -335,4 +396,47 @@ fn merge(ctx: &mut RunContext, run_date: NaiveDate, count: u32) -> anyhow::Resul
     }
     ctx.note(format!("merged {count} parts of each feature table"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Medians read a few rows at a time equal builders::group_medians over the whole
+    /// table, null group included.
+    #[test]
+    fn chunked_medians_are_the_medians() {
+        let priced = df! {
+            "category" => [Some("a"), Some("b"), None, Some("a"), Some("a"), None, Some("b"), Some("c")],
+            "unit_price_base" => [1.0, 10.0, 5.0, 3.0, 2.0, 7.0, 30.0, 4.0],
+            "is_sale" => [true, true, true, true, false, true, true, false],
+        }
+        .unwrap()
+        .lazy();
+        let sorted = |df: DataFrame| {
+            df.sort(
+                ["category"],
+                SortMultipleOptions::default().with_nulls_last(true),
+            )
+            .unwrap()
+        };
+        let whole = sorted(
+            builders::group_medians(priced.clone(), "category")
+                .collect()
+                .unwrap(),
+        );
+        for per_slice in [1, 3, 8, 100] {
+            let chunked = sorted(group_medians(&priced, 8, "category", per_slice).unwrap());
+            assert_eq!(chunked, whole, "{per_slice} rows at a time");
+        }
+        // a: 1 and 3 (2 is not a sale); b: 10 and 30; null: 5 and 7; c: no sale.
+        let medians: Vec<Option<f64>> = whole
+            .column("_median")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(medians, [Some(2.0), Some(20.0), Some(6.0)]);
+    }
 }

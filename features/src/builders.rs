@@ -373,17 +373,22 @@ pub fn customers(lines: LazyFrame, run_date: NaiveDate) -> LazyFrame {
 }
 
 pub fn markets(lines: LazyFrame) -> LazyFrame {
+    // A market's distinct orders are its distinct (market, order) pairs, its baskets:
+    // one group-by gives both, where a distinct count of order ids would hash every
+    // line's id a second time.
     let baskets = lines
         .clone()
         .group_by([col("buyer_country"), col("order_id")])
         .agg([col("quantity").sum().alias("basket_units")])
         .group_by([col("buyer_country")])
-        .agg([col("basket_units").mean().alias("mean_basket_units")]);
+        .agg([
+            len().alias("orders"),
+            col("basket_units").mean().alias("mean_basket_units"),
+        ]);
     lines
         .group_by([col("buyer_country")])
         .agg([
             revenue().sum().alias("revenue_base"),
-            col("order_id").n_unique().alias("orders"),
             len().alias("lines"),
             col("cross_border")
                 .cast(DataType::Float64)
@@ -396,6 +401,14 @@ pub fn markets(lines: LazyFrame) -> LazyFrame {
             [col("buyer_country")],
             JoinArgs::new(JoinType::Left),
         )
+        .select([
+            col("buyer_country"),
+            col("revenue_base"),
+            col("orders"),
+            col("lines"),
+            col("cross_border_share"),
+            col("mean_basket_units"),
+        ])
 }
 
 /// The tables aggregated from order lines (all of [`TABLES`] but `order_lines`).
@@ -435,6 +448,21 @@ impl Aggregate {
             Aggregate::Sellers => "seller_id",
             Aggregate::Customers => "customer_key",
             Aggregate::Markets => "buyer_country",
+        }
+    }
+
+    /// What the table reads from [`priced_lines`] and the [`group_medians`] of
+    /// [`RELATIVE_PRICES`] (in that order): the priced lines themselves, with the
+    /// price relative to the category for sellers (their price level). Cheaper than
+    /// the whole `order_lines` plan, whose three joins an in-memory aggregate would
+    /// run over every line.
+    pub fn lines(self, priced: LazyFrame, medians: &[LazyFrame]) -> LazyFrame {
+        match self {
+            Aggregate::Sellers => {
+                let (group, name) = RELATIVE_PRICES[0];
+                with_relative_price(priced, medians[0].clone(), group, name)
+            }
+            _ => priced,
         }
     }
 

@@ -166,8 +166,13 @@ impl Features {
         let scratch = ctx.scratch_dir()?;
         let chunk_file = |c: u32| scratch.join(format!("orders-{c}.parquet"));
         let mut writers: Vec<io::ParquetChunks> = (0..chunks.count())
-            .map(|c| io::ParquetChunks::create(&chunk_file(c)))
+            .map(|c| io::ParquetChunks::intermediate(&chunk_file(c)))
             .collect();
+        // What the rates need of the products, read once rather than per file.
+        let currencies = products
+            .clone()
+            .select([col("product_id"), col("currency")])
+            .collect()?;
         let mut needed = Vec::new();
         for (i, file) in raw.files.iter().enumerate() {
             ctx.progress(format!(
@@ -176,21 +181,24 @@ impl Features {
                 raw.files.len()
             ));
             let df = io::scan_files(vec![file.clone()])?.collect()?;
-            needed.push(
-                builders::needed_rates(df.clone().lazy(), products.clone(), run_date).collect()?,
-            );
+            let rates =
+                builders::needed_rates(df.clone().lazy(), currencies.clone().lazy(), run_date);
+            needed.push(rates.collect()?);
             let df = df
                 .lazy()
                 .with_column(chunks.index_expr("order_id").alias(CHUNK))
+                .filter(col(CHUNK).is_not_null())
                 .collect()?;
-            for (c, out) in writers.iter_mut().enumerate() {
-                let mine = df
-                    .clone()
-                    .lazy()
-                    .filter(col(CHUNK).eq(lit(c as u32)))
-                    .drop(cols([CHUNK]))
-                    .collect()?;
-                out.write(&mine)?;
+            // One pass splits the file; a chunk with no line here still gets an
+            // empty frame, so every chunk file exists with the schema.
+            let empty = df.clear().drop(CHUNK)?;
+            let mut split: Vec<Option<DataFrame>> = vec![None; writers.len()];
+            for group in df.partition_by([CHUNK], true)? {
+                let c = group.column(CHUNK)?.u32()?.get(0).expect("a chunk index");
+                split[c as usize] = Some(group.drop(CHUNK)?);
+            }
+            for (out, mine) in writers.iter_mut().zip(split) {
+                out.write(mine.as_ref().unwrap_or(&empty))?;
             }
         }
         for out in writers {
@@ -207,7 +215,7 @@ impl Features {
 
         let line_products = builders::line_products(products.clone()).collect()?.lazy();
         let file = scratch.join("priced_lines.parquet");
-        let mut out = io::ParquetChunks::create(&file);
+        let mut out = io::ParquetChunks::intermediate(&file);
         for c in 0..chunks.count() {
             ctx.progress(format!(
                 "pricing order lines ({}/{})",
@@ -278,23 +286,28 @@ fn reduce(
 
     ctx.progress("building order_lines");
     let lines_file = scratch.join("order_lines.parquet");
+    // A reduce's part is read back by the merge only.
+    let out = match bucket {
+        Some(_) => io::ParquetChunks::intermediate(&lines_file),
+        None => io::ParquetChunks::create(&lines_file),
+    };
     io::sink_chunked(
         io::scan_files(vec![own.clone()])?,
         io::parquet_rows(own)?,
         |chunk| builders::order_lines_from(chunk, medians.clone()),
-        &lines_file,
+        out,
     )?;
     files.push(("order_lines", lines_file));
 
-    let lines = builders::order_lines_from(priced, medians);
     for table in Aggregate::ALL {
         ctx.progress(format!("building {}", table.name()));
+        let lines = table.lines(priced.clone(), &medians);
         let (lines, products) = match bucket {
             Some(p) => (
-                lines.clone().filter(p.owns_expr(table.key())),
+                lines.filter(p.owns_expr(table.key())),
                 products.clone().filter(p.owns_expr("product_id")),
             ),
-            None => (lines.clone(), products.clone()),
+            None => (lines, products.clone()),
         };
         let mut df = table.plan(lines, products, run_date).collect()?;
         let file = scratch.join(format!("{}.parquet", table.name()));
@@ -375,7 +388,12 @@ fn merge(ctx: &mut RunContext, run_date: NaiveDate, count: u32) -> anyhow::Resul
     for part in &parts.files {
         rows += io::parquet_rows(part)?;
     }
-    io::sink_chunked(io::scan_files(parts.files)?, rows, |chunk| chunk, &file)?;
+    io::sink_chunked(
+        io::scan_files(parts.files)?,
+        rows,
+        |chunk| chunk,
+        io::ParquetChunks::create(&file),
+    )?;
     ctx.stage_file(&format!("{target}{}", io::PART), &file, rows)?;
     ctx.replace_partition(&target);
     for table in Aggregate::ALL {

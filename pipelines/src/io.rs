@@ -83,7 +83,7 @@ impl ParquetChunks {
             let file = std::fs::File::create(&self.path).with_context(context)?;
             let writer = ParquetWriter::new(std::io::BufWriter::new(file))
                 .with_compression(self.compression)
-                .batched(&df.schema())
+                .batched(df.schema())
                 .map_err(anyhow::Error::from)
                 .with_context(context)?;
             self.writer = Some(writer);

@@ -98,7 +98,14 @@ impl Step for Features {
             Stage::Whole => {
                 let products = products_table(ctx, run_date)?;
                 let priced = self.map(ctx, run_date, products.clone(), None)?;
-                let tables = reduce(ctx, &[priced.clone()], &priced, products, None, run_date)?;
+                let tables = reduce(
+                    ctx,
+                    std::slice::from_ref(&priced),
+                    &priced,
+                    products,
+                    None,
+                    run_date,
+                )?;
                 for (name, file) in tables {
                     let part = io::partition("features", name, run_date);
                     let rows = io::parquet_rows(&file)?;
@@ -266,7 +273,7 @@ fn products_table(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<L
 fn reduce(
     ctx: &mut RunContext,
     all: &[PathBuf],
-    own: &PathBuf,
+    own: &std::path::Path,
     products: LazyFrame,
     bucket: Option<Partition>,
     run_date: NaiveDate,
@@ -292,7 +299,7 @@ fn reduce(
         None => io::ParquetChunks::create(&lines_file),
     };
     io::sink_chunked(
-        io::scan_files(vec![own.clone()])?,
+        io::scan_files(vec![own.to_path_buf()])?,
         io::parquet_rows(own)?,
         |chunk| builders::order_lines_from(chunk, medians.clone()),
         out,

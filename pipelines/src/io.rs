@@ -132,38 +132,6 @@ pub fn sink_chunked(
     out.finish()
 }
 
-/// Runs a plan with the streaming engine straight into a Parquet file, so a table
-/// larger than memory never materialises.
-pub fn sink_parquet(lf: LazyFrame, path: &std::path::Path) -> anyhow::Result<()> {
-    let options = ParquetWriteOptions {
-        compression: ParquetCompression::Zstd(None),
-        ..Default::default()
-    };
-    lf.sink(
-        SinkDestination::File {
-            target: SinkTarget::Path(PlRefPath::try_from_path(path)?),
-        },
-        FileWriteFormat::Parquet(std::sync::Arc::new(options)),
-        // Row order is not part of the table's contract; keeping it would make the
-        // engine buffer rows that finish out of order.
-        UnifiedSinkArgs {
-            mkdir: true,
-            maintain_order: false,
-            ..Default::default()
-        },
-    )?
-    .collect_with_engine(Engine::Streaming)
-    .map_err(anyhow::Error::from)
-    .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Collects a plan with the streaming engine (bounded memory for scans, filters,
-/// joins against small tables and group-bys).
-pub fn collect_streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
-    Ok(lf.collect_with_engine(Engine::Streaming)?.unwrap_single())
-}
-
 /// Rows of a local Parquet file, from its metadata.
 pub fn parquet_rows(path: &std::path::Path) -> anyhow::Result<usize> {
     let lf = LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, ScanArgsParquet::default())?;

@@ -265,11 +265,10 @@ fn products_table(ctx: &mut RunContext, run_date: NaiveDate) -> anyhow::Result<L
 /// lines of `own` and each aggregate for the keys in `bucket` (all keys when none),
 /// each in a scratch file, in the order of `builders::TABLES`.
 ///
-/// Separate passes, so no plan feeds one scan into two consumers (the engine would
-/// buffer the whole scan): the group medians (small), then order_lines streamed
-/// into a file, then each aggregate over the columns it needs. The aggregates run
-/// in memory: for their high-cardinality distinct counts polars 0.55's streaming
-/// engine peaked higher (3.5 GB vs 2.5 GB at 10M lines).
+/// Separate passes: the group medians (small), then order_lines a slice at a time,
+/// then each aggregate over the columns it needs. The aggregates run in memory (the
+/// peak of the step): for their high-cardinality distinct counts polars 0.55's
+/// streaming engine peaked higher (3.5 GB vs 2.5 GB at 10M lines).
 fn reduce(
     ctx: &mut RunContext,
     all: &[PathBuf],

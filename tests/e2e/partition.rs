@@ -537,3 +537,62 @@ fn features_map_reduce_is_features_whole() {
         assert!(left.is_empty(), "parts left after the merge: {left:?}");
     }
 }
+
+/// A reduce refuses map parts priced with other raw products than the ones it would
+/// join them with now (products re-ingested, changed, between the maps and the
+/// reduce), naming the changed file, and writes nothing; the maps run again, and it
+/// succeeds. (Re-ingested bytes that did not change are not stale: parts are matched
+/// by checksum.)
+#[test]
+fn a_reduce_refuses_maps_older_than_the_products() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, store, first) = ingested(
+        dir.path(),
+        &["--orders", "300", "--seed", "37", "--bad-fraction", "0"],
+    );
+    let run_date = (chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d").unwrap()
+        + chrono::Duration::days(1))
+    .to_string();
+    let features = |extra: &[&str]| {
+        let mut cmd = sgml(&store);
+        cmd.args(["features", "--run-date", &run_date]).args(extra);
+        cmd
+    };
+    for k in ["1/2", "2/2"] {
+        ok(&mut features(&["--partition", k]));
+    }
+    // The seller renames its brands: a products file with other bytes.
+    let products = input.join("products.csv");
+    let mut df = LazyCsvReader::new(PlRefPath::try_from_path(&products).unwrap())
+        .with_infer_schema_length(Some(0))
+        .finish()
+        .unwrap()
+        .with_column(col("brand").str().to_uppercase())
+        .collect()
+        .unwrap();
+    CsvWriter::new(std::fs::File::create(&products).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    ok(sgml(&store)
+        .args(["ingest", "--demo", "--run-date", &run_date, "--input"])
+        .arg(&input));
+    let data = || {
+        let mut s = snapshot(&store);
+        s.retain(|k, _| !k.starts_with("runs/"));
+        s
+    };
+    let before = data();
+    let err = fails(&mut features(&["--reduce", "1/2"]), 1);
+    assert!(
+        err.contains("changed after the parts") && err.contains("raw/products/"),
+        "{err}"
+    );
+    assert_eq!(data(), before, "a refused reduce writes nothing");
+    for k in ["1/2", "2/2"] {
+        ok(&mut features(&["--partition", k]));
+    }
+    for k in ["1/2", "2/2"] {
+        ok(&mut features(&["--reduce", k]));
+    }
+    ok(&mut features(&["--merge", "2"]));
+}

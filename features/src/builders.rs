@@ -14,7 +14,6 @@ use crate::values::days_since_epoch;
 /// The tables this module builds, in the order [`build`] returns them.
 pub const TABLES: [&str; 5] = ["order_lines", "products", "sellers", "customers", "markets"];
 
-#[derive(Clone)]
 pub struct Inputs {
     pub orders: LazyFrame,
     pub products: LazyFrame,
@@ -125,7 +124,12 @@ pub fn order_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
 /// line and its product: one streaming pass over the inputs.
 pub fn priced_lines(inputs: &Inputs) -> PolarsResult<LazyFrame> {
     let products = line_products(inputs.products.clone());
-    priced_lines_with(inputs, products)
+    priced_lines_with(
+        inputs.orders.clone(),
+        products,
+        inputs.rates.clone(),
+        inputs.run_date,
+    )
 }
 
 /// What an order line takes from its product: a small table, one row per product,
@@ -148,11 +152,16 @@ pub fn line_products(products: LazyFrame) -> LazyFrame {
     ])
 }
 
-/// [`priced_lines`] with the products already turned into [`line_products`]
-/// (`inputs.products` is not read).
-pub fn priced_lines_with(inputs: &Inputs, products: LazyFrame) -> PolarsResult<LazyFrame> {
-    let run_days = days_since_epoch(inputs.run_date);
-    let list_rates = inputs.rates.clone().select([
+/// [`priced_lines`] of `orders` with the products already turned into
+/// [`line_products`] (and `rates` as in [`Inputs`]).
+pub fn priced_lines_with(
+    orders: LazyFrame,
+    products: LazyFrame,
+    rates: LazyFrame,
+    run_date: NaiveDate,
+) -> PolarsResult<LazyFrame> {
+    let run_days = days_since_epoch(run_date);
+    let list_rates = rates.clone().select([
         col("currency").alias("list_currency"),
         col("date"),
         col("rate").alias("list_rate"),
@@ -160,10 +169,10 @@ pub fn priced_lines_with(inputs: &Inputs, products: LazyFrame) -> PolarsResult<L
     let region_of = |name: &str| regions().select([col("country"), col("region").alias(name)]);
     let left = small_right_join;
 
-    let lines = as_of(inputs.orders.clone(), inputs.run_date)
+    let lines = as_of(orders, run_date)
         .with_column(col("order_ts").dt().date().alias("order_date"))
         .join(
-            inputs.rates.clone(),
+            rates,
             [col("currency"), col("order_date")],
             [col("currency"), col("date")],
             left(),

@@ -27,19 +27,6 @@ pub fn to_parquet(df: &mut DataFrame) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes a frame to a local Parquet file (a step's scratch output, staged with
-/// `RunContext::stage_file`).
-pub fn write_parquet_file(df: &mut DataFrame, path: &std::path::Path) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    ParquetWriter::new(std::io::BufWriter::new(file))
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(df)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Rows a chunked pass holds in memory at a time. Priced in memory, an order line
 /// takes about 1 KB at the peak of its joins, so a chunk about 250 MB.
 pub const CHUNK_ROWS: usize = 250_000;
@@ -130,6 +117,11 @@ pub fn sink_chunked(
         }
     }
     out.finish()
+}
+
+/// Rows of local Parquet files, from their metadata.
+pub fn files_rows(paths: &[PathBuf]) -> anyhow::Result<usize> {
+    paths.iter().map(|p| parquet_rows(p)).sum()
 }
 
 /// Rows of a local Parquet file, from its metadata.

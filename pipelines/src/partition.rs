@@ -76,27 +76,21 @@ impl Partition {
         key.map_or(self.index == 1, |k| self.owns(k))
     }
 
-    fn mask(&self, keys: &StringChunked) -> BooleanChunked {
-        keys.iter().map(|k| Some(self.owns_row(k))).collect()
-    }
-
     /// Keeps the rows of `df` whose `key` column this part owns.
     pub fn filter(&self, df: &DataFrame, key: &str) -> anyhow::Result<DataFrame> {
-        Ok(df.filter(&self.mask(df.column(key)?.str()?))?)
+        let keys = df.column(key)?.str()?;
+        let mask: BooleanChunked = keys.iter().map(|k| Some(self.owns_row(k))).collect();
+        Ok(df.filter(&mask)?)
     }
 
     /// The same choice as [`Partition::filter`] as an expression on the string
     /// column `key`, for lazy plans: element-wise, so it streams and is pushed down
     /// to the scan.
     pub fn owns_expr(&self, key: &str) -> Expr {
-        let p = *self;
-        col(key).map(
-            move |c| {
-                let mask = p.mask(c.str()?).with_name(c.name().clone());
-                Ok(mask.into_column())
-            },
-            |_, field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
-        )
+        // One chunk: a row has a chunk exactly when this part owns it.
+        Chunks::split(Some(*self), 0, 1)
+            .index_expr(key)
+            .is_not_null()
     }
 }
 
@@ -235,7 +229,18 @@ pub fn write(
 
 /// A merge run: the `count` parts of `target`, sorted by `key`, become `target`.
 pub fn merge(ctx: &mut RunContext, target: &str, count: u32, key: &str) -> anyhow::Result<()> {
-    let mut df = read_parts(ctx, target, count, key)?;
+    merge_parts(ctx, target, count, key, "--partition")
+}
+
+/// [`merge`] of parts written by the option `made_by` (a reduce's `--reduce`, say).
+pub fn merge_parts(
+    ctx: &mut RunContext,
+    target: &str,
+    count: u32,
+    key: &str,
+    made_by: &'static str,
+) -> anyhow::Result<()> {
+    let mut df = read_parts(ctx, target, count, key, made_by)?;
     ctx.write_partition(target, &mut df)?;
     ctx.note(format!("merged {count} parts: {} rows", df.height()));
     Ok(())
@@ -333,8 +338,9 @@ fn read_parts(
     target: &str,
     count: u32,
     key: &str,
+    made_by: &'static str,
 ) -> anyhow::Result<DataFrame> {
-    let parts = part_files(ctx, target, count, Consume::OnCommit, "--partition")?;
+    let parts = part_files(ctx, target, count, Consume::OnCommit, made_by)?;
     Ok(io::scan_files(parts.files)?
         .sort(
             [key],

@@ -304,6 +304,27 @@ fn predict_pricing_split_and_merged_is_whole() {
     assert_eq!(merged, whole, "split 3 ways and merged");
 }
 
+/// Rewrites a CSV file (every column read as text) with `edit` applied; returns what
+/// it wrote.
+fn rewrite_csv(path: &Path, edit: impl FnOnce(LazyFrame) -> LazyFrame) -> DataFrame {
+    let lf = LazyCsvReader::new(PlRefPath::try_from_path(path).unwrap())
+        .with_infer_schema_length(Some(0))
+        .finish()
+        .unwrap();
+    let mut df = edit(lf).collect().unwrap();
+    CsvWriter::new(std::fs::File::create(path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    df
+}
+
+/// Everything in a store but the run manifests: what a refused run must not change.
+fn data(store: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut s = snapshot(store);
+    s.retain(|k, _| !k.starts_with("runs/"));
+    s
+}
+
 /// A generated export made harder for a split: half the orders buy one product of
 /// one seller (a skewed key: one bucket holds most lines), a tenth are guest orders
 /// (no customer: null keys), some products have no brand or category (null groups of
@@ -323,21 +344,6 @@ fn skewed_export(dir: &Path) -> PathBuf {
         .arg("--out")
         .arg(&input));
     let csv = |name: &str| input.join(format!("{name}.csv"));
-    let read = |name: &str| {
-        LazyCsvReader::new(PlRefPath::try_from_path(&csv(name)).unwrap())
-            .with_infer_schema_length(Some(0))
-            .finish()
-            .unwrap()
-    };
-    let write = |name: &str, lf: LazyFrame| {
-        let mut df = lf.collect().unwrap();
-        CsvWriter::new(std::fs::File::create(csv(name)).unwrap())
-            .finish(&mut df)
-            .unwrap();
-    };
-    let products = read("products").collect().unwrap();
-    let hot_product = strings(&products, "product_id")[0].clone();
-    let hot_seller = strings(&products, "seller_id")[0].clone();
     let ends_in = |c: &str, digits: &str| {
         col(c).str().slice(lit(-1), lit(1)).is_in(
             lit(Series::new(
@@ -348,9 +354,22 @@ fn skewed_export(dir: &Path) -> PathBuf {
         )
     };
     let null = || lit(NULL).cast(DataType::String);
-    write(
-        "orders",
-        read("orders").with_columns([
+    let products = rewrite_csv(&csv("products"), |lf| {
+        lf.with_columns([
+            when(ends_in("product_id", "3"))
+                .then(null())
+                .otherwise(col("brand"))
+                .alias("brand"),
+            when(ends_in("product_id", "5"))
+                .then(null())
+                .otherwise(col("category"))
+                .alias("category"),
+        ])
+    });
+    let hot_product = strings(&products, "product_id")[0].clone();
+    let hot_seller = strings(&products, "seller_id")[0].clone();
+    rewrite_csv(&csv("orders"), |lf| {
+        lf.with_columns([
             when(ends_in("order_id", "01234"))
                 .then(lit(hot_product))
                 .otherwise(col("product_id"))
@@ -363,21 +382,8 @@ fn skewed_export(dir: &Path) -> PathBuf {
                 .then(null())
                 .otherwise(col("customer_id"))
                 .alias("customer_id"),
-        ]),
-    );
-    write(
-        "products",
-        products.lazy().with_columns([
-            when(ends_in("product_id", "3"))
-                .then(null())
-                .otherwise(col("brand"))
-                .alias("brand"),
-            when(ends_in("product_id", "5"))
-                .then(null())
-                .otherwise(col("category"))
-                .alias("category"),
-        ]),
-    );
+        ])
+    });
     input
 }
 
@@ -416,22 +422,14 @@ fn features_map_reduce_is_features_whole() {
     // A corrected export the next day: every line again, a tenth at twice the price.
     // The features dedupe it (the latest partition's line wins) in whichever part
     // and chunk holds the order.
-    let orders = input.join("orders.csv");
-    let mut df = LazyCsvReader::new(PlRefPath::try_from_path(&orders).unwrap())
-        .with_infer_schema_length(Some(0))
-        .finish()
-        .unwrap()
-        .with_column(
+    let df = rewrite_csv(&input.join("orders.csv"), |lf| {
+        lf.with_column(
             when(col("order_id").str().ends_with(lit("9")))
                 .then(col("unit_price").cast(DataType::Float64) * lit(2.0))
                 .otherwise(col("unit_price").cast(DataType::Float64))
                 .alias("unit_price"),
         )
-        .collect()
-        .unwrap();
-    CsvWriter::new(std::fs::File::create(&orders).unwrap())
-        .finish(&mut df)
-        .unwrap();
+    });
     let run_date = (chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d").unwrap()
         + chrono::Duration::days(1))
     .to_string();
@@ -513,15 +511,10 @@ fn features_map_reduce_is_features_whole() {
         }
         for (k, args) in every("--reduce").iter().enumerate() {
             if n == 3 && k == 2 {
-                let data = || {
-                    let mut s = snapshot(&store);
-                    s.retain(|k, _| !k.starts_with("runs/"));
-                    s
-                };
-                let before = data();
+                let before = data(&store);
                 let err = fails(&mut features(&["--merge", "3"]), 1);
                 assert!(err.contains("[3]") && err.contains("of 3 missing"), "{err}");
-                assert_eq!(data(), before, "a refused merge changes nothing");
+                assert_eq!(data(&store), before, "a refused merge changes nothing");
             }
             ok(&mut features(&[&args[0], &args[1]]));
         }
@@ -562,32 +555,19 @@ fn a_reduce_refuses_maps_older_than_the_products() {
         ok(&mut features(&["--partition", k]));
     }
     // The seller renames its brands: a products file with other bytes.
-    let products = input.join("products.csv");
-    let mut df = LazyCsvReader::new(PlRefPath::try_from_path(&products).unwrap())
-        .with_infer_schema_length(Some(0))
-        .finish()
-        .unwrap()
-        .with_column(col("brand").str().to_uppercase())
-        .collect()
-        .unwrap();
-    CsvWriter::new(std::fs::File::create(&products).unwrap())
-        .finish(&mut df)
-        .unwrap();
+    rewrite_csv(&input.join("products.csv"), |lf| {
+        lf.with_column(col("brand").str().to_uppercase())
+    });
     ok(sgml(&store)
         .args(["ingest", "--demo", "--run-date", &run_date, "--input"])
         .arg(&input));
-    let data = || {
-        let mut s = snapshot(&store);
-        s.retain(|k, _| !k.starts_with("runs/"));
-        s
-    };
-    let before = data();
+    let before = data(&store);
     let err = fails(&mut features(&["--reduce", "1/2"]), 1);
     assert!(
         err.contains("changed after the parts") && err.contains("raw/products/"),
         "{err}"
     );
-    assert_eq!(data(), before, "a refused reduce writes nothing");
+    assert_eq!(data(&store), before, "a refused reduce writes nothing");
     for k in ["1/2", "2/2"] {
         ok(&mut features(&["--partition", k]));
     }

@@ -5,9 +5,9 @@
 //! workers with `--partition k/n` (map), `--reduce k/n` and `--merge n`:
 //!
 //! - **map** `k`: the order lines of the orders in part `k` (by the xxh3 hash of the
-//!   order id) priced in the base currency and joined with their products: a
-//!   streaming pass whose memory is the products and rates tables, however many
-//!   orders there are. Written to `parts/features/priced_lines/dt=D/of=n/part-k`.
+//!   order id) priced in the base currency and joined with their products, one
+//!   chunk of lines at a time (memory: one chunk and the products, however many
+//!   orders there are). Written to `parts/features/priced_lines/dt=D/of=n/part-k`.
 //! - **reduce** `k`: reads every map part; computes the group medians the relative
 //!   prices need (small tables, identical in every reduce); writes `order_lines` for
 //!   map part `k`'s lines and each aggregate table for the keys in bucket `k` (the
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use polars::prelude::*;
-use sgml_features::builders::{self, Aggregate, Inputs};
+use sgml_features::builders::{self, Aggregate};
 use sgml_features::{Table, fx, validate};
 
 use crate::io;
@@ -145,7 +145,7 @@ impl Step for Features {
 
 impl Features {
     /// The map: priced order lines of the orders `part` owns (all of them for a whole
-    /// run), streamed into a scratch file.
+    /// run), written chunk by chunk into a scratch file.
     fn map(
         &self,
         ctx: &mut RunContext,
@@ -236,13 +236,13 @@ impl Features {
                 let key = Table::Orders.key().iter().map(|k| col(*k)).collect();
                 orders = orders.unique_stable_generic(Some(key), UniqueKeepStrategy::Last);
             }
-            let inputs = Inputs {
+            let priced = builders::priced_lines_with(
                 orders,
-                products: products.clone(),
-                rates: rates.table.clone().lazy(),
+                line_products.clone(),
+                rates.table.clone().lazy(),
                 run_date,
-            };
-            out.write(&builders::priced_lines_with(&inputs, line_products.clone())?.collect()?)?;
+            )?;
+            out.write(&priced.collect()?)?;
             std::fs::remove_file(chunk_file(c))?;
         }
         out.finish()?;
@@ -278,10 +278,7 @@ fn reduce(
     run_date: NaiveDate,
 ) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
     let priced = io::scan_files(all.to_vec())?;
-    let mut rows = 0;
-    for file in all {
-        rows += io::parquet_rows(file)?;
-    }
+    let rows = io::files_rows(all)?;
     let mut medians = Vec::new();
     for (group, _) in builders::RELATIVE_PRICES {
         ctx.progress(format!("median prices by {group}"));
@@ -315,9 +312,10 @@ fn reduce(
             ),
             None => (lines, products.clone()),
         };
-        let mut df = table.plan(lines, products, run_date).collect()?;
         let file = scratch.join(format!("{}.parquet", table.name()));
-        io::write_parquet_file(&mut df, &file)?;
+        let mut out = io::ParquetChunks::create(&file);
+        out.write(&table.plan(lines, products, run_date).collect()?)?;
+        out.finish()?;
         files.push((table.name(), file));
     }
     Ok(files)
@@ -390,10 +388,7 @@ fn merge(ctx: &mut RunContext, run_date: NaiveDate, count: u32) -> anyhow::Resul
     let target = io::partition("features", "order_lines", run_date);
     let parts = partition::part_files(ctx, &target, count, Consume::OnCommit, "--reduce")?;
     let file = scratch.join("order_lines.parquet");
-    let mut rows = 0;
-    for part in &parts.files {
-        rows += io::parquet_rows(part)?;
-    }
+    let rows = io::files_rows(&parts.files)?;
     io::sink_chunked(
         io::scan_files(parts.files)?,
         rows,
@@ -405,12 +400,8 @@ fn merge(ctx: &mut RunContext, run_date: NaiveDate, count: u32) -> anyhow::Resul
     for table in Aggregate::ALL {
         ctx.progress(format!("merging {}", table.name()));
         let target = io::partition("features", table.name(), run_date);
-        let parts = partition::part_files(ctx, &target, count, Consume::OnCommit, "--reduce")?;
         // Each key is in one part only, so the sorted concatenation is the table.
-        let mut df = io::scan_files(parts.files)?
-            .sort([table.key()], SortMultipleOptions::default())
-            .collect()?;
-        ctx.write_partition(&target, &mut df)?;
+        partition::merge_parts(ctx, &target, count, table.key(), "--reduce")?;
     }
     for key in ctx
         .store

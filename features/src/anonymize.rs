@@ -91,6 +91,15 @@ pub fn random_key() -> String {
     hex::encode(bytes)
 }
 
+/// The key a deleted customer's key becomes under `salt`: a random key that several
+/// processes agree on while they share the salt (the parts of a split ingest), and
+/// that nothing links back once the salt is gone.
+pub fn salted_key(salt: &[u8; 32], key: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(salt).expect("HMAC takes any key length");
+    mac.update(key.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[\w.+-]+@[\w-]+(\.[\w-]+)+").expect("valid regex"));
 // A phone number: optional +country code, then at least three digit groups split by

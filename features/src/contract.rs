@@ -6,8 +6,12 @@
 
 use std::fmt;
 
-/// The tables of the contract, as stored after ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The tables of the contract, as stored after ingest. Serialized by
+/// [`Table::name`] (a test holds the two together).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Table {
     Orders,
     Products,
@@ -327,6 +331,15 @@ pub fn rule_names(table: Table) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_serialize_by_name() {
+        for t in Table::ALL {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.name()));
+            assert_eq!(serde_json::from_str::<Table>(&json).unwrap(), t);
+        }
+    }
 
     #[test]
     fn every_key_column_is_a_required_column() {

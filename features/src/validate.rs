@@ -110,7 +110,33 @@ impl RawTable {
         self.not_utf8.extend(other.not_utf8);
     }
 
-    fn column(&self, name: &str) -> Option<&[Option<String>]> {
+    /// Keeps the rows where `keep` is true, and the malformed rows (which have no
+    /// cells to decide by) only when `keep_malformed`: the rows one part of a
+    /// fanned-out ingest validates.
+    pub fn retain(&mut self, keep: &[bool], keep_malformed: bool) {
+        assert_eq!(keep.len(), self.height(), "one flag per row");
+        for column in &mut self.cells {
+            let mut flags = keep.iter();
+            column.retain(|_| *flags.next().expect("one flag per row"));
+        }
+        let kept: HashSet<u64> = self
+            .source_rows
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| *r)
+            .collect();
+        let mut flags = keep.iter();
+        self.source_rows
+            .retain(|_| *flags.next().expect("one flag per row"));
+        self.not_utf8.retain(|c| kept.contains(&c.source_row));
+        if !keep_malformed {
+            self.malformed.clear();
+        }
+    }
+
+    /// The cells of the column `name`, if the input has it.
+    pub fn column(&self, name: &str) -> Option<&[Option<String>]> {
         self.columns
             .iter()
             .position(|c| c == name)
@@ -156,6 +182,10 @@ pub struct Context {
     pub key: AnonKey,
     /// Customer keys with a deletion request: their rows get an unlinked random key.
     pub deleted: Arc<HashSet<String>>,
+    /// Where the unlinked keys come from: fresh random ones, or (for validators in
+    /// several processes that must agree) keys salted with a secret they share for
+    /// the run and then discard.
+    pub unlink_salt: Option<[u8; 32]>,
 }
 
 impl Context {
@@ -163,7 +193,14 @@ impl Context {
         Context {
             key,
             deleted: Arc::new(deleted),
+            unlink_salt: None,
         }
+    }
+
+    /// Unlinked keys salted with `salt` (see [`anonymize::salted_key`]).
+    pub fn with_unlink_salt(mut self, salt: [u8; 32]) -> Context {
+        self.unlink_salt = Some(salt);
+        self
     }
 }
 
@@ -238,7 +275,7 @@ pub struct Validator {
 }
 
 /// The totals of a validated table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub counts: Counts,
     /// Contract columns the input lacked (null in every accepted row).
@@ -247,6 +284,29 @@ pub struct Summary {
     pub dropped_columns: Vec<String>,
     /// Rejections per rule name.
     pub rules: Vec<(String, usize)>,
+}
+
+impl Summary {
+    /// Adds the summary of another part of the same table's rows (a fanned-out
+    /// ingest's): counts and rules sum; the column lists, which every part reads
+    /// from the same header, are kept from the first part that has them.
+    pub fn absorb(&mut self, other: Summary) {
+        self.counts.rows_in += other.counts.rows_in;
+        self.counts.accepted += other.counts.accepted;
+        self.counts.quarantined += other.counts.quarantined;
+        if self.missing_columns.is_empty() {
+            self.missing_columns = other.missing_columns;
+        }
+        if self.dropped_columns.is_empty() {
+            self.dropped_columns = other.dropped_columns;
+        }
+        let mut rules: BTreeMap<String, usize> =
+            std::mem::take(&mut self.rules).into_iter().collect();
+        for (rule, n) in other.rules {
+            *rules.entry(rule).or_default() += n;
+        }
+        self.rules = rules.into_iter().collect();
+    }
 }
 
 impl Validator {
@@ -360,9 +420,13 @@ impl Validator {
                 };
                 Some(
                     if self.table == Table::Orders && self.ctx.deleted.contains(&key) {
+                        let salt = self.ctx.unlink_salt;
                         self.unlinked
                             .entry(key)
-                            .or_insert_with(anonymize::random_key)
+                            .or_insert_with_key(|key| match salt {
+                                Some(salt) => anonymize::salted_key(&salt, key),
+                                None => anonymize::random_key(),
+                            })
                             .clone()
                     } else {
                         key
@@ -804,6 +868,73 @@ mod tests {
             t.push_row(i as u64 + 1, r.iter().map(|s| Some(s.to_string())));
         }
         t
+    }
+
+    /// Two parts' summaries add up to the whole's: counts and rules sum, rules stay
+    /// sorted by name.
+    #[test]
+    fn summaries_absorb_their_parts() {
+        let part = |accepted, rules: &[(&str, usize)]| Summary {
+            counts: Counts {
+                rows_in: accepted + rules.iter().map(|r| r.1).sum::<usize>(),
+                accepted,
+                quarantined: rules.iter().map(|r| r.1).sum(),
+            },
+            missing_columns: vec!["channel".into()],
+            dropped_columns: Vec::new(),
+            rules: rules.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        };
+        let mut total = Summary::default();
+        total.absorb(part(5, &[("orders.quantity.range", 2)]));
+        total.absorb(part(
+            3,
+            &[("orders.currency.code", 1), ("orders.quantity.range", 1)],
+        ));
+        assert_eq!(total.counts.rows_in, 12);
+        assert_eq!(total.counts.accepted, 8);
+        assert_eq!(total.counts.quarantined, 4);
+        assert_eq!(
+            total.rules,
+            [
+                ("orders.currency.code".to_string(), 1),
+                ("orders.quantity.range".to_string(), 3)
+            ]
+        );
+        assert_eq!(total.missing_columns, ["channel"]);
+    }
+
+    /// A part keeps its rows whole (every column, the source row, the cells that
+    /// were not UTF-8) and the malformed rows only when asked.
+    #[test]
+    fn retain_keeps_rows_whole() {
+        let mut t = table(&[good_order("O1"), good_order("O2"), good_order("O3")]);
+        t.not_utf8 = vec![
+            NotUtf8 {
+                source_row: 2,
+                column: "customer_name".into(),
+            },
+            NotUtf8 {
+                source_row: 3,
+                column: "customer_name".into(),
+            },
+        ];
+        t.malformed.push(Malformed {
+            source_row: 4,
+            rule: "orders.row.ragged".into(),
+            detail: String::new(),
+        });
+        let mut other = t.clone();
+        t.retain(&[false, false, true], true);
+        assert_eq!(t.height(), 1);
+        assert_eq!(t.column("order_id").unwrap(), [Some("O3".to_string())]);
+        assert!(t.cells.iter().all(|c| c.len() == 1));
+        assert_eq!(t.source_rows, [3]);
+        assert_eq!(t.not_utf8.len(), 1);
+        assert_eq!(t.rows_in(), 2, "the malformed row stays");
+        other.retain(&[true, true, false], false);
+        assert_eq!(other.source_rows, [1, 2]);
+        assert_eq!(other.not_utf8[0].source_row, 2);
+        assert_eq!(other.rows_in(), 2, "the malformed row is the other part's");
     }
 
     fn run(rows: &[Vec<&str>]) -> Validated {

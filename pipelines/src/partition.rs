@@ -72,7 +72,7 @@ impl Partition {
 
     /// Whether the row with this key, or without one, is this part's: rows without
     /// a key go to part 1, so none is lost.
-    fn owns_row(&self, key: Option<&str>) -> bool {
+    pub fn owns_row(&self, key: Option<&str>) -> bool {
         key.map_or(self.index == 1, |k| self.owns(k))
     }
 
@@ -248,9 +248,23 @@ pub fn merge_parts(
 
 /// What a part was computed from: its run's inputs other than the parts area.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct PartInputs {
+pub(crate) struct PartInputs {
     run_id: String,
     inputs: Vec<(String, String)>,
+}
+
+impl PartInputs {
+    /// The inputs `ctx` recorded so far.
+    pub(crate) fn of(ctx: &RunContext) -> PartInputs {
+        PartInputs {
+            run_id: ctx.run_id.clone(),
+            inputs: ctx
+                .inputs()
+                .iter()
+                .map(|r| (r.uri.clone(), r.sha256.clone()))
+                .collect(),
+        }
+    }
 }
 
 /// Stages `df` as part `p` of the output partition `target`, with the inputs the
@@ -285,14 +299,7 @@ fn stage_part_inputs(
     p: Partition,
     rows: usize,
 ) -> anyhow::Result<()> {
-    let inputs = PartInputs {
-        run_id: ctx.run_id.clone(),
-        inputs: ctx
-            .inputs()
-            .iter()
-            .map(|r| (r.uri.clone(), r.sha256.clone()))
-            .collect(),
-    };
+    let inputs = PartInputs::of(ctx);
     ctx.stage(
         &inputs_key(target, p),
         &serde_json::to_vec_pretty(&inputs)?,
@@ -469,7 +476,7 @@ pub fn part_files(
 
 /// An input of part `b` whose bytes part `a` did not read. Compared by checksum
 /// only: workers may keep the model files at different paths.
-fn differing_input(a: &PartInputs, b: &PartInputs) -> Option<String> {
+pub(crate) fn differing_input(a: &PartInputs, b: &PartInputs) -> Option<String> {
     let seen: std::collections::HashSet<&str> =
         a.inputs.iter().map(|(_, sha)| sha.as_str()).collect();
     let theirs: std::collections::HashSet<&str> =

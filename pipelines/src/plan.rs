@@ -383,6 +383,7 @@ mod tests {
                 source: Default::default(),
                 key: crate::steps::ingest::Anonymization::Missing,
                 max_reject_share: crate::steps::ingest::MAX_REJECT_SHARE,
+                split: Default::default(),
             },
             base_currency: "USD".into(),
             model_dir: dir.path().into(),

@@ -150,13 +150,25 @@ pub trait Step {
     fn run(&self, ctx: &mut RunContext) -> anyhow::Result<()>;
 }
 
+/// An output waiting for the commit.
+struct Staged {
+    /// Where it becomes visible.
+    key: String,
+    /// Where it waits: the run's staging area, or another run's committed object.
+    from: String,
+    /// Of the bytes the step wrote (or the other run recorded), checked at commit.
+    sha256: String,
+    /// Copied from another run's object rather than moved from staging, and never
+    /// removed by this run.
+    adopted: bool,
+}
+
 pub struct RunContext<'a> {
     pub store: &'a dyn Store,
     pub run_id: String,
     pub run_date: Option<NaiveDate>,
     manifest: RunManifest,
-    /// (final key, staging key, sha256 of the bytes written).
-    staged: Vec<(String, String, String)>,
+    staged: Vec<Staged>,
     /// Partitions (key prefixes) the step replaces wholesale.
     partitions: Vec<String>,
     /// Keys to delete on commit.
@@ -211,7 +223,12 @@ impl<'a> RunContext<'a> {
             rows,
             sha256: sha256.clone(),
         });
-        self.staged.push((key.to_string(), staging, sha256.clone()));
+        self.staged.push(Staged {
+            key: key.to_string(),
+            from: staging,
+            sha256: sha256.clone(),
+            adopted: false,
+        });
         self.stage_checksum(key, &sha256)
     }
 
@@ -227,7 +244,12 @@ impl<'a> RunContext<'a> {
         self.store
             .put(&staging, line.as_bytes(), Condition::Always)?;
         let digest = crate::store::sha256_hex(line.as_bytes());
-        self.staged.push((key, staging, digest));
+        self.staged.push(Staged {
+            key,
+            from: staging,
+            sha256: digest,
+            adopted: false,
+        });
         Ok(())
     }
 
@@ -279,6 +301,32 @@ impl<'a> RunContext<'a> {
         self.record_staged(key, staging, sha256, rows)
     }
 
+    /// Stages an object another run committed (a part of a fanned-out step, with
+    /// the checksum that run recorded for it) to be copied to `key` on commit: the
+    /// merge of parts that are already final files moves no bytes through this
+    /// process. The object stays where it is until the commit, and a failed run
+    /// leaves it there, so the merge can be run again.
+    pub fn adopt(
+        &mut self,
+        from: &str,
+        key: &str,
+        sha256: String,
+        rows: usize,
+    ) -> anyhow::Result<()> {
+        self.manifest.outputs.push(OutputRecord {
+            uri: self.store.uri(key),
+            rows,
+            sha256: sha256.clone(),
+        });
+        self.staged.push(Staged {
+            key: key.to_string(),
+            from: from.to_string(),
+            sha256: sha256.clone(),
+            adopted: true,
+        });
+        self.stage_checksum(key, &sha256)
+    }
+
     /// Stages `df` as the one part file of the partition `prefix` and declares the
     /// partition this run's: a re-run replaces it whole.
     pub fn write_partition(
@@ -303,8 +351,8 @@ impl<'a> RunContext<'a> {
     /// Replaces `placeholder` in the final keys staged so far (a step that learns its
     /// partition only after writing, like ingest's default run date).
     pub fn rekey(&mut self, placeholder: &str, value: &str) {
-        for (key, _, _) in &mut self.staged {
-            *key = key.replace(placeholder, value);
+        for s in &mut self.staged {
+            s.key = s.key.replace(placeholder, value);
         }
         for output in &mut self.manifest.outputs {
             output.uri = output.uri.replace(placeholder, value);
@@ -320,7 +368,7 @@ impl<'a> RunContext<'a> {
 
     fn commit(&mut self) -> anyhow::Result<()> {
         let staged_keys: std::collections::HashSet<&str> =
-            self.staged.iter().map(|(k, _, _)| k.as_str()).collect();
+            self.staged.iter().map(|s| s.key.as_str()).collect();
         let mut stale = Vec::new();
         for prefix in &self.partitions {
             for key in self.store.list(prefix)? {
@@ -332,7 +380,13 @@ impl<'a> RunContext<'a> {
         // Every staged object is read back and checked against the digest of the bytes
         // the step wrote before any becomes visible: a truncated or corrupted upload
         // fails the run here, and readers never see it.
-        for (key, staging, sha256) in &self.staged {
+        for Staged {
+            key,
+            from: staging,
+            sha256,
+            ..
+        } in &self.staged
+        {
             // A local file is hashed as it is read: a large table never has to fit
             // in memory to be verified.
             let found = match self.store.local_path(staging) {
@@ -355,8 +409,11 @@ impl<'a> RunContext<'a> {
         }
         // New files first, then removals: a crash in between leaves extra files of
         // the new run (re-running repairs it), never a partition with data missing.
-        for (key, staging, _) in &self.staged {
-            self.store.rename(staging, key)?;
+        for s in &self.staged {
+            match s.adopted {
+                true => self.store.copy(&s.from, &s.key)?,
+                false => self.store.rename(&s.from, &s.key)?,
+            }
         }
         for key in stale.iter().chain(&self.deletes) {
             self.store.delete(key)?;
@@ -365,8 +422,8 @@ impl<'a> RunContext<'a> {
     }
 
     fn discard(&self) {
-        for (_, staging, _) in &self.staged {
-            let _ = self.store.delete(staging);
+        for s in self.staged.iter().filter(|s| !s.adopted) {
+            let _ = self.store.delete(&s.from);
         }
     }
 
@@ -612,6 +669,9 @@ mod tests {
         }
         fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
             self.0.rename(from, to)
+        }
+        fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+            self.0.copy(from, to)
         }
     }
 

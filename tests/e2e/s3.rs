@@ -99,7 +99,11 @@ fn s3_store_keeps_the_store_contract() {
     s.rename("x/0.json", "y/moved=1 (a).json").unwrap();
     assert_eq!(s.list("").unwrap(), ["x/1.json", "y/moved=1 (a).json"]);
     assert_eq!(s.get("y/moved=1 (a).json").unwrap().unwrap().bytes, b"zero");
+    // A server-side copy leaves the source, and outlives it.
+    s.copy("y/moved=1 (a).json", "z/copy.json").unwrap();
     s.delete("y/moved=1 (a).json").unwrap();
+    assert_eq!(s.get("z/copy.json").unwrap().unwrap().bytes, b"zero");
+    s.delete("z/copy.json").unwrap();
     s.delete("never/existed").unwrap();
     assert_eq!(s.list("x/").unwrap(), ["x/1.json"]);
 

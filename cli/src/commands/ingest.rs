@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use sgml_features::anonymize::AnonKey;
+use sgml_pipelines::partition::Split;
 use sgml_pipelines::run;
 use sgml_pipelines::sources::{MAX_DECOMPRESSED_BYTES, SourceOptions};
 use sgml_pipelines::steps::ingest::{Anonymization, Ingest, MAX_REJECT_SHARE};
 
+use crate::commands::steps::SplitArgs;
 use crate::global::Global;
 use crate::output;
 
@@ -51,14 +53,21 @@ pub struct SourceArgs {
 pub struct Args {
     #[command(flatten)]
     source: SourceArgs,
-    /// The partition to write (default: the latest order date in the input).
+    /// The partition to write (default: the latest order date in the input;
+    /// required with --partition and --merge).
     #[arg(long)]
     run_date: Option<NaiveDate>,
+    #[command(flatten)]
+    split: SplitArgs,
 }
 
 pub fn run(g: &Global, a: &Args) -> anyhow::Result<()> {
     let store = g.open_store()?;
-    let m = run::execute(store.as_ref(), &step(&a.source)?, a.run_date)?;
+    let m = run::execute(
+        store.as_ref(),
+        &step(&a.source, a.split.split())?,
+        a.run_date,
+    )?;
     output::finished(&m, None);
     Ok(())
 }
@@ -98,8 +107,9 @@ fn anonymization(args: &SourceArgs) -> anyhow::Result<Anonymization> {
     }
 }
 
-pub fn step(args: &SourceArgs) -> anyhow::Result<Ingest> {
-    if args.inputs.is_empty() {
+/// The ingest step; a merge reads only the parts, so it needs no input.
+pub fn step(args: &SourceArgs, split: Split) -> anyhow::Result<Ingest> {
+    if args.inputs.is_empty() && !matches!(split, Split::Merge(_)) {
         bail!("no --input given: pass a directory, files or a postgres:// URL");
     }
     Ok(Ingest {
@@ -112,5 +122,6 @@ pub fn step(args: &SourceArgs) -> anyhow::Result<Ingest> {
         },
         key: anonymization(args)?,
         max_reject_share: args.max_reject_share,
+        split,
     })
 }

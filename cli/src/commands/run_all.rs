@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use clap::Subcommand;
+use sgml_pipelines::partition::Split;
 use sgml_pipelines::plan::{self, Settings};
 use sgml_pipelines::steps::{self, ingest::Anonymization};
 
@@ -71,7 +72,7 @@ pub fn run(g: &Global, c: &Command) -> anyhow::Result<()> {
         };
         source.inputs = vec![dir.display().to_string()];
     }
-    let mut ingest = ingest::step(&source)?;
+    let mut ingest = ingest::step(&source, Split::Whole)?;
     // Demo mode is the user's explicit choice: no --input means the bundled sample.
     if demo && matches!(ingest.key, Anonymization::Missing) {
         ingest.key = Anonymization::Demo;

@@ -89,13 +89,14 @@ pub struct EmbedArgs {
 /// merge commits them.
 #[derive(clap::Args)]
 pub struct SplitArgs {
-    /// Do part K of N (rows split by the xxh3 hash of the product id, the same on
-    /// every machine) and write it to parts/<table>/dt=D/of=N/; a failed part is
+    /// Do part K of N (rows split by the xxh3 hash of their key, the same on every
+    /// machine: the product id; ingest: the order id and product id, the small
+    /// tables in part 1) and write it to parts/<table>/dt=D/of=N/; a failed part is
     /// re-run alone. Then `--merge N`.
     #[arg(long, value_name = "K/N", conflicts_with = "merge")]
     partition: Option<Partition>,
-    /// Merge the N parts written with --partition K/N into the run date's partition,
-    /// sorted by product id as one run would write it; refused while a part is
+    /// Merge the N parts written with --partition K/N into the run date's partition
+    /// (sorted by product id as one run would write it); refused while a part is
     /// missing or was computed from other inputs than the rest.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PARTS as i64))]
     merge: Option<u32>,

@@ -255,6 +255,24 @@ impl Store for LocalStore {
         self.delete(from)
     }
 
+    fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (src, dst) = (self.path(from)?, self.path(to)?);
+        if !src.exists() {
+            return Err(StoreError::NotFound {
+                uri: self.uri(from),
+            });
+        }
+        let dir = dst.parent().expect("keys have a parent");
+        fs::create_dir_all(dir).map_err(self.io(to))?;
+        // Objects are never modified in place (every write is a new file renamed
+        // over the key), so a hard link is a copy; linked to a temporary name first
+        // so the key is replaced atomically.
+        let name = dst.file_name().expect("keys name a file").to_string_lossy();
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{name}", rand::random::<u64>()));
+        fs::hard_link(&src, &tmp).map_err(self.io(to))?;
+        fs::rename(&tmp, &dst).map_err(self.io(to))
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }
@@ -268,6 +286,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::new(dir.path()).unwrap();
         (dir, s)
+    }
+
+    /// A copy is its own object: it survives the source's removal, and a later write
+    /// to the source does not reach it.
+    #[test]
+    fn copy_is_independent_of_its_source() {
+        let (_d, s) = store();
+        s.put("parts/a.bin", b"one", Condition::Always).unwrap();
+        s.put("raw/b.bin", b"old", Condition::Always).unwrap();
+        s.copy("parts/a.bin", "raw/b.bin").unwrap();
+        assert_eq!(s.get("raw/b.bin").unwrap().unwrap().bytes, b"one");
+        s.put("parts/a.bin", b"two", Condition::Always).unwrap();
+        assert_eq!(s.get("raw/b.bin").unwrap().unwrap().bytes, b"one");
+        s.delete("parts/a.bin").unwrap();
+        assert_eq!(s.get("raw/b.bin").unwrap().unwrap().bytes, b"one");
+        assert!(matches!(
+            s.copy("parts/a.bin", "raw/c.bin"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(s.list("").unwrap(), ["raw/b.bin"]);
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub trait Store: Send + Sync {
     /// Moves an object to a new key, replacing what is there.
     fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
 
+    /// Copies an object to a new key, replacing what is there atomically, without
+    /// the bytes passing through this process where the store can avoid it (a hard
+    /// link on disk, a server-side copy on S3).
+    fn copy(&self, from: &str, to: &str) -> Result<(), StoreError>;
+
     /// A filesystem path for the key when the store is local, so polars can scan
     /// files lazily instead of loading them whole.
     fn local_path(&self, _key: &str) -> Option<PathBuf> {

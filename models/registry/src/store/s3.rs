@@ -356,6 +356,11 @@ impl Store for S3Store {
     /// between leaves both (the runner's commit tolerates that: the staged copy is
     /// cleaned by the next run of the step).
     fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.copy(from, to)?;
+        self.delete(from)
+    }
+
+    fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (src, dst) = (self.full_key(from)?, self.full_key(to)?);
         self.runtime.block_on(async {
             self.client
@@ -367,8 +372,7 @@ impl Store for S3Store {
                 .await
                 .map_err(|e| self.error(to, e))?;
             Ok::<(), StoreError>(())
-        })?;
-        self.delete(from)
+        })
     }
 }
 

@@ -448,10 +448,9 @@ fn merge(ctx: &mut RunContext, count: u32, max_reject_share: f64) -> anyhow::Res
             .find(|f| !f.key.starts_with(&prefix))
         {
             bail!(
-                "{} names {:.80}, outside {}: the parts area was tampered with; run every part again",
+                "a part record under {} names {:.80}, outside it: the parts area was tampered with; run every part again",
                 ctx.store.uri(&prefix),
-                f.key,
-                ctx.store.uri(&prefix)
+                f.key
             );
         }
         match totals.iter_mut().find(|s| s.table == t.table) {
@@ -473,10 +472,7 @@ fn merge(ctx: &mut RunContext, count: u32, max_reject_share: f64) -> anyhow::Res
         }
         let partition = io::partition("raw", t.table.name(), run_date);
         for (i, f) in t.raw.iter().enumerate() {
-            let key = format!(
-                "{}part-{i:05}.parquet",
-                partition.trim_end_matches('/').to_string() + "/"
-            );
+            let key = format!("{partition}part-{i:05}.parquet");
             ctx.adopt(&f.key, &key, f.sha256.clone(), f.rows)?;
         }
         ctx.replace_partition(&partition);

@@ -206,17 +206,18 @@ impl<'a> RunContext<'a> {
     pub fn stage(&mut self, key: &str, bytes: &[u8], rows: usize) -> anyhow::Result<()> {
         let staging = format!("_staging/{}/{key}", self.run_id);
         self.store.put(&staging, bytes, Condition::Always)?;
-        self.record_staged(key, staging, crate::store::sha256_hex(bytes), rows)
+        self.record_staged(key, staging, crate::store::sha256_hex(bytes), rows, false)
     }
 
-    /// Records a staged object as an output the commit will move to `key`, with the
-    /// checksum file that goes beside it.
+    /// Records an object waiting at `from` as an output the commit will move (or,
+    /// `adopted`, copy) to `key`, with the checksum file that goes beside it.
     fn record_staged(
         &mut self,
         key: &str,
-        staging: String,
+        from: String,
         sha256: String,
         rows: usize,
+        adopted: bool,
     ) -> anyhow::Result<()> {
         self.manifest.outputs.push(OutputRecord {
             uri: self.store.uri(key),
@@ -225,9 +226,9 @@ impl<'a> RunContext<'a> {
         });
         self.staged.push(Staged {
             key: key.to_string(),
-            from: staging,
+            from,
             sha256: sha256.clone(),
-            adopted: false,
+            adopted,
         });
         self.stage_checksum(key, &sha256)
     }
@@ -298,7 +299,7 @@ impl<'a> RunContext<'a> {
                 std::fs::remove_file(file)?;
             }
         }
-        self.record_staged(key, staging, sha256, rows)
+        self.record_staged(key, staging, sha256, rows, false)
     }
 
     /// Stages an object another run committed (a part of a fanned-out step, with
@@ -313,18 +314,7 @@ impl<'a> RunContext<'a> {
         sha256: String,
         rows: usize,
     ) -> anyhow::Result<()> {
-        self.manifest.outputs.push(OutputRecord {
-            uri: self.store.uri(key),
-            rows,
-            sha256: sha256.clone(),
-        });
-        self.staged.push(Staged {
-            key: key.to_string(),
-            from: from.to_string(),
-            sha256: sha256.clone(),
-            adopted: true,
-        });
-        self.stage_checksum(key, &sha256)
+        self.record_staged(key, from.to_string(), sha256, rows, true)
     }
 
     /// Stages `df` as the one part file of the partition `prefix` and declares the

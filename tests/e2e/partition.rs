@@ -582,25 +582,12 @@ fn a_reduce_refuses_maps_older_than_the_products() {
 /// contract. Tables the store lacks are left out.
 fn ingested_tables(store: &Path, run_date: &str) -> Vec<(String, DataFrame)> {
     let mut out = Vec::new();
-    for table in [
-        "orders",
-        "products",
-        "crawled_offers",
-        "fx_rates",
-        "deletion_requests",
-        "duplicate_groups",
-    ] {
+    for table in sgml_features::Table::ALL {
         let raw = store.join(format!("raw/{table}/dt={run_date}"));
         if raw.is_dir() {
-            let df = read_partition(&raw);
-            let key: Vec<&str> = match table {
-                "orders" => vec!["order_id", "line_no"],
-                "fx_rates" => vec!["date", "currency"],
-                "crawled_offers" => vec!["offer_id"],
-                "deletion_requests" => vec!["customer_key"],
-                _ => vec!["product_id"],
-            };
-            let df = df.sort(key, SortMultipleOptions::default()).unwrap();
+            let df = read_partition(&raw)
+                .sort(table.key().to_vec(), SortMultipleOptions::default())
+                .unwrap();
             out.push((format!("raw/{table}"), df));
         }
         let quarantine = store.join(format!("quarantine/{table}"));
@@ -617,6 +604,16 @@ fn ingested_tables(store: &Path, run_date: &str) -> Vec<(String, DataFrame)> {
         }
     }
     out
+}
+
+/// `sgml ingest --demo --run-date D <extra> --input <input>` into `store`.
+fn ingest_cmd(store: &Path, input: &Path, run_date: &str, extra: &[&str]) -> std::process::Command {
+    let mut cmd = sgml(store);
+    cmd.args(["ingest", "--demo", "--run-date", run_date])
+        .args(extra)
+        .arg("--input")
+        .arg(input);
+    cmd
 }
 
 /// The table counts the latest ingest recorded (for a split ingest: its merge).
@@ -649,14 +646,7 @@ fn ingest_split_and_merged_is_ingest_whole() {
     bytes.extend(format!("two,cells\n  {id} ,{rest}\n").as_bytes());
     std::fs::write(&orders, bytes).unwrap();
     let run_date = "2026-03-01";
-    let ingest = |store: &Path, extra: &[&str]| {
-        let mut cmd = sgml(store);
-        cmd.args(["ingest", "--demo", "--run-date", run_date])
-            .args(extra)
-            .arg("--input")
-            .arg(&input);
-        cmd
-    };
+    let ingest = |store: &Path, extra: &[&str]| ingest_cmd(store, &input, run_date, extra);
     let whole_store = dir.path().join("whole");
     ok(&mut ingest(&whole_store, &[]));
     let whole = ingested_tables(&whole_store, run_date);
@@ -755,7 +745,7 @@ fn a_split_ingest_refuses_mixed_inputs() {
     );
     assert_eq!(data(&store), before, "a refused merge changes nothing");
     ok(&mut ingest(&[date[0], date[1], "--partition", "1/2"]));
-    // Every row rejected: the limit applies to the totals of all parts.
+    // A zero limit: the duplicated line alone exceeds it, counted over all parts.
     let err = fails(
         &mut ingest(&[date[0], date[1], "--merge", "2", "--max-reject-share", "0"]),
         1,
@@ -774,14 +764,7 @@ fn deleted_customers_stay_unlinked_in_every_part() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), 1000, 53, 0.0);
     let run_date = "2026-03-01";
-    let ingest = |store: &Path, extra: &[&str]| {
-        let mut cmd = sgml(store);
-        cmd.args(["ingest", "--demo", "--run-date", run_date])
-            .args(extra)
-            .arg("--input")
-            .arg(&input);
-        cmd
-    };
+    let ingest = |store: &Path, extra: &[&str]| ingest_cmd(store, &input, run_date, extra);
     let whole = dir.path().join("whole");
     ok(&mut ingest(&whole, &[]));
     let split = dir.path().join("split");
